@@ -1,0 +1,68 @@
+"""polynet-tf: PolyNet (Zhang et al., CVPR 2017) for TensorFlow 2 / Keras 3."""
+
+import pathlib
+
+from setuptools import find_packages, setup
+
+_HERE = pathlib.Path(__file__).parent
+_VERSION = {}
+exec((_HERE / "polynet_tf" / "version.py").read_text(), _VERSION)
+
+_EXTRAS = {
+    # Reading the published PyTorch checkpoints (weights converter).
+    "convert": ["torch>=2.0"],
+    # gRPC / REST client examples for TF Serving.
+    "serving": ["tensorflow-serving-api>=2.16"],
+    # TFDS sources (imagenet2012 with a manual download directory, ...).
+    "tfds": ["tensorflow-datasets>=4.9"],
+    # Figures: crop boxes, training curves, accuracy-vs-cost plots.
+    "plot": ["matplotlib>=3.7"],
+    # Running the model code on the JAX backend.
+    "jax": ["jax>=0.4.20"],
+}
+_EXTRAS["test"] = sorted(
+    {
+        "pytest>=7.4",
+        "pytest-xdist>=3.3",
+        "scikit-learn>=1.3",
+        *_EXTRAS["serving"],
+        *_EXTRAS["tfds"],
+        *_EXTRAS["plot"],
+        *_EXTRAS["jax"],
+    }
+)
+
+setup(
+    name="polynet-tf",
+    version=_VERSION["__version__"],
+    description=(
+        "PolyNet (PolyInception family, Very Deep PolyNet) for TensorFlow 2 and "
+        "Keras 3: models, pretrained weights, multi-worker training, evaluation, "
+        "export"
+    ),
+    long_description=(_HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["polynet_tf", "polynet_tf.*"]),
+    package_data={"polynet_tf": ["resources/*.json"]},
+    include_package_data=True,
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.3",
+        "numpy>=1.23",
+        "pyyaml>=6.0",
+        "absl-py>=1.4",
+        "tqdm>=4.64",
+        "pillow>=9.5",
+        "h5py>=3.8",
+    ],
+    extras_require=_EXTRAS,
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
