@@ -1,0 +1,261 @@
+"""Stem, reductions and Inception residual blocks of the released PolyNet.
+
+Every table here is DESIGN section 1 (checked against the `pretrainedmodels`
+port of the released network, `pretrainedmodels/models/polynet.py`): branch
+order is concatenation order, which decides whether converted weights line up.
+Channel counts are those of the released network, scaled by
+`width_multiplier` (1.0 is the released network).
+"""
+
+import keras
+
+from polynet_tf.layers.batch_norm import BatchNormSettings
+from polynet_tf.layers.branches import BranchConcat, conv, maxpool, scale_channels
+from polynet_tf.layers.conv_bn import ConvBN
+
+BLOCK_TYPES = ("A", "B", "C")
+
+
+def _scaled(branches, width_multiplier):
+    return [
+        [
+            dict(op, filters=scale_channels(op["filters"], width_multiplier))
+            if op["op"] == "conv"
+            else op
+            for op in branch
+        ]
+        for branch in branches
+    ]
+
+
+# Residual blocks F: branches, concatenated, then a 1x1 projection (no ReLU)
+# back to the input's channel count (384 / 1152 / 2048 at full width).
+RESIDUAL_BRANCHES = {
+    "A": [
+        [conv(32, 1), conv(48, 3), conv(64, 3)],
+        [conv(32, 1), conv(32, 3)],
+        [conv(32, 1)],
+    ],
+    "B": [
+        [conv(128, 1), conv(160, (1, 7)), conv(192, (7, 1))],
+        [conv(192, 1)],
+    ],
+    "C": [
+        [conv(192, 1), conv(224, (1, 3)), conv(256, (3, 1))],
+        [conv(192, 1)],
+    ],
+}
+
+STEM_CONVS = [
+    conv(32, 3, strides=2, padding="valid"),
+    conv(32, 3, padding="valid"),
+    conv(64, 3),
+]
+MIXED_3A = [[maxpool()], [conv(96, 3, strides=2, padding="valid")]]
+MIXED_4A = [
+    [conv(64, 1), conv(96, 3, padding="valid")],
+    [conv(64, 1), conv(64, (7, 1)), conv(64, (1, 7)), conv(96, 3, padding="valid")],
+]
+MIXED_5A = [[maxpool()], [conv(192, 3, strides=2, padding="valid")]]
+
+REDUCTION_A = [
+    [conv(256, 1), conv(256, 3), conv(384, 3, strides=2, padding="valid")],
+    [conv(384, 3, strides=2, padding="valid")],
+    [maxpool()],
+]
+REDUCTION_B = [
+    [conv(256, 1), conv(256, 3), conv(256, 3, strides=2, padding="valid")],
+    [conv(256, 1), conv(256, 3, strides=2, padding="valid")],
+    [conv(256, 1), conv(384, 3, strides=2, padding="valid")],
+    [maxpool()],
+]
+
+
+class _WidthConfigMixin:
+    """get_config for layers fully determined by width and BatchNorm settings."""
+
+    def get_config(self):
+        config = keras.layers.Layer.get_config(self)
+        config.update(
+            width_multiplier=self.width_multiplier,
+            batch_norm=self.batch_norm.to_dict(),
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="polynet_tf")
+class Stem(_WidthConfigMixin, keras.layers.Layer):
+    """Three convs, then mixed 3a, 4a and 5a (331x331x3 -> 39x39x384).
+
+    Args:
+        width_multiplier: scales every channel count.
+        batch_norm: `BatchNormSettings` or its dict form.
+        kernel_initializer: conv kernel initializer.
+        **kwargs: base layer arguments.
+    """
+
+    def __init__(
+        self, width_multiplier=1.0, batch_norm=None,
+        kernel_initializer="glorot_uniform", **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.width_multiplier = float(width_multiplier)
+        self.batch_norm = BatchNormSettings.from_value(batch_norm)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        common = dict(
+            batch_norm=self.batch_norm,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+        )
+        self.parts = [
+            ConvBN(
+                scale_channels(spec["filters"], self.width_multiplier),
+                spec["kernel_size"], strides=spec["strides"], padding=spec["padding"],
+                name=f"conv{i + 1}", **common,
+            )
+            for i, spec in enumerate(STEM_CONVS)
+        ]
+        for name, branches in (
+            ("mixed_3a", MIXED_3A), ("mixed_4a", MIXED_4A), ("mixed_5a", MIXED_5A)
+        ):
+            self.parts.append(
+                BranchConcat(_scaled(branches, self.width_multiplier), name=name, **common)
+            )
+
+    def build(self, input_shape):
+        shape = input_shape
+        for part in self.parts:
+            part.build(shape)
+            shape = part.compute_output_shape(shape)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for part in self.parts:
+            x = part(x, training=training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape
+        for part in self.parts:
+            shape = part.compute_output_shape(shape)
+        return shape
+
+
+class _Reduction(_WidthConfigMixin, BranchConcat):
+    """A fixed-topology BranchConcat configured by width only."""
+
+    BRANCHES = None
+
+    def __init__(
+        self, width_multiplier=1.0, batch_norm=None,
+        kernel_initializer="glorot_uniform", **kwargs,
+    ):
+        self.width_multiplier = float(width_multiplier)
+        super().__init__(
+            _scaled(self.BRANCHES, self.width_multiplier),
+            batch_norm=batch_norm,
+            kernel_initializer=kernel_initializer,
+            **kwargs,
+        )
+
+    def call(self, inputs, training=None):
+        return super().call(inputs, training=training)
+
+
+@keras.saving.register_keras_serializable(package="polynet_tf")
+class ReductionA(_Reduction):
+    """Stage A -> B: 35/39 -> 17/19 spatially, 384 -> 1152 channels at full width."""
+
+    BRANCHES = REDUCTION_A
+
+
+@keras.saving.register_keras_serializable(package="polynet_tf")
+class ReductionB(_Reduction):
+    """Stage B -> C: 17/19 -> 8/9 spatially, 1152 -> 2048 channels at full width."""
+
+    BRANCHES = REDUCTION_B
+
+
+@keras.saving.register_keras_serializable(package="polynet_tf")
+class InceptionResidualBlock(keras.layers.Layer):
+    """The residual function F of stage A, B or C (Inception-ResNet-v2 style).
+
+    Branches are concatenated and projected by a 1x1 conv + BN without ReLU
+    back to the input's channel count. With `num_applications > 1` the block is
+    the released poly-3's shared block: the branch convs are shared, and each
+    application has its own BatchNorms and its own projection.
+
+    Args:
+        block_type: "A", "B" or "C".
+        num_applications: how many applications share the branch convs.
+        width_multiplier: scales the branch channel counts.
+        batch_norm: `BatchNormSettings` or its dict form.
+        kernel_initializer: conv kernel initializer.
+        **kwargs: base layer arguments.
+    """
+
+    def __init__(
+        self, block_type, num_applications=1, width_multiplier=1.0,
+        batch_norm=None, kernel_initializer="glorot_uniform", **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if block_type not in BLOCK_TYPES:
+            raise ValueError(
+                f"`block_type` must be one of {BLOCK_TYPES}. Received: {block_type!r}"
+            )
+        if int(num_applications) < 1:
+            raise ValueError(
+                f"`num_applications` must be >= 1. Received: {num_applications}"
+            )
+        self.block_type = block_type
+        self.num_applications = int(num_applications)
+        self.width_multiplier = float(width_multiplier)
+        self.batch_norm = BatchNormSettings.from_value(batch_norm)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.branches = BranchConcat(
+            _scaled(RESIDUAL_BRANCHES[block_type], self.width_multiplier),
+            num_norms=self.num_applications,
+            batch_norm=self.batch_norm,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="branches",
+        )
+        self.projections = []
+
+    def build(self, input_shape):
+        self.branches.build(input_shape)
+        concat_shape = self.branches.compute_output_shape(input_shape)
+        # Created here: the projection width is the input's channel count.
+        self.projections = [
+            ConvBN(
+                input_shape[-1], 1, activation=False,
+                batch_norm=self.batch_norm,
+                kernel_initializer=self.kernel_initializer,
+                dtype=self.dtype_policy,
+                name="projection" if self.num_applications == 1 else f"projection_{i}",
+            )
+            for i in range(self.num_applications)
+        ]
+        for projection in self.projections:
+            projection.build(concat_shape)
+        self.built = True
+
+    def call(self, inputs, application=0, training=None):
+        x = self.branches(inputs, norm_index=application, training=training)
+        return self.projections[application](x, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            block_type=self.block_type,
+            num_applications=self.num_applications,
+            width_multiplier=self.width_multiplier,
+            batch_norm=self.batch_norm.to_dict(),
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config

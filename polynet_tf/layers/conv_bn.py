@@ -1,0 +1,118 @@
+"""The conv-BN-ReLU unit every PolyNet convolution is made of.
+
+DESIGN section 1: every "conv" is Conv2D without bias -> BatchNorm(epsilon=1e-5)
+-> ReLU, unless marked *no ReLU*. The released poly-3 modules share a conv
+between the three applications of their block but give each application its
+own BatchNorm, so one unit may hold several BatchNorms (`num_norms`) and is
+called with the index of the one to use.
+"""
+
+import keras
+
+from polynet_tf.layers.batch_norm import BatchNormSettings, make_batch_norm
+
+
+@keras.saving.register_keras_serializable(package="polynet_tf")
+class ConvBN(keras.layers.Layer):
+    """Conv2D (no bias) -> BatchNormalization -> optional ReLU.
+
+    Args:
+        filters: number of output channels.
+        kernel_size: int or (height, width).
+        strides: int or (height, width).
+        padding: "same" (symmetric for the odd kernels used here) or "valid".
+        activation: whether a ReLU follows the BatchNorm.
+        num_norms: number of BatchNorms sharing this conv; `call` picks one
+            with `norm_index`.
+        batch_norm: `BatchNormSettings` or its dict form.
+        kernel_initializer: initializer of the conv kernel (the paper uses
+            Xavier/Glorot).
+        **kwargs: base `keras.layers.Layer` arguments (name, dtype, ...).
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="same",
+        activation=True,
+        num_norms=1,
+        batch_norm=None,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if padding not in ("same", "valid"):
+            raise ValueError(
+                f"`padding` must be 'same' or 'valid'. Received: padding={padding!r}"
+            )
+        if int(num_norms) < 1:
+            raise ValueError(f"`num_norms` must be >= 1. Received: num_norms={num_norms}")
+        self.filters = int(filters)
+        self.kernel_size = _pair(kernel_size)
+        self.strides = _pair(strides)
+        self.padding = padding
+        self.activation = bool(activation)
+        self.num_norms = int(num_norms)
+        self.batch_norm = BatchNormSettings.from_value(batch_norm)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.conv = keras.layers.Conv2D(
+            self.filters,
+            self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            use_bias=False,
+            data_format="channels_last",
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="conv",
+        )
+        self.norms = [
+            make_batch_norm(
+                self.batch_norm,
+                name="bn" if self.num_norms == 1 else f"bn_{i}",
+                dtype=self.dtype_policy,
+            )
+            for i in range(self.num_norms)
+        ]
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        conv_shape = self.conv.compute_output_shape(input_shape)
+        for norm in self.norms:
+            norm.build(conv_shape)
+        self.built = True
+
+    def call(self, inputs, norm_index=0, training=None):
+        x = self.conv(inputs)
+        x = self.norms[norm_index](x, training=training)
+        if self.activation:
+            x = keras.ops.relu(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return self.conv.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            activation=self.activation,
+            num_norms=self.num_norms,
+            batch_norm=self.batch_norm.to_dict(),
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+def _pair(value):
+    if isinstance(value, int):
+        return (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2:
+        raise ValueError(f"Expected an int or a pair of ints. Received: {value}")
+    return value

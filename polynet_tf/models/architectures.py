@@ -1,0 +1,148 @@
+"""Named PolyNet architectures (a registry, as timm keeps one).
+
+Every preset is data: the stage spec (grammar in `polynet_tf.models.spec`),
+its residual-scale schedule, default input size and where it comes from.
+Sources: the paper (Zhang et al., CVPR 2017) sections 3.2-3.4 and 5, and
+DESIGN section 1 for the released network.
+"""
+
+import dataclasses
+
+from polynet_tf.models.spec import parse_architecture
+
+# The released network's beta_k = 1 - 0.3 k / 39, rounded to 6 decimals as in
+# the published weights (DESIGN section 1).
+RELEASED_RESIDUAL_SCALE = {"start": 1.0, "end": 0.7, "decimals": 6}
+# The paper's own runs (section 4, "Residual scaling"): beta = 0.3.
+PAPER_RESIDUAL_SCALE = 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchitecturePreset:
+    """A named architecture and its metadata.
+
+    Attributes:
+        name: registry name, e.g. "very_deep".
+        spec: stage spec text.
+        residual_scale: default beta: a float, or a linear schedule
+            {"start", "end"[, "decimals"]} over all modules.
+        default_size: default input height/width.
+        description: one line for listings.
+        source: where the architecture is defined.
+        pretrained: names of published weights (e.g. ("imagenet",)).
+    """
+
+    name: str
+    spec: str
+    residual_scale: object = PAPER_RESIDUAL_SCALE
+    default_size: int = 299
+    description: str = ""
+    source: str = ""
+    pretrained: tuple = ()
+
+    @property
+    def architecture(self):
+        return parse_architecture(self.spec)
+
+
+_PRESETS = {}
+
+_ABLATION_MODULES = ("2way", "3way", "poly2", "poly3", "mpoly2", "mpoly3")
+
+
+def _register(preset):
+    _PRESETS[preset.name] = preset
+
+
+def _ir(a, b, c, stage_b=None):
+    return f"A: ir*{a} | B: {stage_b or f'ir*{b}'} | C: ir*{c}"
+
+
+_register(ArchitecturePreset(
+    name="very_deep",
+    spec="A: 2way*10 | B: (poly3[convs], 2way)*10 | C: (poly3[convs], 2way)*5",
+    residual_scale=RELEASED_RESIDUAL_SCALE,
+    default_size=331,
+    description="Very Deep PolyNet, the released network (ImageNet top-1 81.0 / top-5 95.6)",
+    source="paper section 3.4; pretrainedmodels `polynet`; DESIGN section 1",
+    pretrained=("imagenet",),
+))
+_register(ArchitecturePreset(
+    name="ir_5_10_5", spec=_ir(5, 10, 5),
+    description="Inception-ResNet-v2 baseline, IR 5-10-5",
+    source="paper section 3.2, Fig. 5",
+))
+_register(ArchitecturePreset(
+    name="ir_3_6_3", spec=_ir(3, 6, 3),
+    description="IR 3-6-3, the ablation baseline",
+    source="paper section 3.2",
+))
+for _stage in "abc":
+    for _module in _ABLATION_MODULES:
+        _counts = {"a": 3, "b": 6, "c": 3}
+        _stages = {
+            s: f"{_module}*{n}" if s == _stage else f"ir*{n}" for s, n in _counts.items()
+        }
+        _register(ArchitecturePreset(
+            name=f"ir_3_6_3_{_stage}_{_module}",
+            spec=f"A: {_stages['a']} | B: {_stages['b']} | C: {_stages['c']}",
+            description=f"IR 3-6-3 with stage {_stage.upper()} units replaced by {_module}",
+            source="paper section 3.2, Fig. 6 (18 ablation variants)",
+        ))
+_register(ArchitecturePreset(
+    name="ir_6_12_6", spec=_ir(6, 12, 6),
+    description="IR 6-12-6, the mixing-study baseline",
+    source="paper section 3.3",
+))
+for _module in ("3way", "mpoly3", "poly3"):
+    _register(ArchitecturePreset(
+        name=f"ir_6_12_6_{_module}", spec=_ir(6, 12, 6, stage_b=f"{_module}*12"),
+        description=f"IR 6-12-6 with stage B as {_module} x 12 (uniform config)",
+        source="paper section 3.3, Fig. 8",
+    ))
+_register(ArchitecturePreset(
+    name="ir_6_12_6_mixed", spec=_ir(6, 12, 6, stage_b="(3way, mpoly3, poly3)*4"),
+    description="IR 6-12-6 with stage B as (3-way -> mpoly-3 -> poly-3) x 4",
+    source="paper section 3.3, Fig. 7-8",
+))
+_register(ArchitecturePreset(
+    name="ir_20_56_20", spec=_ir(20, 56, 20),
+    description="Very Deep Inception-ResNet, IR 20-56-20",
+    source="paper section 5, Table 1",
+))
+
+
+def list_architectures():
+    """Names of every registered architecture preset, sorted."""
+    return sorted(_PRESETS)
+
+
+def get_architecture(name):
+    """The `ArchitecturePreset` registered under `name`.
+
+    Args:
+        name: a preset name from `list_architectures()`.
+
+    Raises:
+        ValueError: unknown name, with the known names.
+    """
+    try:
+        return _PRESETS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown architecture {name!r}. Known presets: "
+            f"{', '.join(list_architectures())}; or pass a spec such as "
+            "'A: ir*5 | B: ir*10 | C: ir*5'."
+        ) from None
+
+
+def resolve_architecture(architecture):
+    """A preset name or a spec text -> (ArchitecturePreset or None, ArchitectureSpec).
+
+    Raises:
+        ValueError: unknown name or a spec that does not parse.
+    """
+    if isinstance(architecture, str) and ":" not in architecture:
+        preset = get_architecture(architecture)
+        return preset, preset.architecture
+    return None, parse_architecture(architecture)

@@ -1,0 +1,290 @@
+"""`PolyNet()`: the keras.applications-style builder of every PolyNet.
+
+Reference: Zhang, Li, Loy, Lin, "PolyNet: A Pursuit of Structural Diversity in
+Very Deep Networks", CVPR 2017. The released network is DESIGN section 1.
+
+    stem -> stage A -> reduction A -> stage B -> reduction B -> stage C
+         -> global average pool -> dropout 0.2 -> dense (classes)
+"""
+
+import os
+
+import keras
+
+from polynet_tf.layers import (
+    BatchNormSettings,
+    PolyInceptionModule,
+    ReductionA,
+    ReductionB,
+    Stem,
+)
+from polynet_tf.models import schedules
+from polynet_tf.models.architectures import resolve_architecture
+
+# The smallest input whose stage-C feature map is at least 1x1 (stride-2
+# valid convs and pools: 75 -> 37 -> 35 -> 17 -> 15 -> 7 -> 3 -> 1).
+MIN_INPUT_SIZE = 75
+
+_DEFAULT_OPTIONS = {
+    "width_multiplier": 1.0,
+    "residual_scale": None,  # None: the architecture's own schedule.
+    "drop_path_rate": 0.0,
+    "dropout_rate": 0.2,
+    "bn_epsilon": 1e-5,
+    "bn_momentum": 0.99,
+    "synchronized_batch_norm": False,
+    "kernel_initializer": "glorot_uniform",
+    "seed": None,
+}
+
+
+def PolyNet(
+    architecture="very_deep",
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    name=None,
+    **options,
+):
+    """Instantiates a PolyNet (any member of the PolyInception family).
+
+    Args:
+        architecture: a preset name (`polynet_tf.list_architectures()`, default
+            the released "very_deep") or a stage spec such as
+            "A: 2way*5 | B: (poly3, 2way)*5 | C: ir*5".
+        include_top: whether to include the classifier (pool, dropout, dense).
+        weights: None (random initialization), "imagenet" (the published
+            weights of "very_deep") or the path of a weights file.
+        input_tensor: optional Keras tensor (output of `keras.Input()`) to use
+            as the model's input.
+        input_shape: optional (height, width, channels); height and width at
+            least 75 (or None). Defaults to (size, size, 3) with the top, where
+            size is the architecture's default (331 for very_deep, else 299),
+            and (None, None, 3) without it.
+        pooling: without the top: None (4D feature map), "avg" or "max".
+        classes: number of classes of the top; 1000 with ImageNet weights.
+        classifier_activation: activation of the top layer; "softmax" or None
+            with pretrained weights.
+        name: model name (default "polynet_<architecture>").
+        **options: width_multiplier (scales every channel count, 1.0),
+            residual_scale (float, {"start", "end"} schedule or per-module
+            list; default: the architecture's), drop_path_rate (float: linear
+            0 -> rate from bottom to top module; or a schedule / list),
+            dropout_rate (0.2), bn_epsilon (1e-5), bn_momentum (0.99),
+            synchronized_batch_norm (False), kernel_initializer
+            ("glorot_uniform"), seed (stochastic-path masks).
+
+    Returns:
+        A functional `keras.Model`.
+
+    Raises:
+        ValueError: invalid arguments (each message names the argument).
+        TypeError: unknown options.
+    """
+    options = _validated_options(options)
+    preset, spec = resolve_architecture(architecture)
+    _validate_weights(weights, preset, include_top, classes, options)
+    _validate_head(include_top, pooling, classes, classifier_activation, weights)
+    default_size = preset.default_size if preset else 299
+    input_shape = _input_shape(input_shape, input_tensor, default_size, include_top, weights)
+    img_input = _model_input(input_tensor, input_shape)
+
+    norm = BatchNormSettings(
+        epsilon=options["bn_epsilon"],
+        momentum=options["bn_momentum"],
+        synchronized=options["synchronized_batch_norm"],
+    )
+    common = dict(
+        width_multiplier=options["width_multiplier"],
+        batch_norm=norm,
+        kernel_initializer=options["kernel_initializer"],
+    )
+    betas = schedules.residual_scales(
+        options["residual_scale"]
+        if options["residual_scale"] is not None
+        else (preset.residual_scale if preset else 0.3),
+        spec.num_modules,
+    )
+    rates = schedules.drop_path_rates(options["drop_path_rate"], spec.num_modules)
+
+    x = Stem(name="stem", **common)(img_input)
+    k = 0
+    for stage in spec.stages:
+        if stage.name == "B":
+            x = ReductionA(name="reduction_a", **common)(x)
+        elif stage.name == "C":
+            x = ReductionB(name="reduction_b", **common)(x)
+        for index, module in enumerate(stage.modules):
+            seed = None if options["seed"] is None else options["seed"] + k
+            x = PolyInceptionModule(
+                stage.name,
+                module,
+                residual_scale=betas[k],
+                drop_path_rate=rates[k],
+                seed=seed,
+                name=f"stage_{stage.name.lower()}_{index}",
+                **common,
+            )(x)
+            k += 1
+
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.Dropout(options["dropout_rate"], name="dropout")(x)
+        x = keras.layers.Dense(classes, activation=classifier_activation,
+                               name="predictions")(x)
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+
+    inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
+    if name is None:
+        name = f"polynet_{preset.name}" if preset else "polynet"
+    model = keras.Model(inputs, x, name=name)
+
+    if weights == "imagenet":
+        raise NotImplementedError(
+            "The published ImageNet weights are not available yet in this version "
+            "of polynet-tf. Use weights=None, or the path of a converted "
+            ".weights.h5 file."
+        )
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+def polyinception_modules(model):
+    """The PolyInception modules of a PolyNet model, bottom to top."""
+    return [layer for layer in model.layers if isinstance(layer, PolyInceptionModule)]
+
+
+def set_path_drop_rates(model, drop_path_rate):
+    """Sets the stochastic-path rates of a built model, without rebuilding it.
+
+    Takes effect in training steps already traced (the rates are variables).
+
+    Args:
+        model: a model made by `PolyNet()`.
+        drop_path_rate: float r for the paper's linear 0 -> r schedule (bottom
+            to top), a {"start", "end"} schedule, or one rate per module.
+
+    Returns:
+        The list of rates set, bottom to top.
+
+    Raises:
+        ValueError: the model has no PolyInception modules, or bad rates.
+    """
+    modules = polyinception_modules(model)
+    if not modules:
+        raise ValueError(f"Model {model.name!r} has no PolyInception modules.")
+    rates = schedules.drop_path_rates(drop_path_rate, len(modules))
+    for module, rate in zip(modules, rates):
+        module.set_drop_path_rate(rate)
+    return rates
+
+
+def _validated_options(options):
+    unknown = set(options) - set(_DEFAULT_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"Unrecognized keyword arguments passed to PolyNet: {sorted(unknown)}. "
+            f"Supported options: {sorted(_DEFAULT_OPTIONS)}"
+        )
+    merged = {**_DEFAULT_OPTIONS, **options}
+    width = merged["width_multiplier"]
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or width <= 0:
+        raise ValueError(
+            f"`width_multiplier` must be a positive number. Received: width_multiplier={width!r}"
+        )
+    if not 0.0 <= merged["dropout_rate"] < 1.0:
+        raise ValueError(
+            "`dropout_rate` must be in [0, 1). Received: "
+            f"dropout_rate={merged['dropout_rate']!r}"
+        )
+    return merged
+
+
+def _validate_weights(weights, preset, include_top, classes, options):
+    if not (weights in {"imagenet", None} or (isinstance(weights, (str, os.PathLike))
+                                             and os.path.exists(weights))):
+        raise ValueError(
+            "The `weights` argument should be either `None` (random initialization), "
+            "`imagenet` (pre-training on ImageNet), or the path to the weights file "
+            f"to be loaded. Received: weights={weights}"
+        )
+    if weights == "imagenet":
+        if preset is None or "imagenet" not in preset.pretrained:
+            raise ValueError(
+                "ImageNet weights exist only for architecture='very_deep'. Received: "
+                f"architecture={preset.name if preset else 'a custom spec'!r}"
+            )
+        if options["width_multiplier"] != 1.0:
+            raise ValueError(
+                "ImageNet weights need width_multiplier=1.0. Received: "
+                f"width_multiplier={options['width_multiplier']}"
+            )
+        if include_top and classes != 1000:
+            raise ValueError(
+                'If using `weights="imagenet"` with `include_top=True`, `classes` '
+                f"should be 1000. Received classes={classes}"
+            )
+
+
+def _validate_head(include_top, pooling, classes, classifier_activation, weights):
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(
+            f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}"
+        )
+    if include_top and (not isinstance(classes, int) or isinstance(classes, bool)
+                        or classes < 1):
+        raise ValueError(f"`classes` must be a positive integer. Received: classes={classes!r}")
+    if weights is not None and include_top and classifier_activation not in ("softmax", None):
+        raise ValueError(
+            "Only `None` and `softmax` activations are allowed for the "
+            "`classifier_activation` argument when using pretrained weights, with "
+            f"`include_top=True`; Received: classifier_activation={classifier_activation}"
+        )
+
+
+def _input_shape(input_shape, input_tensor, default_size, include_top, weights):
+    if input_shape is None and input_tensor is not None:
+        input_shape = tuple(input_tensor.shape[1:])
+    if input_shape is None:
+        size = default_size if include_top else None
+        return (size, size, 3)
+    try:
+        input_shape = tuple(input_shape)
+    except TypeError:
+        input_shape = None
+    if input_shape is None or len(input_shape) != 3:
+        raise ValueError(
+            "`input_shape` must be a tuple of three integers (height, width, channels). "
+            f"Received: input_shape={input_shape}"
+        )
+    height, width, channels = input_shape
+    if weights is not None and channels != 3:
+        raise ValueError(
+            "The input must have 3 channels when loading pretrained weights; "
+            f"Received: input_shape={input_shape}"
+        )
+    if channels is None or channels < 1:
+        raise ValueError(f"The channel dimension must be known. Received: input_shape={input_shape}")
+    for size in (height, width):
+        if size is not None and size < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"Input size must be at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}; "
+                f"Received: input_shape={input_shape}"
+            )
+    return input_shape
+
+
+def _model_input(input_tensor, input_shape):
+    if input_tensor is None:
+        return keras.Input(shape=input_shape)
+    if not keras.backend.is_keras_tensor(input_tensor):
+        return keras.Input(tensor=input_tensor, shape=input_shape)
+    return input_tensor
