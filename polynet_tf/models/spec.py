@@ -120,10 +120,13 @@ class _Parser:
             self._expect("|", "'|' between stages")
             stages.append(self._stage())
         names = [stage.name for stage, _ in stages]
+        if names == list(STAGE_NAMES[: len(names)]) and len(names) < len(STAGE_NAMES):
+            missing = ", ".join(STAGE_NAMES[len(names):])
+            self._error(f"Missing stage(s) {missing}: a network has stages A, B and C")
         if names != list(STAGE_NAMES):
             token = next(
                 (tok for (stage, tok), want in zip(stages, STAGE_NAMES) if stage.name != want),
-                stages[-1][1],
+                stages[len(STAGE_NAMES)][1] if len(stages) > len(STAGE_NAMES) else None,
             )
             self._error(
                 f"Stages must be exactly A, B, C in this order (got {', '.join(names)})",
