@@ -1,0 +1,242 @@
+"""Record sources: where the pipeline's raw records come from.
+
+A source yields raw records (nothing decoded) as dicts with
+
+- `source`: string, the file the record came from (for error messages);
+- `record_index`: int64, the record's position in that file (TFRecord) or in
+  this pipeline's part of the split (TFDS);
+- `payload`: string, the serialized `tf.train.Example` (TFRecord) or the
+  encoded image (TFDS);
+- `label`: int64, TFDS only (TFRecord labels are inside the payload).
+
+and knows how to turn one record into `(encoded_image, label)` (`parse`),
+which the pipeline runs inside its error guard. Two sources exist:
+`TFRecordSource` (ImageNet-format shards) and `TfdsSource`
+(`polynet_tf.data.tfds_source`).
+"""
+
+import os
+from typing import Callable, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from polynet_tf.data import example_format
+from polynet_tf.data import sharding
+from polynet_tf.data.config import DataConfig
+
+# TFRecord framing around each record: length (8) + its CRC (4) + data CRC (4).
+_TFRECORD_OVERHEAD_BYTES = 16
+_READ_BUFFER_BYTES = 8 * 1024 * 1024
+
+# Called (through tf.py_function) with (kind, source, record_index, detail)
+# for every problem a skip policy passes over.
+SkipReporter = Callable[[str, str, int, str], None]
+
+
+def expand_file_pattern(file_pattern: str) -> List[str]:
+    """Sorted files matching comma-separated globs, without temporary files.
+
+    Args:
+      file_pattern: one glob, or several joined with commas.
+
+    Returns:
+      Sorted, de-duplicated file paths.
+
+    Raises:
+      FileNotFoundError: if a glob matches no shard.
+    """
+    files = set()
+    for pattern in (p.strip() for p in file_pattern.split(",")):
+        if not pattern:
+            continue
+        matched = [
+            path for path in tf.io.gfile.glob(pattern)
+            # Hidden files are shards still being written (temporary names).
+            if not os.path.basename(path).startswith(".")
+            and os.path.basename(path) != example_format.CLASS_INDEX_FILENAME
+            and not tf.io.gfile.isdir(path)
+        ]
+        if not matched:
+            raise FileNotFoundError(
+                f"DataConfig.file_pattern glob {pattern!r} matched no TFRecord "
+                "file; check the path (build_tfrecords names shards like "
+                "'train-00000-of-00004')."
+            )
+        files.update(matched)
+    return sorted(files)
+
+
+class TFRecordSource:
+    """Reads ImageNet-format TFRecord shards for one input pipeline.
+
+    Corrupt or truncated files are detected by comparing the bytes read with
+    the file size (plain TFRecord files only): a TFRecord reader cannot resync
+    after a corrupt record, so the rest of such a file is lost. The "fail"
+    policy stops with the file name and the index of the first unreadable
+    record; "skip" reports it and goes on with the next file.
+    """
+
+    def __init__(self, config: DataConfig,
+                 input_context: Optional[tf.distribute.InputContext],
+                 skip_reporter: Optional[SkipReporter]):
+        self._config = config
+        self._skip_reporter = skip_reporter
+        all_files = expand_file_pattern(config.file_pattern)
+        self.assignment = sharding.shard_files(all_files, input_context)
+        self.class_index = example_format.find_class_index(all_files)
+        if config.label_offset is not None:
+            self.label_offset = config.label_offset
+        elif self.class_index is not None:
+            self.label_offset = self.class_index.label_offset
+        else:
+            self.label_offset = 0
+        self.num_classes = config.num_classes or (
+            len(self.class_index.classes) if self.class_index else None)
+        files = self.assignment.files
+        self._check_integrity = config.compression_type == ""
+        sizes = [tf.io.gfile.stat(f).length if self._check_integrity else -1 for f in files]
+        self._files = tf.constant(files, dtype=tf.string)
+        self._sizes = tf.constant(sizes, dtype=tf.int64)
+        self._num_files = len(files)
+
+    @property
+    def description(self) -> str:
+        a = self.assignment
+        return (f"{self._num_files} TFRecord file(s), {a.mode} sharding "
+                f"(record shard {a.record_shard_index} of {a.num_record_shards})")
+
+    def parse(self, record):
+        """Returns `(encoded_image, label int32)` of one raw record."""
+        encoded, label, _ = example_format.parse_example(record["payload"], self.label_offset)
+        return encoded, label
+
+    def records_per_epoch(self) -> int:
+        """Records this pipeline reads per epoch (counts files if not indexed)."""
+        known = self.class_index.shard_sizes if self.class_index else {}
+        total = 0
+        for path in self.assignment.files:
+            count = known.get(os.path.basename(path))
+            if count is None:
+                count = int(tf.data.TFRecordDataset(
+                    path, compression_type=self._config.compression_type
+                ).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+            total += sharding.records_in_shard(count, self.assignment)
+        return total
+
+    def all_records(self, deterministic: bool = True) -> tf.data.Dataset:
+        """Every record of this pipeline, files in sorted order."""
+        files = tf.data.Dataset.from_tensor_slices((self._files, self._sizes))
+        return self._interleave(files, deterministic)
+
+    def epoch_records(self, epoch: tf.Tensor, file_order_seed: int) -> tf.data.Dataset:
+        """Records of one epoch, files in an order drawn from (seed, epoch)."""
+        keys = tf.random.stateless_uniform(
+            [self._num_files], seed=tf.stack([tf.constant(file_order_seed, tf.int64), epoch]))
+        order = tf.argsort(keys)
+        files = tf.data.Dataset.from_tensor_slices(
+            (tf.gather(self._files, order), tf.gather(self._sizes, order)))
+        return self._interleave(files, self._config.deterministic)
+
+    def _interleave(self, files: tf.data.Dataset, deterministic: bool) -> tf.data.Dataset:
+        return files.interleave(
+            self._read_file,
+            cycle_length=min(self._config.cycle_length, self._num_files),
+            block_length=self._config.block_length,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=deterministic,
+        )
+
+    def _read_file(self, path: tf.Tensor, size: tf.Tensor) -> tf.data.Dataset:
+        records = tf.data.TFRecordDataset(
+            path, compression_type=self._config.compression_type,
+            buffer_size=_READ_BUFFER_BYTES)
+        if self._check_integrity:
+            records = self._checked(records, path, size)
+        else:
+            records = records.enumerate()
+        count = self.assignment.num_record_shards
+        if count > 1:
+            index = self.assignment.record_shard_index
+            records = records.filter(lambda i, _: tf.equal(i % count, index))
+        return records.map(
+            lambda i, payload: {"source": path, "record_index": i, "payload": payload})
+
+    def _checked(self, records: tf.data.Dataset, path, size) -> tf.data.Dataset:
+        """Enumerated records; a read error ends the file and is reported."""
+        # ignore_errors ends a file at its first framing error (the reader cannot
+        # resync); the end marker then finds fewer bytes read than the file has.
+        tagged = records.ignore_errors(log_warning=True).enumerate().map(
+            lambda i, r: (i, r, False))
+        end_marker = tf.data.Dataset.from_tensors(
+            (tf.constant(-1, tf.int64), tf.constant(""), True))
+
+        def count_bytes(state, element):
+            consumed, num_records = state
+            _, record, is_end = element
+            length = tf.strings.length(record)
+            step = tf.where(is_end, tf.constant(0, tf.int64),
+                            tf.cast(length, tf.int64) + _TFRECORD_OVERHEAD_BYTES)
+            state = (consumed + step, num_records + tf.cast(tf.logical_not(is_end), tf.int64))
+            return state, (element, state)
+
+        def keep(element, state):
+            index, _, is_end = element
+            consumed, num_records = state
+            intact = tf.logical_or(tf.logical_not(is_end), tf.equal(consumed, size))
+            check = self._on_corrupt_file(intact, path, num_records, consumed, size)
+            with tf.control_dependencies([check]):
+                return tf.logical_not(is_end)
+
+        zero = tf.constant(0, tf.int64)
+        return (tagged.concatenate(end_marker)
+                .scan((zero, zero), count_bytes)
+                .filter(keep)
+                .map(lambda element, state: (element[0], element[1])))
+
+    def _on_corrupt_file(self, intact, path, num_records, consumed, size):
+        message = tf.strings.join([
+            "polynet_tf.data: TFRecord file '", path, "' is corrupt or truncated at "
+            "record ", tf.strings.as_string(num_records), " (read ",
+            tf.strings.as_string(consumed), " of ", tf.strings.as_string(size),
+            " bytes; the reader cannot continue past a bad record).",
+        ])
+        if self._config.on_error == "fail":
+            return tf.debugging.Assert(intact, [tf.strings.join([
+                message, " Set DataConfig.on_error='skip' to skip the rest of the "
+                "file, or rewrite the shard."])])
+        return tf.cond(
+            intact,
+            lambda: tf.constant(0, tf.int64),
+            lambda: report_skip("corrupt_file", path, num_records, message,
+                                self._skip_reporter),
+        )
+
+
+def report_skip(kind: str, sources, record_indices, detail,
+                reporter: Optional[SkipReporter]) -> tf.Tensor:
+    """Calls `reporter(kind, source, record_index, detail)` from the graph.
+
+    Args:
+      kind: "corrupt_file" or "bad_record".
+      sources: string tensor, scalar or vector, the files.
+      record_indices: int64 tensor of the same shape, the record positions.
+      detail: scalar string tensor, what went wrong.
+      reporter: the Python callback (None: nothing is called).
+
+    Returns:
+      int64 scalar, the number of problems reported.
+    """
+
+    def call(source_values, index_values, detail_value):
+        sources_list = np.atleast_1d(source_values.numpy())
+        indices_list = np.atleast_1d(index_values.numpy())
+        text = detail_value.numpy().decode("utf-8", "replace")
+        if reporter is not None:
+            for source, index in zip(sources_list, indices_list):
+                reporter(kind, source.decode("utf-8", "replace"), int(index), text)
+        return np.int64(len(sources_list))
+
+    result = tf.py_function(call, [sources, record_indices, detail], Tout=tf.int64)
+    result.set_shape([])
+    return result
