@@ -147,12 +147,13 @@ def PolyNet(
     model = keras.Model(inputs, x, name=name)
 
     if weights == "imagenet":
-        raise NotImplementedError(
-            "The published ImageNet weights are not available yet in this version "
-            "of polynet-tf. Use weights=None, or the path of a converted "
-            ".weights.h5 file."
-        )
-    if weights is not None:
+        # Lazy import: polynet_tf.weights (downloads, checkpoint conversion,
+        # optional torch) is needed only for pretrained weights, and itself
+        # imports polynet_tf.models inside its functions.
+        from polynet_tf.weights.pretrained import load_imagenet_weights
+
+        load_imagenet_weights(model, preset.name)
+    elif weights is not None:
         model.load_weights(weights)
     return model
 

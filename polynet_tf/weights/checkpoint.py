@@ -56,7 +56,7 @@ def read_checkpoint(path):
         raise FileNotFoundError(f"Checkpoint file not found: {path}")
     if path.endswith(".zip"):
         with tempfile.TemporaryDirectory(prefix="polynet-ckpt-") as folder:
-            return read_checkpoint(_extract_single_pth(path, folder))
+            return read_checkpoint(extract_single_pth(path, folder))
     torch = import_torch()
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -85,7 +85,8 @@ def read_checkpoint(path):
     return arrays
 
 
-def _extract_single_pth(path, folder):
+def extract_single_pth(path, folder):
+    """Extracts the only `.pth` member of a zip file into `folder`; returns its path."""
     try:
         with zipfile.ZipFile(path) as archive:
             members = [name for name in archive.namelist() if name.endswith(".pth")]
