@@ -1,0 +1,61 @@
+"""The model code is backend-neutral: the tiny network on JAX as on TensorFlow."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from tests.models.test_polynet import tiny
+
+pytest.importorskip("jax")
+
+_JAX_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import keras
+    assert keras.backend.backend() == "jax", keras.backend.backend()
+    from polynet_tf import PolyNet
+    weights, inputs, outputs = sys.argv[1:4]
+    model = PolyNet("ir_3_6_3_b_mpoly2", width_multiplier=0.0625, classes=10,
+                    input_shape=(75, 75, 3), drop_path_rate=0.3, weights=weights)
+    x = np.load(inputs)
+    np.save(outputs, model.predict(x, verbose=0))
+    # One gradient step, stochastic paths on.
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    before = [np.array(w) for w in model.trainable_weights]
+    loss = float(model.train_on_batch(x, np.arange(len(x)) % 10))
+    changed = sum(not np.array_equal(b, np.array(w)) for b, w in zip(before, model.trainable_weights))
+    assert np.isfinite(loss), loss
+    assert changed == len(before), (changed, len(before))
+    print("jax-ok", loss)
+    """
+)
+
+
+@pytest.mark.slow
+def test_tiny_network_on_jax_matches_tensorflow_and_trains(tmp_path):
+    model = tiny("ir_3_6_3_b_mpoly2", drop_path_rate=0.3)
+    x = np.random.default_rng(0).uniform(-2, 2, size=(4, 75, 75, 3)).astype("float32")
+    model(x, training=True)  # move BatchNorm statistics off their initial values
+    weights = tmp_path / "tiny.weights.h5"
+    model.save_weights(weights)
+    np.save(tmp_path / "x.npy", x)
+    script = tmp_path / "run_jax.py"
+    script.write_text(_JAX_SCRIPT)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    result = subprocess.run(
+        [sys.executable, str(script), str(weights), str(tmp_path / "x.npy"),
+         str(tmp_path / "y.npy")],
+        env=env, capture_output=True, text=True, timeout=600,
+        cwd=root,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "jax-ok" in result.stdout
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model.predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-5)
