@@ -274,15 +274,15 @@ class _BatchDecoder:
 
     def _on_failed(self, failed_sources, failed_indices):
         where = tf.strings.reduce_join(
-            tf.strings.join(["'", failed_sources, "' record ",
+            tf.strings.join(["file ", failed_sources, " record ",
                              tf.strings.as_string(failed_indices)]),
             separator="; ")
         what = "could not be parsed, or its image could not be decoded"
         if self._config.on_error == "fail":
             return tf.debugging.Assert(tf.equal(tf.size(failed_indices), 0), [
                 tf.strings.join([
-                    "polynet_tf.data: record ", where, " ", what, ". Set "
-                    "DataConfig.on_error='skip' to skip such records, or rebuild "
+                    "polynet_tf.data: ", where, ": ", what, ". Set "
+                    "DataConfig.on_error=skip to skip such records, or rebuild "
                     "the shards with polynet_tf.data.build_tfrecords, which "
                     "re-encodes or skips unreadable images."])])
         return tf.cond(
@@ -298,8 +298,8 @@ class _BatchDecoder:
             first = tf.argmax(tf.cast(bad, tf.int32))
             message = tf.strings.join([
                 "polynet_tf.data: label ", tf.strings.as_string(labels[first]),
-                " (after subtracting label_offset) of '", kept_sources[first],
-                "' record ", tf.strings.as_string(kept_indices[first]),
+                " (after subtracting label_offset) of file ", kept_sources[first],
+                " record ", tf.strings.as_string(kept_indices[first]),
                 f" is outside [0, {self._num_classes}). Shards written by "
                 "TensorFlow's ImageNet tools store labels 1..1000: set "
                 "DataConfig.label_offset=1 for them; otherwise check "

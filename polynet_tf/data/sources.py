@@ -196,14 +196,14 @@ class TFRecordSource:
 
     def _on_corrupt_file(self, intact, path, num_records, consumed, size):
         message = tf.strings.join([
-            "polynet_tf.data: TFRecord file '", path, "' is corrupt or truncated at "
+            "polynet_tf.data: TFRecord file ", path, " is corrupt or truncated at "
             "record ", tf.strings.as_string(num_records), " (read ",
             tf.strings.as_string(consumed), " of ", tf.strings.as_string(size),
             " bytes; the reader cannot continue past a bad record).",
         ])
         if self._config.on_error == "fail":
             return tf.debugging.Assert(intact, [tf.strings.join([
-                message, " Set DataConfig.on_error='skip' to skip the rest of the "
+                message, " Set DataConfig.on_error=skip to skip the rest of the "
                 "file, or rewrite the shard."])])
         return tf.cond(
             intact,
