@@ -28,6 +28,12 @@ class PolyInceptionModule(keras.layers.Layer):
     is not a weight: it is neither counted nor saved with the weights (the
     layer config carries it).
 
+    Path gates (optional, beyond the paper): one trainable scalar per path
+    multiplying its term, initialized to 1. Growing a network so that it
+    computes exactly what the smaller one did sets the gates of new paths to 0
+    where no parameters of their own could be zeroed (the F^2 term of a fully
+    shared poly-k); being trainable, the gates then open during training.
+
     Args:
         block_type: "A", "B" or "C", the Inception block F of the stage.
         module: module spec text (see `module_spec`) or a `ModuleSpec`.
@@ -37,6 +43,7 @@ class PolyInceptionModule(keras.layers.Layer):
         batch_norm: `BatchNormSettings` or its dict form.
         kernel_initializer: conv kernel initializer.
         seed: seed of the stochastic-path masks.
+        path_gates: whether each path has a trainable gate (see above).
         **kwargs: base layer arguments.
     """
 
@@ -50,6 +57,7 @@ class PolyInceptionModule(keras.layers.Layer):
         batch_norm=None,
         kernel_initializer="glorot_uniform",
         seed=None,
+        path_gates=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -64,6 +72,8 @@ class PolyInceptionModule(keras.layers.Layer):
         self.batch_norm = BatchNormSettings.from_value(batch_norm)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.seed = seed
+        self.path_gates = bool(path_gates)
+        self.gates = None
         self._initial_drop_path_rate = _checked_rate(drop_path_rate)
         self.blocks = []
         # One entry per chain: the (block index, application) of each order.
@@ -124,6 +134,10 @@ class PolyInceptionModule(keras.layers.Layer):
     def build(self, input_shape):
         for block in self.blocks:
             block.build(input_shape)
+        if self.path_gates:
+            self.gates = self.add_weight(
+                shape=(self.num_paths,), initializer="ones", name="path_gates"
+            )
         # Bypasses Keras's attribute tracking on purpose: the rate is state
         # that must not count as a weight (the released network has exactly
         # 361,088 non-trainable weights) nor enter weight files.
@@ -155,19 +169,27 @@ class PolyInceptionModule(keras.layers.Layer):
 
     def _path_scales(self, inputs, training):
         """beta per path; in training, beta * keep-mask / (1 - rate) per sample."""
+        scales = self._static_path_scales()
         if not training:
-            return [self.residual_scale] * self.num_paths
+            return scales
         rate = keras.ops.cast(self._drop_path_rate_variable.value, "float32")
         batch_size = keras.ops.shape(inputs)[0]
         noise = keras.random.uniform(
             (batch_size, self.num_paths), seed=self.seed_generator
         )
-        keep = keras.ops.cast(keras.ops.greater_equal(noise, rate), "float32")
-        scales = keep * (self.residual_scale / (1.0 - rate))
-        scales = keras.ops.cast(scales, inputs.dtype)
+        keep = keras.ops.cast(keras.ops.greater_equal(noise, rate), inputs.dtype)
+        keep = keep / keras.ops.cast(1.0 - rate, inputs.dtype)
         return [
-            keras.ops.reshape(scales[:, p], (-1, 1, 1, 1)) for p in range(self.num_paths)
+            keras.ops.reshape(keep[:, p], (-1, 1, 1, 1)) * scale
+            for p, scale in enumerate(scales)
         ]
+
+    def _static_path_scales(self):
+        """beta per path, times its gate when the module has gates."""
+        if self.gates is None:
+            return [self.residual_scale] * self.num_paths
+        gates = keras.ops.cast(self.gates, self.compute_dtype)
+        return [gates[p] * self.residual_scale for p in range(self.num_paths)]
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -183,6 +205,7 @@ class PolyInceptionModule(keras.layers.Layer):
             batch_norm=self.batch_norm.to_dict(),
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             seed=self.seed,
+            path_gates=self.path_gates,
         )
         return config
 

@@ -35,6 +35,7 @@ _DEFAULT_OPTIONS = {
     "synchronized_batch_norm": False,
     "kernel_initializer": "glorot_uniform",
     "seed": None,
+    "path_gates": False,
 }
 
 
@@ -76,7 +77,9 @@ def PolyNet(
             0 -> rate from bottom to top module; or a schedule / list),
             dropout_rate (0.2), bn_epsilon (1e-5), bn_momentum (0.99),
             synchronized_batch_norm (False), kernel_initializer
-            ("glorot_uniform"), seed (stochastic-path masks).
+            ("glorot_uniform"), seed (stochastic-path masks), path_gates
+            (False; a trainable scalar per path, used by function-preserving
+            growth).
 
     Returns:
         A functional `keras.Model`.
@@ -126,6 +129,7 @@ def PolyNet(
                 residual_scale=betas[k],
                 drop_path_rate=rates[k],
                 seed=seed,
+                path_gates=options["path_gates"],
                 name=f"stage_{stage.name.lower()}_{index}",
                 **common,
             )(x)

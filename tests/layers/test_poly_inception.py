@@ -201,3 +201,22 @@ def test_bad_rates_are_rejected(rate):
 def test_bad_block_type_is_rejected():
     with pytest.raises(ValueError, match="block_type.*'D'"):
         PolyInceptionModule("D", "2way")
+
+
+def test_path_gates_scale_each_path_and_learn_from_zero():
+    layer = _module(module="poly2", path_gates=True)
+    assert layer.count_params() == _block_params(layer) + 2
+    x = _inputs()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x, training=False)),
+                               _reference(layer, x, False), rtol=1e-6, atol=1e-6)
+    # The second-order path closed: I + F only, though F is shared with F^2.
+    layer.gates.assign([1.0, 0.0])
+    first_order = np.maximum(
+        x + 0.3 * keras.ops.convert_to_numpy(layer.blocks[0](x, training=False)), 0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x, training=False)),
+                               first_order, rtol=1e-5, atol=1e-5)
+    # A closed gate still receives a gradient, so training can open it.
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(tf.constant(x), training=False))
+    gradient = tape.gradient(loss, layer.gates.value)
+    assert gradient.numpy()[1] != 0.0
