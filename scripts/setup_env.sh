@@ -15,5 +15,16 @@ want="$(cat setup.py scripts/setup_env.sh | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e ".[${extras}]"
+  if [[ ",${extras}," == *",test,"* ]]; then
+    # Reference PyTorch PolyNets for tests/weights. torch is pinned (a CPU
+    # wheel where one is on the find-links path; set POLYNET_TORCH_INDEX_URL,
+    # e.g. https://download.pytorch.org/whl/cpu, to avoid PyPI's CUDA build on
+    # a fresh machine). The two model packages go in with --no-deps: their
+    # torchvision requirement would pull a multi-GB CUDA build, and the tests
+    # import only their model files.
+    .venv/bin/python -m pip install --quiet "torch==2.13.0" \
+      ${POLYNET_TORCH_INDEX_URL:+--index-url "$POLYNET_TORCH_INDEX_URL"}
+    .venv/bin/python -m pip install --quiet --no-deps "pretrainedmodels>=0.7.4" "pytorchcv>=0.0.67"
+  fi
   echo "$want" > "$stamp"
 fi
