@@ -56,6 +56,7 @@ setup(
         "tqdm>=4.64",
         "pillow>=9.5",
         "h5py>=3.8",
+        "tensorboard>=2.16",
     ],
     extras_require=_EXTRAS,
     classifiers=[

@@ -1,0 +1,207 @@
+"""The experiment configuration: model, data, optimizer, schedule, trainer, runtime.
+
+Defaults are the paper's recipe (section 4): RMSProp with decay 0.9, momentum
+0.9, epsilon 1.0; learning rate 0.45 at a global batch of 512, scaled linearly
+with the batch; x0.1 every 160K of 560K steps. `official_configs/*.yaml`
+override them per setup.
+"""
+
+import dataclasses
+from typing import Any, Optional
+
+from polynet_tf.configs import base
+from polynet_tf.data.config import DataConfig
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Which PolyNet to build; the fields are `PolyNet()` arguments/options."""
+
+    architecture: str = "very_deep"
+    num_classes: int = 1000
+    width_multiplier: float = 1.0
+    residual_scale: Any = None  # float, {"start", "end"} or per-module list; None: preset's
+    drop_path_rate: float = 0.0
+    dropout_rate: float = 0.2
+    bn_epsilon: float = 1e-5
+    bn_momentum: float = 0.99
+    synchronized_batch_norm: bool = False
+    path_gates: bool = False
+    seed: Optional[int] = None
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    """Optimizer and loss terms."""
+
+    name: str = "rmsprop"  # rmsprop | momentum | adam
+    rho: float = 0.9
+    momentum: float = 0.9
+    epsilon: float = 1.0
+    weight_decay: float = 4e-5  # L2 (sum of squares / 2) on conv and dense kernels
+    label_smoothing: float = 0.0
+    clip_global_norm: Optional[float] = None
+
+
+@dataclasses.dataclass
+class ScheduleConfig:
+    """Learning rate: linear scaling with the batch, warm-up, then step decay."""
+
+    base_learning_rate: float = 0.45
+    base_batch_size: int = 512  # lr = base_learning_rate * global_batch / base_batch_size
+    warmup_steps: int = 0
+    decay_steps: int = 160_000  # multiply by decay_rate every decay_steps
+    decay_rate: float = 0.1
+
+
+@dataclasses.dataclass
+class AdaptiveDropPathConfig:
+    """Paper section 4: stochastic paths switched on when overfitting shows."""
+
+    enabled: bool = True
+    gap_threshold: float = 0.05  # train top-1 minus validation top-1
+    max_rate: float = 0.25  # linear 0 (bottom) -> max_rate (top)
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+    """The training loop."""
+
+    train_steps: int = 560_000
+    steps_per_loop: int = 100
+    checkpoint_interval: int = 1000
+    max_checkpoints: int = 5
+    eval_interval: int = 10_000
+    eval_steps: Optional[int] = None  # None: the whole validation set
+    summary_interval: int = 100
+    mixed_precision: Optional[str] = None  # None | "mixed_float16" | "mixed_bfloat16"
+    adaptive_drop_path: AdaptiveDropPathConfig = dataclasses.field(
+        default_factory=AdaptiveDropPathConfig)
+
+
+@dataclasses.dataclass
+class RuntimeConfig:
+    """Distribution and fault handling."""
+
+    distribution_strategy: str = "auto"  # auto | mirrored | multi_worker | one_device
+    collective_timeout_seconds: float = 600.0
+    communication: str = "auto"  # auto | ring | nccl
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """Everything a training or evaluation run needs."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train_data: DataConfig = dataclasses.field(
+        default_factory=lambda: DataConfig(is_training=True))
+    eval_data: DataConfig = dataclasses.field(
+        default_factory=lambda: DataConfig(is_training=False))
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+
+    def to_dict(self):
+        return base.to_dict(self)
+
+    def validate(self, mode="train"):
+        """Checks values and cross-field constraints; returns self.
+
+        Args:
+            mode: "train", "eval" or "train_and_eval": which data must be set.
+
+        Raises:
+            base.ConfigError: naming the key.
+        """
+        from polynet_tf.models.architectures import resolve_architecture
+
+        try:
+            resolve_architecture(self.model.architecture)
+        except ValueError as error:
+            raise base.ConfigError(f"'model.architecture': {error}") from None
+        _positive("model.num_classes", self.model.num_classes)
+        _positive("model.width_multiplier", self.model.width_multiplier)
+        _in_range("model.drop_path_rate", self.model.drop_path_rate, 0.0, 1.0)
+        _in_range("model.dropout_rate", self.model.dropout_rate, 0.0, 1.0)
+        _choice("optimizer.name", self.optimizer.name, ("rmsprop", "momentum", "adam"))
+        _in_range("optimizer.label_smoothing", self.optimizer.label_smoothing, 0.0, 1.0)
+        if self.optimizer.weight_decay < 0:
+            raise base.ConfigError("'optimizer.weight_decay' must be >= 0")
+        if self.optimizer.clip_global_norm is not None:
+            _positive("optimizer.clip_global_norm", self.optimizer.clip_global_norm)
+        _positive("schedule.base_learning_rate", self.schedule.base_learning_rate)
+        _positive("schedule.base_batch_size", self.schedule.base_batch_size)
+        _positive("schedule.decay_steps", self.schedule.decay_steps)
+        if self.schedule.warmup_steps < 0:
+            raise base.ConfigError("'schedule.warmup_steps' must be >= 0")
+        for key in ("train_steps", "steps_per_loop", "checkpoint_interval", "max_checkpoints",
+                    "eval_interval", "summary_interval"):
+            _positive(f"trainer.{key}", getattr(self.trainer, key))
+        if self.trainer.eval_steps is not None:
+            _positive("trainer.eval_steps", self.trainer.eval_steps)
+        _choice("trainer.mixed_precision", self.trainer.mixed_precision,
+                (None, "mixed_float16", "mixed_bfloat16"))
+        _in_range("trainer.adaptive_drop_path.max_rate",
+                  self.trainer.adaptive_drop_path.max_rate, 0.0, 1.0)
+        _choice("runtime.distribution_strategy", self.runtime.distribution_strategy,
+                ("auto", "mirrored", "multi_worker", "one_device"))
+        _choice("runtime.communication", self.runtime.communication, ("auto", "ring", "nccl"))
+        _positive("runtime.collective_timeout_seconds", self.runtime.collective_timeout_seconds)
+        needs = {"train": ("train_data",), "eval": ("eval_data",),
+                 "train_and_eval": ("train_data", "eval_data")}[mode]
+        for name in needs:
+            data = getattr(self, name)
+            if not (data.file_pattern or data.tfds_name):
+                raise base.ConfigError(
+                    f"'{name}' needs a source: set '{name}.file_pattern' (TFRecord shards) "
+                    f"or '{name}.tfds_name'")
+            try:
+                data.validate()
+            except ValueError as error:
+                raise base.ConfigError(f"In '{name}': {error}") from None
+        if self.train_data.is_training is not True:
+            raise base.ConfigError("'train_data.is_training' must be true")
+        if self.eval_data.is_training is not False:
+            raise base.ConfigError("'eval_data.is_training' must be false")
+        return self
+
+
+def _positive(key, value):
+    if not value > 0:
+        raise base.ConfigError(f"'{key}' must be positive, got {value!r}")
+
+
+def _in_range(key, value, low, high):
+    if not low <= value < high:
+        raise base.ConfigError(f"'{key}' must be in [{low}, {high}), got {value!r}")
+
+
+def _choice(key, value, allowed):
+    if value not in allowed:
+        raise base.ConfigError(f"'{key}' must be one of {list(allowed)}, got {value!r}")
+
+
+def load_experiment(config_files=(), params_override="", mode="train"):
+    """Merges YAML files in order, then overrides; validates.
+
+    Args:
+        config_files: YAML paths; later files override earlier ones.
+        params_override: "a.b=1,c=2" applied last.
+        mode: which data must be set ("train", "eval", "train_and_eval").
+
+    Returns:
+        A validated `ExperimentConfig`.
+
+    Raises:
+        base.ConfigError: naming the offending key or file.
+    """
+    values = {}
+    for path in config_files:
+        values = base.merge_dicts(values, base.load_yaml(path))
+    values = base.merge_dicts(values, base.parse_overrides(params_override))
+    values.setdefault("train_data", {}).setdefault("is_training", True)
+    values.setdefault("eval_data", {}).setdefault("is_training", False)
+    config = base.from_dict(ExperimentConfig, values)
+    return config.validate(mode)

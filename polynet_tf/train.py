@@ -1,0 +1,116 @@
+"""Trains (and evaluates) a PolyNet: `python -m polynet_tf.train`.
+
+One machine:
+    python -m polynet_tf.train --config official_configs/tiny_cpu.yaml --model_dir /tmp/run
+Several machines (the same command on each, with its own --task_index):
+    python -m polynet_tf.train --config official_configs/very_deep_imagenet.yaml \
+        --model_dir gs://bucket/run --worker_hosts=h1:2222,h2:2222 --task_index=0
+A `TF_CONFIG` in the environment (Kubernetes, ...) takes precedence over the
+flags. A restarted job resumes from the latest checkpoint in `--model_dir`.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+flags.DEFINE_multi_string("config", [], "YAML configuration file; repeatable, later files win.")
+flags.DEFINE_string("params_override", "", "Overrides, e.g. 'trainer.train_steps=100,model.num_classes=10'.")
+flags.DEFINE_string("model_dir", None, "Checkpoints, summaries and params.yaml go here.")
+flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval"], "What to run.")
+flags.DEFINE_string("worker_hosts", "", "Comma-separated host:port of all workers.")
+flags.DEFINE_integer("task_index", 0, "Index of this worker in --worker_hosts.")
+flags.DEFINE_string("init_from", None,
+                    "Checkpoint of a smaller trained network to grow this one from "
+                    "(initialization by insertion); used when model_dir has no checkpoint.")
+flags.DEFINE_string("init_from_architecture", None,
+                    "Architecture of --init_from (preset or spec); default: same as the model.")
+
+FLAGS = flags.FLAGS
+
+EXIT_PEER_FAILED = 3
+EXIT_DIVERGED = 4
+EXIT_CONFIG = 2
+
+
+def main(argv):
+    del argv
+    if not FLAGS.model_dir:
+        _fail("--model_dir is required.", EXIT_CONFIG)
+    # The cluster must be configured and the strategy made before any other
+    # TensorFlow op (DESIGN section 4).
+    from polynet_tf.training import cluster  # noqa: PLC0415
+
+    try:
+        num_workers, task = cluster.configure_cluster(FLAGS.worker_hosts, FLAGS.task_index)
+    except ValueError as error:
+        _fail(str(error), EXIT_CONFIG)
+    from polynet_tf.configs import ConfigError, load_experiment, write_yaml  # noqa: PLC0415
+
+    try:
+        config = load_experiment(FLAGS.config, FLAGS.params_override, FLAGS.mode)
+    except (ConfigError, FileNotFoundError) as error:
+        _fail(f"Invalid configuration: {error}", EXIT_CONFIG)
+    import tensorflow as tf  # noqa: PLC0415
+
+    strategy = cluster.make_strategy(config.runtime, num_workers)
+    from polynet_tf.training.trainer import Trainer, TrainingDivergedError  # noqa: PLC0415
+
+    chief = cluster.is_chief(strategy)
+    if chief:
+        os.makedirs(FLAGS.model_dir, exist_ok=True)
+        write_yaml(config.to_dict(), os.path.join(FLAGS.model_dir, "params.yaml"))
+    _log_startup(config, strategy, num_workers, task, chief)
+    try:
+        trainer = Trainer(config, FLAGS.model_dir, strategy, num_workers, FLAGS.init_from,
+                          FLAGS.init_from_architecture)
+        if trainer.restored_from and chief:
+            logging.info("Resumed from %s at step %d", trainer.restored_from, trainer.step)
+        if FLAGS.mode == "eval":
+            metrics = trainer.evaluate()
+        else:
+            metrics = trainer.train(evaluate_during_training=FLAGS.mode == "train_and_eval")
+        if chief:
+            logging.info("Finished at step %d: %s", trainer.step, metrics)
+            print(f"final step {trainer.step}: " +
+                  ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in metrics.items()), flush=True)
+    except TrainingDivergedError as error:
+        _fail(str(error), EXIT_DIVERGED)
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+            tf.errors.CancelledError, tf.errors.AbortedError) as error:
+        _fail(
+            f"A peer worker failed or could not be reached ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:300]}). Restart every worker with the same "
+            "command: training resumes from the latest checkpoint in "
+            f"{os.path.join(FLAGS.model_dir, 'checkpoints')}.", EXIT_PEER_FAILED)
+
+
+def _log_startup(config, strategy, num_workers, task, chief):
+    if not chief:
+        return
+    import yaml  # noqa: PLC0415
+
+    replicas = strategy.num_replicas_in_sync
+    batch = config.train_data.global_batch_size
+    logging.info(
+        "polynet_tf.train: %s, %d worker(s) (this is task %d), %d replica(s) in sync, "
+        "global batch %d (%s per replica), model %s at %dx%d",
+        type(strategy).__name__, num_workers, task, replicas, batch,
+        batch / replicas, config.model.architecture, config.train_data.image_size,
+        config.train_data.image_size)
+    logging.info("configuration:\n%s", yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def _fail(message, code):
+    logging.error(message)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

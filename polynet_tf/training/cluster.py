@@ -1,0 +1,108 @@
+"""Cluster set-up: `--worker_hosts`/`--task_index` to TF_CONFIG, and the strategy.
+
+As TF Model Garden's `configure_cluster`: a TF_CONFIG already in the
+environment wins; otherwise several worker hosts become one.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+from absl import logging
+
+
+def configure_cluster(worker_hosts="", task_index=0):
+    """Writes TF_CONFIG from the flags unless it is already set.
+
+    Args:
+        worker_hosts: comma-separated "host:port" list, the same on every worker.
+        task_index: this worker's index in that list.
+
+    Returns:
+        (number of workers, this worker's index).
+
+    Raises:
+        ValueError: a malformed host list or task index, or a TF_CONFIG that
+            is not JSON.
+    """
+    if os.environ.get("TF_CONFIG"):
+        try:
+            tf_config = json.loads(os.environ["TF_CONFIG"])
+        except json.JSONDecodeError as error:
+            raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
+        workers = tf_config.get("cluster", {}).get("worker", [])
+        chief = tf_config.get("cluster", {}).get("chief", [])
+        task = tf_config.get("task", {})
+        index = int(task.get("index", 0))
+        if task.get("type") == "worker" and chief:
+            index += len(chief)
+        if worker_hosts:
+            logging.warning("TF_CONFIG is set: ignoring --worker_hosts=%s", worker_hosts)
+        return max(1, len(workers) + len(chief)), index
+    hosts = [host.strip() for host in worker_hosts.split(",") if host.strip()]
+    for host in hosts:
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit():
+            raise ValueError(
+                f"--worker_hosts entry {host!r} is not of the form host:port "
+                "(e.g. --worker_hosts=10.0.0.1:2222,10.0.0.2:2222)")
+    if len(hosts) <= 1:
+        if task_index not in (0, None):
+            raise ValueError(f"--task_index={task_index} needs --worker_hosts with more than one host")
+        return 1, 0
+    if not 0 <= task_index < len(hosts):
+        raise ValueError(
+            f"--task_index={task_index} is out of range for {len(hosts)} worker hosts")
+    os.environ["TF_CONFIG"] = json.dumps(
+        {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": task_index}})
+    return len(hosts), task_index
+
+
+def make_strategy(runtime_config, num_workers):
+    """The distribution strategy for this process.
+
+    Several workers: `MultiWorkerMirroredStrategy` with collective timeouts,
+    so a dead or unreachable peer ends the job with an error instead of a
+    hang. One worker: `MirroredStrategy` over the local devices (or
+    `OneDeviceStrategy` when asked).
+
+    Args:
+        runtime_config: a `RuntimeConfig`.
+        num_workers: from `configure_cluster`.
+
+    Returns:
+        A `tf.distribute.Strategy`.
+    """
+    kind = runtime_config.distribution_strategy
+    if kind == "auto":
+        kind = "multi_worker" if num_workers > 1 else "mirrored"
+    if kind == "multi_worker":
+        implementation = {
+            "auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
+            "ring": tf.distribute.experimental.CommunicationImplementation.RING,
+            "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL,
+        }[runtime_config.communication]
+        options = tf.distribute.experimental.CommunicationOptions(
+            implementation=implementation,
+            timeout_seconds=runtime_config.collective_timeout_seconds,
+        )
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    if kind == "one_device":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.OneDeviceStrategy(devices[0].name)
+    return tf.distribute.MirroredStrategy()
+
+
+def is_chief(strategy):
+    """True for the worker that writes checkpoints, summaries and logs."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type == "chief" or (task_type == "worker" and task_id == 0 and
+                                    "chief" not in resolver.cluster_spec().as_dict())
+
+
+def task_id(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return 0 if resolver is None or resolver.task_id is None else int(resolver.task_id)
