@@ -151,66 +151,73 @@ class TFRecordSource:
         records = tf.data.TFRecordDataset(
             path, compression_type=self._config.compression_type,
             buffer_size=_READ_BUFFER_BYTES)
-        if self._check_integrity:
-            records = self._checked(records, path, size)
-        else:
-            records = records.enumerate()
         count = self.assignment.num_record_shards
-        if count > 1:
-            index = self.assignment.record_shard_index
-            records = records.filter(lambda i, _: tf.equal(i % count, index))
-        return records.map(
-            lambda i, payload: {"source": path, "record_index": i, "payload": payload})
+        shard_index = self.assignment.record_shard_index
 
-    def _checked(self, records: tf.data.Dataset, path, size) -> tf.data.Dataset:
-        """Enumerated records; a read error ends the file and is reported."""
+        def in_shard(index):
+            return tf.equal(index % count, shard_index) if count > 1 else tf.constant(True)
+
+        def to_record(index, payload, *_):
+            return {"source": path, "record_index": index, "payload": payload}
+
+        if not self._check_integrity:
+            records = records.enumerate()
+            if count > 1:
+                records = records.filter(lambda index, _: in_shard(index))
+            return records.map(to_record)
+
         # ignore_errors ends a file at its first framing error (the reader cannot
-        # resync); the end marker then finds fewer bytes read than the file has.
-        tagged = records.ignore_errors(log_warning=True).enumerate().map(
-            lambda i, r: (i, r, False))
-        end_marker = tf.data.Dataset.from_tensors(
-            (tf.constant(-1, tf.int64), tf.constant(""), True))
+        # resync); an end marker then finds fewer bytes read than the file has.
+        # Few stages per record: this runs for every record of every epoch.
+        tagged = records.ignore_errors(log_warning=True).map(lambda r: (r, False))
+        end_marker = tf.data.Dataset.from_tensors((tf.constant(""), True))
 
         def count_bytes(state, element):
             consumed, num_records = state
-            _, record, is_end = element
-            length = tf.strings.length(record)
+            record, is_end = element
             step = tf.where(is_end, tf.constant(0, tf.int64),
-                            tf.cast(length, tf.int64) + _TFRECORD_OVERHEAD_BYTES)
-            state = (consumed + step, num_records + tf.cast(tf.logical_not(is_end), tf.int64))
-            return state, (element, state)
+                            tf.cast(tf.strings.length(record), tf.int64)
+                            + _TFRECORD_OVERHEAD_BYTES)
+            new_state = (consumed + step,
+                         num_records + tf.cast(tf.logical_not(is_end), tf.int64))
+            return new_state, (num_records, record, is_end, new_state[0])
 
-        def keep(element, state):
-            index, _, is_end = element
-            consumed, num_records = state
+        def keep(index, record, is_end, consumed):
+            del record
             intact = tf.logical_or(tf.logical_not(is_end), tf.equal(consumed, size))
-            check = self._on_corrupt_file(intact, path, num_records, consumed, size)
+            check = self._on_corrupt_file(intact, path, index, consumed, size)
             with tf.control_dependencies([check]):
-                return tf.logical_not(is_end)
+                return tf.logical_and(tf.logical_not(is_end), in_shard(index))
 
         zero = tf.constant(0, tf.int64)
         return (tagged.concatenate(end_marker)
                 .scan((zero, zero), count_bytes)
                 .filter(keep)
-                .map(lambda element, state: (element[0], element[1])))
+                .map(to_record))
 
     def _on_corrupt_file(self, intact, path, num_records, consumed, size):
-        message = tf.strings.join([
-            "polynet_tf.data: TFRecord file ", path, " is corrupt or truncated at "
-            "record ", tf.strings.as_string(num_records), " (read ",
-            tf.strings.as_string(consumed), " of ", tf.strings.as_string(size),
-            " bytes; the reader cannot continue past a bad record).",
-        ])
-        if self._config.on_error == "fail":
-            return tf.debugging.Assert(intact, [tf.strings.join([
-                message, " Set DataConfig.on_error=skip to skip the rest of the "
-                "file, or rewrite the shard."])])
-        return tf.cond(
-            intact,
-            lambda: tf.constant(0, tf.int64),
-            lambda: report_skip("corrupt_file", path, num_records, message,
-                                self._skip_reporter),
-        )
+        """Fails or reports when `intact` is False; the message is only built then."""
+
+        def message():
+            return tf.strings.join([
+                "polynet_tf.data: TFRecord file ", path, " is corrupt or truncated at "
+                "record ", tf.strings.as_string(num_records), " (read ",
+                tf.strings.as_string(consumed), " of ", tf.strings.as_string(size),
+                " bytes; the reader cannot continue past a bad record)."])
+
+        def fail():
+            text = tf.strings.join([
+                message(), " Set DataConfig.on_error=skip to skip the rest of the "
+                "file, or rewrite the shard."])
+            with tf.control_dependencies([tf.debugging.Assert(False, [text])]):
+                return tf.constant(0, tf.int64)
+
+        def skip():
+            return report_skip("corrupt_file", path, num_records, message(),
+                               self._skip_reporter)
+
+        return tf.cond(intact, lambda: tf.constant(0, tf.int64),
+                       fail if self._config.on_error == "fail" else skip)
 
 
 def report_skip(kind: str, sources, record_indices, detail,

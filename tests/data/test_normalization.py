@@ -34,3 +34,12 @@ def test_custom_statistics_and_errors():
         normalize_image(np.zeros((1, 1, 3)), mean=(0.5, 0.5))
     with pytest.raises(ValueError, match="positive"):
         normalize_image(np.zeros((1, 1, 3)), std=(0.5, 0.0, 0.5))
+
+
+def test_static_and_dynamic_shapes_give_identical_results():
+    pixels = np.random.default_rng(1).uniform(0, 255, size=(2, 6, 5, 3)).astype(np.float32)
+    dynamic = tf.function(normalize_image,
+                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    np.testing.assert_array_equal(dynamic(pixels).numpy(), normalize_image(pixels).numpy())
+    np.testing.assert_array_equal(normalize_image(pixels[0]).numpy(),
+                                  normalize_image(pixels).numpy()[0])
