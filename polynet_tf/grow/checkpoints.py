@@ -1,0 +1,137 @@
+"""Loading the source network's weights from any file the package writes.
+
+Accepted: a Keras `.weights.h5` file (`model.save_weights`), a `.keras` model
+file (`model.save`), and a TensorFlow checkpoint of the training engine,
+`tf.train.Checkpoint(model=..., optimizer=..., step=...)` (a
+`CheckpointManager` directory, whose latest checkpoint is taken, or a
+checkpoint prefix). Only the model is restored, and every one of its weights
+must be found: a file written for another architecture is an error.
+"""
+
+import os
+import re
+import warnings
+
+from polynet_tf.grow.errors import GrowthError
+
+KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5")
+
+
+def load_source_weights(model, path):
+    """Loads `path` into the built `model`, checking that it fits.
+
+    Args:
+        model: the source network, built from the source architecture.
+        path: a `.weights.h5` / `.keras` file, a TensorFlow checkpoint
+            directory (its latest checkpoint) or a checkpoint prefix.
+
+    Returns:
+        The path actually read (the latest checkpoint prefix for a directory).
+
+    Raises:
+        GrowthError: the file does not exist, has an unknown format, or does
+            not match the model (naming the first weight that does not).
+    """
+    path = os.fspath(path)
+    if path.endswith(KERAS_SUFFIXES):
+        if not os.path.isfile(path):
+            raise GrowthError(path, "no such file.")
+        _load_keras_file(model, path)
+        return path
+    if os.path.isdir(path):
+        import tensorflow as tf
+
+        prefix = tf.train.latest_checkpoint(path)
+        if prefix is None:
+            raise GrowthError(path, "the directory holds no TensorFlow checkpoint "
+                                    "(no `checkpoint` file of a CheckpointManager).")
+        _restore_tf_checkpoint(model, prefix)
+        return prefix
+    if os.path.isfile(path + ".index"):
+        _restore_tf_checkpoint(model, path)
+        return path
+    raise GrowthError(
+        path,
+        "not a .weights.h5 or .keras file, a TensorFlow checkpoint directory or a "
+        "checkpoint prefix (no such file, or no `<prefix>.index`).",
+    )
+
+
+def _load_keras_file(model, path):
+    try:
+        with warnings.catch_warnings():
+            # Keras warns per variable on NumPy 2 (__array__ copy keyword).
+            warnings.simplefilter("ignore")
+            model.load_weights(path)
+    except (ValueError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise GrowthError(
+            path,
+            f"it does not match the source architecture `{model.name}` ({first_line}); "
+            "check --from_architecture and the model options (width_multiplier, "
+            "classes, path gates).",
+        ) from error
+
+
+def _restore_tf_checkpoint(model, prefix):
+    import keras
+    import tensorflow as tf
+
+    checkpoint = tf.train.Checkpoint(model=model)
+    reachable = {id(obj) for obj in tf.train.TrackableView(checkpoint).descendants()}
+    unreachable = [w for w in model.weights if id(w) not in reachable]
+    if unreachable:
+        raise GrowthError(
+            unreachable[0].path,
+            f"{len(unreachable)} of the {len(model.weights)} weights of `{model.name}` "
+            "cannot be reached by tf.train.Checkpoint (Keras 3 does not track layers "
+            "kept in Python lists for TensorFlow checkpoints, keras-team/keras#18398), so "
+            "no TensorFlow checkpoint of this model holds them; grow from a "
+            "`.weights.h5` or `.keras` file instead.",
+        )
+    expected = sum(1 for obj in tf.train.TrackableView(model).descendants()
+                   if isinstance(obj, (tf.Variable, keras.Variable)))
+    stored = _checkpoint_model_variables(prefix)
+    if stored != expected:
+        raise GrowthError(
+            prefix,
+            f"its model holds {stored} variables but `{model.name}` has {expected}: it was "
+            "written for another architecture (check --from_architecture and the model "
+            "options).",
+        )
+    try:
+        status = checkpoint.restore(prefix)
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError) as error:
+        first = re.search(r"path=([^,\s]+)|name ([^\s:]+)", str(error))
+        name = next((g for g in first.groups() if g), prefix) if first else prefix
+        raise GrowthError(
+            name,
+            f"the checkpoint {prefix} does not match the source architecture "
+            f"`{model.name}`: {str(error).splitlines()[0][:300]}",
+        ) from error
+
+
+def _checkpoint_model_variables(prefix):
+    """Number of variables stored under the checkpoint's `model` object."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(tf.train.load_checkpoint(prefix).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    roots = [c.node_id for c in graph.nodes[0].children if c.local_name == "model"]
+    if not roots:
+        raise GrowthError(prefix, "the checkpoint has no `model` object (it must be "
+                                  "written by tf.train.Checkpoint(model=model, ...)).")
+    seen, stack = set(), list(roots)
+    while stack:
+        node_id = stack.pop()
+        if node_id in seen:
+            continue
+        seen.add(node_id)
+        stack.extend(c.node_id for c in graph.nodes[node_id].children)
+    return sum(
+        1 for node_id in seen
+        if any(a.name == "VARIABLE_VALUE" for a in graph.nodes[node_id].attributes)
+    )

@@ -1,0 +1,140 @@
+"""`grow`: from a checkpoint of a small PolyNet to a weights file of a bigger one."""
+
+import json
+import os
+
+import keras
+
+from polynet_tf.grow.checkpoints import load_source_weights
+from polynet_tf.grow.core import grow_model
+from polynet_tf.grow.plan import MODES
+from polynet_tf.models import PolyNet, resolve_architecture
+
+WEIGHTS_SUFFIX = ".weights.h5"
+TEXT_REPORT_SUFFIX = ".mapping.txt"
+JSON_REPORT_SUFFIX = ".mapping.json"
+
+
+def report_paths(output):
+    """The (text, JSON) report paths written beside `output`."""
+    output = os.fspath(output)
+    return output + TEXT_REPORT_SUFFIX, output + JSON_REPORT_SUFFIX
+
+
+def grow(
+    from_architecture,
+    from_checkpoint,
+    to_architecture,
+    output,
+    mode="paper",
+    path_gates=False,
+    source_path_gates=False,
+    init_seed=None,
+    dry_run=False,
+    verbose=True,
+    **model_options,
+):
+    """Grows a trained PolyNet into a bigger one and writes its weights.
+
+    Both networks are built with `PolyNet(architecture, **model_options)`
+    (same `width_multiplier`, `classes`, `residual_scale`, ...), the source
+    weights are loaded, `grow_model` maps them, and the target's weights are
+    written to `output` (through a temporary file, then renamed) with the
+    mapping report beside it: `output + ".mapping.txt"` (readable) and
+    `output + ".mapping.json"` (machine-readable, including how to build the
+    target). Nothing is written when anything fails.
+
+    Args:
+        from_architecture: preset name or stage spec of the source.
+        from_checkpoint: `.weights.h5` or `.keras` file, TensorFlow checkpoint
+            directory (latest checkpoint) or checkpoint prefix.
+        to_architecture: preset name or stage spec of the target.
+        output: path of the target weights, ending in ".weights.h5"; load it
+            with `PolyNet(to_architecture, weights=output, **options)`, with
+            `path_gates=True` if the target was grown with gates.
+        mode: "paper" or "function_preserving" (see `grow_model`).
+        path_gates: build the target with path gates (needed by
+            function_preserving growth into fully shared poly-k modules).
+        source_path_gates: the source was built with path gates.
+        init_seed: seeds the initialization of the new weights (global Keras
+            seed) when given.
+        dry_run: plan and report only; write nothing.
+        verbose: print the report.
+        **model_options: passed to `PolyNet()` for both networks, e.g.
+            width_multiplier, classes, input_shape, residual_scale.
+
+    Returns:
+        The `GrowthReport`.
+
+    Raises:
+        GrowthError: the checkpoint does not fit the source, or a target
+            layer cannot be mapped (it is named); nothing is written.
+        ValueError: bad `output` or `mode`, or invalid model options.
+    """
+    output = os.fspath(output)
+    if not output.endswith(WEIGHTS_SUFFIX):
+        raise ValueError(
+            f"`output` must end in {WEIGHTS_SUFFIX!r} (a Keras weights file). "
+            f"Received: output={output!r}"
+        )
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
+    for name in ("weights", "path_gates"):
+        if name in model_options:
+            raise TypeError(f"`{name}` cannot be a model option of grow().")
+    resolve_architecture(from_architecture)
+    resolve_architecture(to_architecture)
+
+    source = PolyNet(from_architecture, weights=None, path_gates=source_path_gates,
+                     **model_options)
+    read_from = load_source_weights(source, from_checkpoint)
+    if init_seed is not None:
+        keras.utils.set_random_seed(init_seed)
+    target = PolyNet(to_architecture, weights=None, path_gates=path_gates, **model_options)
+    report = grow_model(
+        source, target, mode,
+        source_info=_describe(from_architecture, source_path_gates, model_options,
+                              checkpoint=read_from),
+        target_info=_describe(to_architecture, path_gates, model_options,
+                              output=None if dry_run else output),
+    )
+    if not dry_run:
+        _write_atomically(target, report, output)
+    if verbose:
+        print(report.to_text(), end="")
+        if not dry_run:
+            print(f"wrote {output} and its report {report_paths(output)[0]}")
+    return report
+
+
+def _describe(architecture, path_gates, model_options, **extra):
+    _, spec = resolve_architecture(architecture)
+    info = {"architecture": architecture, "spec": str(spec), "path_gates": bool(path_gates)}
+    info["options"] = json.loads(json.dumps(model_options, default=str))
+    info.update({k: v for k, v in extra.items() if v is not None})
+    return info
+
+
+def _write_atomically(model, report, output):
+    """Writes weights and reports under temporary names, then renames them."""
+    directory = os.path.dirname(os.path.abspath(output))
+    os.makedirs(directory, exist_ok=True)
+    base = os.path.basename(output)
+    text_path, json_path = report_paths(output)
+    temporary = {
+        output: os.path.join(directory, f".{base}.{os.getpid()}.tmp{WEIGHTS_SUFFIX}"),
+        text_path: os.path.join(directory, f".{base}.{os.getpid()}.tmp.txt"),
+        json_path: os.path.join(directory, f".{base}.{os.getpid()}.tmp.json"),
+    }
+    try:
+        model.save_weights(temporary[output])
+        with open(temporary[text_path], "w", encoding="utf-8") as stream:
+            stream.write(report.to_text())
+        with open(temporary[json_path], "w", encoding="utf-8") as stream:
+            stream.write(report.to_json())
+        for final, temp in temporary.items():
+            os.replace(temp, final)
+    finally:
+        for temp in temporary.values():
+            if os.path.exists(temp):
+                os.remove(temp)
