@@ -177,8 +177,7 @@ def _training_records(config, source, seed, pipeline_id, skip_records):
         records = records.shuffle(config.shuffle_buffer_size,
                                   seed=shuffle_seed + epoch,
                                   reshuffle_each_iteration=False)
-        return records.enumerate().map(
-            lambda index, record: {**record, "epoch": epoch, "index": index})
+        return _number(records, epoch)
 
     start_epoch, skip_in_epoch = 0, skip_records
     if skip_records:
@@ -197,10 +196,14 @@ def _evaluation_records(config, source, skip_records):
         records = records.cache()
     if config.num_epochs and config.num_epochs > 1:
         records = records.repeat(config.num_epochs)
-    zero = tf.constant(0, tf.int64)
-    records = records.enumerate().map(
-        lambda index, record: {**record, "epoch": zero, "index": index})
+    records = _number(records, tf.constant(0, tf.int64))
     return records.skip(skip_records)
+
+
+def _number(records: tf.data.Dataset, epoch: tf.Tensor) -> tf.data.Dataset:
+    """`(record, index in epoch, epoch)` elements, with no per-record function."""
+    return tf.data.Dataset.zip(records, tf.data.Dataset.range(2**62),
+                               tf.data.Dataset.from_tensors(epoch).repeat())
 
 
 class _BatchDecoder:
@@ -215,12 +218,12 @@ class _BatchDecoder:
         self._stats = stats
         self._num_classes = getattr(source, "num_classes", None)
 
-    def _preprocess(self, record):
+    def _preprocess(self, record, index, epoch):
         config = self._config
         encoded, label = self._source.parse(record)
         if config.is_training:
-            key = tf.stack([tf.constant(self._augmentation_seed, tf.int64), record["epoch"]])
-            seed = tf.random.experimental.stateless_fold_in(key, record["index"])
+            key = tf.stack([tf.constant(self._augmentation_seed, tf.int64), epoch])
+            seed = tf.random.experimental.stateless_fold_in(key, index)
             image = preprocessing.preprocess_for_train(
                 encoded, config.image_size, seed,
                 area_range=config.area_range,
@@ -238,16 +241,16 @@ class _BatchDecoder:
                 antialias=config.eval_antialias, mean=config.mean, std=config.std)
         return image, label
 
-    def __call__(self, records):
+    def __call__(self, records, indices, epochs):
         size = self._config.image_size
         count = tf.shape(records["payload"])[0]
         positions = tf.range(count)
 
-        def guarded(record, position):
-            image, label = self._preprocess(record)
+        def guarded(record, index, epoch, position):
+            image, label = self._preprocess(record, index, epoch)
             return image, label, position
 
-        decoded = (tf.data.Dataset.from_tensor_slices((records, positions))
+        decoded = (tf.data.Dataset.from_tensor_slices((records, indices, epochs, positions))
                    .map(guarded)
                    .ignore_errors(log_warning=True)
                    .batch(self._batch_size))

@@ -192,9 +192,12 @@ def preprocess_for_train(
         lambda shape: sample_crop_window(
             shape, crop_seed, area_range, aspect_ratio_range, max_attempts),
     )
-    image = tf.image.resize(image, [height, width], method="bilinear")
     if random_flip:
+        # Flipping the uint8 crop moves fewer bytes than flipping the float
+        # output; bilinear resizing commutes with a horizontal flip (up to
+        # float rounding).
         image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    image = tf.image.resize(image, [height, width], method="bilinear")
     return _finish(image, normalize, mean, std)
 
 

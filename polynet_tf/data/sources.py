@@ -168,32 +168,31 @@ class TFRecordSource:
 
         # ignore_errors ends a file at its first framing error (the reader cannot
         # resync); an end marker then finds fewer bytes read than the file has.
-        # Few stages per record: this runs for every record of every epoch.
-        tagged = records.ignore_errors(log_warning=True).map(lambda r: (r, False))
-        end_marker = tf.data.Dataset.from_tensors((tf.constant(""), True))
+        # This runs for every record of every epoch, so it has as few stages
+        # that call functions as possible: one scan and one filter.
+        numbered = records.ignore_errors(log_warning=True).enumerate()
+        end_marker = tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), tf.constant("")))
 
-        def count_bytes(state, element):
+        def check(state, element):
             consumed, num_records = state
-            record, is_end = element
-            step = tf.where(is_end, tf.constant(0, tf.int64),
-                            tf.cast(tf.strings.length(record), tf.int64)
-                            + _TFRECORD_OVERHEAD_BYTES)
-            new_state = (consumed + step,
-                         num_records + tf.cast(tf.logical_not(is_end), tf.int64))
-            return new_state, (num_records, record, is_end, new_state[0])
-
-        def keep(index, record, is_end, consumed):
-            del record
+            index, payload = element
+            is_end = index < 0
+            consumed = consumed + tf.where(
+                is_end, tf.constant(0, tf.int64),
+                tf.cast(tf.strings.length(payload), tf.int64) + _TFRECORD_OVERHEAD_BYTES)
             intact = tf.logical_or(tf.logical_not(is_end), tf.equal(consumed, size))
-            check = self._on_corrupt_file(intact, path, index, consumed, size)
-            with tf.control_dependencies([check]):
-                return tf.logical_and(tf.logical_not(is_end), in_shard(index))
+            num_records = num_records + tf.cast(tf.logical_not(is_end), tf.int64)
+            # At the end marker, `num_records` is the index of the first unread record.
+            checked = self._on_corrupt_file(intact, path, num_records, consumed, size)
+            with tf.control_dependencies([checked]):
+                is_end = tf.identity(is_end)
+            return (consumed, num_records), {"source": path, "record_index": index, "payload": payload,
+                              "is_end": is_end}
 
-        zero = tf.constant(0, tf.int64)
-        return (tagged.concatenate(end_marker)
-                .scan((zero, zero), count_bytes)
-                .filter(keep)
-                .map(to_record))
+        return (numbered.concatenate(end_marker)
+                .scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), check)
+                .filter(lambda record: tf.logical_and(
+                    tf.logical_not(record["is_end"]), in_shard(record["record_index"]))))
 
     def _on_corrupt_file(self, intact, path, num_records, consumed, size):
         """Fails or reports when `intact` is False; the message is only built then."""
