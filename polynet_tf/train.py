@@ -28,7 +28,6 @@ flags.DEFINE_string("init_from_architecture", None,
 
 FLAGS = flags.FLAGS
 
-EXIT_PEER_FAILED = 3
 EXIT_DIVERGED = 4
 EXIT_CONFIG = 2
 
@@ -53,6 +52,7 @@ def main(argv):
         _fail(f"Invalid configuration: {error}", EXIT_CONFIG)
     import tensorflow as tf  # noqa: PLC0415
 
+    _check_data_files(config, FLAGS.mode, tf)
     strategy = cluster.make_strategy(config.runtime, num_workers)
     from polynet_tf.training.trainer import Trainer, TrainingDivergedError  # noqa: PLC0415
 
@@ -83,7 +83,22 @@ def main(argv):
             f"A peer worker failed or could not be reached ({type(error).__name__}: "
             f"{str(error).splitlines()[0][:300]}). Restart every worker with the same "
             "command: training resumes from the latest checkpoint in "
-            f"{os.path.join(FLAGS.model_dir, 'checkpoints')}.", EXIT_PEER_FAILED)
+            f"{os.path.join(FLAGS.model_dir, 'checkpoints')}.", cluster.EXIT_PEER_FAILED)
+
+
+def _check_data_files(config, mode, tf):
+    """Fails early, naming the pattern, when TFRecord shards are missing."""
+    needed = {"train": ["train_data"], "eval": ["eval_data"],
+              "train_and_eval": ["train_data", "eval_data"]}[mode]
+    for name in needed:
+        data = getattr(config, name)
+        if data.tfds_name:
+            continue
+        for pattern in data.file_pattern.split(","):
+            if not tf.io.gfile.glob(pattern.strip()):
+                _fail(f"No files match {name}.file_pattern={pattern.strip()!r}. Build shards "
+                      "with `python -m polynet_tf.data.build_tfrecords` or fix the pattern.",
+                      EXIT_CONFIG)
 
 
 def _log_startup(config, strategy, num_workers, task, chief):

@@ -34,8 +34,7 @@ def from_dict(cls, values, prefix=""):
     """Builds dataclass `cls` from a (possibly partial) dict, checking every key.
 
     Args:
-        cls: a dataclass type; nested dataclass fields are built recursively
-            (a nested type with its own `from_dict` classmethod uses it).
+        cls: a dataclass type; nested dataclass fields are built recursively.
         values: a mapping of field names to values.
         prefix: dotted path of `values` (for error messages).
 
@@ -73,13 +72,8 @@ def _convert(annotation, value, key):
     if dataclasses.is_dataclass(annotation):
         if isinstance(value, annotation):
             return value
-        if hasattr(annotation, "from_dict") and not _is_plain(annotation):
-            try:
-                return annotation.from_dict(value or {})
-            except ConfigError:
-                raise
-            except (TypeError, ValueError) as error:
-                raise ConfigError(f"In '{key}': {error}") from None
+        # Values are checked here; cross-field validation (and which parts
+        # must be set at all) is the job of the top-level validate().
         return from_dict(annotation, value, key)
     if origin is typing.Union:
         if value is None and type(None) in args:
@@ -121,11 +115,6 @@ def _convert(annotation, value, key):
             raise ConfigError(f"'{key}' must be a string, got {value!r}")
         return value
     return value
-
-
-def _is_plain(cls):
-    """True for our own config dataclasses (which use the generic from_dict)."""
-    return getattr(cls, "__module__", "").startswith("polynet_tf.configs")
 
 
 def merge_dicts(base, override):

@@ -85,6 +85,7 @@ class RuntimeConfig:
 
     distribution_strategy: str = "auto"  # auto | mirrored | multi_worker | one_device
     collective_timeout_seconds: float = 600.0
+    startup_timeout_seconds: float = 900.0  # every worker must connect within this
     communication: str = "auto"  # auto | ring | nccl
     seed: int = 0
 
@@ -149,6 +150,7 @@ class ExperimentConfig:
                 ("auto", "mirrored", "multi_worker", "one_device"))
         _choice("runtime.communication", self.runtime.communication, ("auto", "ring", "nccl"))
         _positive("runtime.collective_timeout_seconds", self.runtime.collective_timeout_seconds)
+        _positive("runtime.startup_timeout_seconds", self.runtime.startup_timeout_seconds)
         needs = {"train": ("train_data",), "eval": ("eval_data",),
                  "train_and_eval": ("train_data", "eval_data")}[mode]
         for name in needs:

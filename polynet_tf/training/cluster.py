@@ -6,9 +6,15 @@ environment wins; otherwise several worker hosts become one.
 
 import json
 import os
+import subprocess
+import sys
 
 import tensorflow as tf
 from absl import logging
+
+# Exit status of a worker that lost its peers during training. One that never
+# reached them is killed by the start-up watchdog (status -9 / 137).
+EXIT_PEER_FAILED = 3
 
 
 def configure_cluster(worker_hosts="", task_index=0):
@@ -85,8 +91,13 @@ def make_strategy(runtime_config, num_workers):
         options = tf.distribute.experimental.CommunicationOptions(
             implementation=implementation,
             timeout_seconds=runtime_config.collective_timeout_seconds,
+            # Gradients travel in a few large packs instead of one all-reduce
+            # per variable (hundreds per step).
+            bytes_per_pack=32 * 1024 * 1024,
         )
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        return _within_deadline(
+            lambda: tf.distribute.MultiWorkerMirroredStrategy(communication_options=options),
+            runtime_config.startup_timeout_seconds)
     if kind == "one_device":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.OneDeviceStrategy(devices[0].name)
@@ -106,3 +117,37 @@ def is_chief(strategy):
 def task_id(strategy):
     resolver = getattr(strategy, "cluster_resolver", None)
     return 0 if resolver is None or resolver.task_id is None else int(resolver.task_id)
+
+
+def _within_deadline(create, seconds):
+    """Runs `create`; ends the process with a clear error if it takes too long.
+
+    Creating a MultiWorkerMirroredStrategy waits for every worker to connect,
+    with no time limit of its own, inside a C++ call that holds the GIL: a
+    wrong host or a worker that never starts would hang the job, and no Python
+    thread or signal handler of this process could intervene. A small watchdog
+    process prints the error and ends this one when the deadline passes.
+    """
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    message = (
+        f"error: not every worker connected within {seconds:.0f} s (cluster: {cluster}). "
+        "Check that every host:port is right and reachable from this machine and that "
+        "every worker was started with the same --worker_hosts and its own --task_index "
+        "(the limit is runtime.startup_timeout_seconds).")
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds), message],
+        stdin=subprocess.DEVNULL)
+    try:
+        return create()
+    finally:
+        watchdog.kill()
+        watchdog.wait()
+
+
+_WATCHDOG = """
+import os, signal, sys, time
+pid, seconds, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+time.sleep(seconds)
+print(message, file=sys.stderr, flush=True)
+os.kill(pid, signal.SIGKILL)
+"""

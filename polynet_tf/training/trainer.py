@@ -9,6 +9,7 @@ from the latest checkpoint and the same data stream: the input pipeline is a
 pure function of (seed, step) and skips what was consumed.
 """
 
+import gc
 import os
 import shutil
 import signal
@@ -204,6 +205,11 @@ class Trainer:
                     reporter.reset_clock()
             if last_saved != self.step:
                 self.save()
+            # Stop the preemption watchers before the chief (which hosts the
+            # coordination service) can exit, then wait for every worker.
+            del preemption
+            gc.collect()
+            self._sum_over_workers(np.zeros(1))
         finally:
             reporter.close()
         return metrics

@@ -1,0 +1,56 @@
+"""Fixtures for training tests: a synthetic TFRecord dataset and CLI launchers."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.training.synthetic_data import write_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY_CONFIG = os.path.join(ROOT, "official_configs", "tiny_cpu.yaml")
+
+
+@pytest.fixture(scope="session")
+def synthetic_shards(tmp_path_factory):
+    """(train pattern, validation pattern) of a 4-class colour-tint dataset."""
+    return write_dataset(str(tmp_path_factory.mktemp("synthetic")), num_train=256, num_val=64)
+
+
+def overrides(shards, **values):
+    """--params_override text for the tiny config on the synthetic shards."""
+    train, validation = shards
+    items = {"model.num_classes": 4, "train_data.file_pattern": train,
+             "eval_data.file_pattern": validation, "model.seed": 3,
+             "trainer.adaptive_drop_path.enabled": False}
+    items.update(values)
+    return ",".join(f"{key}={value}" for key, value in items.items())
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def train_command(model_dir, params_override, mode="train", worker_hosts=None, task_index=0):
+    command = [sys.executable, "-m", "polynet_tf.train", f"--config={TINY_CONFIG}",
+               f"--model_dir={model_dir}", f"--mode={mode}",
+               f"--params_override={params_override}"]
+    if worker_hosts:
+        command += [f"--worker_hosts={','.join(worker_hosts)}", f"--task_index={task_index}"]
+    return command
+
+
+def launch(command, log_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+               TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env.pop("TF_CONFIG", None)
+    log = open(log_path, "w")
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)

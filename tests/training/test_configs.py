@@ -1,0 +1,90 @@
+import glob
+import os
+
+import pytest
+import yaml
+
+from polynet_tf.configs import ConfigError, ExperimentConfig, load_experiment, parse_overrides
+from polynet_tf.configs.base import from_dict
+from tests.training.conftest import ROOT, TINY_CONFIG
+
+OFFICIAL = sorted(glob.glob(os.path.join(ROOT, "official_configs", "*.yaml")))
+DATA = "train_data.file_pattern=/d/train-*,eval_data.file_pattern=/d/val-*"
+
+
+@pytest.mark.parametrize("path", OFFICIAL, ids=os.path.basename)
+def test_every_official_config_validates(path):
+    config = load_experiment([path], DATA, mode="train_and_eval")
+    assert config.train_data.is_training and not config.eval_data.is_training
+
+
+def test_the_papers_setups():
+    deep = load_experiment([os.path.join(ROOT, "official_configs", "very_deep_imagenet.yaml")])
+    assert (deep.model.architecture, deep.train_data.image_size) == ("very_deep", 331)
+    assert deep.train_data.global_batch_size == 512
+    assert (deep.optimizer.rho, deep.optimizer.momentum, deep.optimizer.epsilon) == (0.9, 0.9, 1.0)
+    assert (deep.schedule.base_learning_rate, deep.schedule.decay_steps) == (0.45, 160000)
+    assert deep.trainer.train_steps == 560000
+    ir = load_experiment([os.path.join(ROOT, "official_configs", "ir_5_10_5_imagenet.yaml")])
+    assert (ir.train_data.image_size, ir.train_data.global_batch_size) == (299, 256)
+
+
+def test_later_files_and_overrides_win(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("model:\n  num_classes: 7\ntrainer:\n  train_steps: 50\n")
+    config = load_experiment([TINY_CONFIG, str(extra)],
+                             DATA + ",trainer.train_steps=9,optimizer.label_smoothing=0.1")
+    assert config.model.num_classes == 7
+    assert config.trainer.train_steps == 9
+    assert config.optimizer.label_smoothing == 0.1
+    assert config.model.architecture == "ir_3_6_3_b_poly3"  # from the first file
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("model.archtecture=x", "Unknown configuration key 'model.archtecture'"),
+        ("trainer.train_step=3", "Unknown configuration key 'trainer.train_step'"),
+        ("trainer.train_steps=many", "'trainer.train_steps' must be an integer"),
+        ("trainer.train_steps=0", "'trainer.train_steps' must be positive"),
+        ("model.architecture=very_deeep", "'model.architecture'"),
+        ("optimizer.name=lamb", "'optimizer.name' must be one of"),
+        ("model.drop_path_rate=1.5", "'model.drop_path_rate' must be in"),
+        ("train_data.image_sise=3", "image_sise"),
+        ("runtime.distribution_strategy=tpu", "'runtime.distribution_strategy'"),
+        ("trainer.adaptive_drop_path.gap=1", "'trainer.adaptive_drop_path.gap'"),
+        ("novalue", "not of the form key=value"),
+    ],
+)
+def test_bad_configuration_names_the_key(override, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_experiment([TINY_CONFIG], DATA + "," + override)
+    assert fragment in str(info.value)
+
+
+def test_missing_data_source_and_file():
+    with pytest.raises(ConfigError, match="'train_data' needs a source"):
+        load_experiment([TINY_CONFIG])
+    with pytest.raises(ConfigError, match="Configuration file not found"):
+        load_experiment(["/no/such.yaml"])
+
+
+def test_overrides_parse_yaml_values():
+    assert parse_overrides("a.b=1,c=[1, 2],d=x,e=0.5,f=true,g={k: 1}") == {
+        "a": {"b": 1}, "c": [1, 2], "d": "x", "e": 0.5, "f": True, "g": {"k": 1}}
+
+
+def test_round_trip_through_yaml(tmp_path):
+    config = load_experiment([TINY_CONFIG], DATA)
+    text = yaml.safe_dump(config.to_dict())
+    again = from_dict(ExperimentConfig, yaml.safe_load(text))
+    assert again.to_dict() == config.to_dict()
+
+
+def test_only_the_data_a_mode_uses_must_be_set():
+    train_only = load_experiment([TINY_CONFIG], "train_data.file_pattern=/d/train-*", mode="train")
+    assert train_only.eval_data.file_pattern == ""
+    with pytest.raises(ConfigError, match="'eval_data' needs a source"):
+        load_experiment([TINY_CONFIG], "train_data.file_pattern=/d/train-*", mode="train_and_eval")
+    with pytest.raises(ConfigError, match="In 'train_data'.*image_size"):
+        load_experiment([TINY_CONFIG], DATA + ",train_data.image_size=-3")

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from polynet_tf.configs import OptimizerConfig, ScheduleConfig
+from polynet_tf.training.optimization import WarmupStepDecay, build_optimizer, peak_learning_rate
+
+
+def test_learning_rate_scales_linearly_with_the_batch():
+    schedule = ScheduleConfig()
+    assert peak_learning_rate(schedule, 512) == pytest.approx(0.45)
+    assert peak_learning_rate(schedule, 256) == pytest.approx(0.225)
+    assert peak_learning_rate(schedule, 32) == pytest.approx(0.028125)
+
+
+def test_warmup_then_step_decay():
+    lr = WarmupStepDecay(0.4, warmup_steps=10, decay_steps=100, decay_rate=0.1)
+    values = [float(lr(step)) for step in (0, 4, 9, 50, 99, 100, 199, 200, 250)]
+    np.testing.assert_allclose(values, [0.04, 0.2, 0.4, 0.4, 0.4, 0.04, 0.04, 0.004, 0.004],
+                               rtol=1e-6)
+    # The paper: 0.45, x0.1 every 160K of 560K steps (three decays).
+    paper = WarmupStepDecay(0.45, 0, 160_000, 0.1)
+    np.testing.assert_allclose([float(paper(s)) for s in (0, 159_999, 160_000, 480_000, 559_999)],
+                               [0.45, 0.45, 0.045, 0.00045, 0.00045], rtol=1e-5)
+
+
+def test_rmsprop_matches_the_tensorflow_rmsprop_recipe():
+    """decay 0.9, momentum 0.9, epsilon 1.0 inside the square root (TF's RMSProp)."""
+    optimizer, _ = build_optimizer(OptimizerConfig(), ScheduleConfig(base_learning_rate=0.1,
+                                                                      base_batch_size=1), 1)
+    variable = tf.Variable([1.0, -2.0])
+    gradients = [np.array([0.5, -1.5]), np.array([2.0, 0.1]), np.array([-1.0, 1.0])]
+    ms, mom, value = np.zeros(2), np.zeros(2), np.array([1.0, -2.0])
+    for g in gradients:
+        optimizer.apply_gradients([(tf.constant(g, tf.float32), variable)])
+        ms = 0.9 * ms + 0.1 * g * g
+        mom = 0.9 * mom + 0.1 * g / np.sqrt(ms + 1.0)
+        value = value - mom
+    np.testing.assert_allclose(variable.numpy(), value, rtol=1e-5)
