@@ -35,7 +35,7 @@ def load_source_weights(model, path):
     path = os.fspath(path)
     if path.endswith(KERAS_SUFFIXES):
         if not os.path.isfile(path):
-            raise GrowthError(path, "no such file.")
+            raise GrowthError(path, "no such file.", in_source=True)
         _load_keras_file(model, path)
         return path
     if os.path.isdir(path):
@@ -44,7 +44,8 @@ def load_source_weights(model, path):
         prefix = tf.train.latest_checkpoint(path)
         if prefix is None:
             raise GrowthError(path, "the directory holds no TensorFlow checkpoint "
-                                    "(no `checkpoint` file of a CheckpointManager).")
+                                    "(no `checkpoint` file of a CheckpointManager).",
+                              in_source=True)
         _restore_tf_checkpoint(model, prefix)
         return prefix
     if os.path.isfile(path + ".index"):
@@ -54,6 +55,7 @@ def load_source_weights(model, path):
         path,
         "not a .weights.h5 or .keras file, a TensorFlow checkpoint directory or a "
         "checkpoint prefix (no such file, or no `<prefix>.index`).",
+        in_source=True,
     )
 
 
@@ -64,13 +66,29 @@ def _load_keras_file(model, path):
             warnings.simplefilter("ignore")
             model.load_weights(path)
     except (ValueError, KeyError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise GrowthError(
             path,
-            f"it does not match the source architecture `{model.name}` ({first_line}); "
-            "check --from_architecture and the model options (width_multiplier, "
-            "classes, path gates).",
+            f"it does not match the source architecture `{model.name}` "
+            f"({_keras_load_failure(error)}); check --from_architecture and the model "
+            "options (width_multiplier, classes, path gates).",
+            in_source=True,
         ) from error
+
+
+def _keras_load_failure(error):
+    """The gist of a Keras load error: how many objects failed, and the first."""
+    text = str(error)
+    summary = text.strip().splitlines()[0].split(" Example error")[0] if text.strip() else ""
+    path = re.search(r"path=([^,\s>]+)", text)
+    shapes = re.search(r"variable\.shape=(\(.*?\)), Received: value\.shape=(\(.*?\))", text)
+    missing = re.search(r"(Layer '[^']+' expected .*?)(?: during loading)?\. Expected: (\[[^\]]*\])",
+                        text)
+    if path and shapes:
+        return (f"{summary} First: {path.group(1)} has shape {shapes.group(1)} in the "
+                f"model but {shapes.group(2)} in the file")
+    if missing:
+        return f"{summary} First: {missing.group(1)} {missing.group(2)}"
+    return summary or repr(error)
 
 
 def _restore_tf_checkpoint(model, prefix):
@@ -88,6 +106,7 @@ def _restore_tf_checkpoint(model, prefix):
             "kept in Python lists for TensorFlow checkpoints, keras-team/keras#18398), so "
             "no TensorFlow checkpoint of this model holds them; grow from a "
             "`.weights.h5` or `.keras` file instead.",
+            in_source=True,
         )
     expected = sum(1 for obj in tf.train.TrackableView(model).descendants()
                    if isinstance(obj, (tf.Variable, keras.Variable)))
@@ -98,6 +117,7 @@ def _restore_tf_checkpoint(model, prefix):
             f"its model holds {stored} variables but `{model.name}` has {expected}: it was "
             "written for another architecture (check --from_architecture and the model "
             "options).",
+            in_source=True,
         )
     try:
         status = checkpoint.restore(prefix)
@@ -110,6 +130,7 @@ def _restore_tf_checkpoint(model, prefix):
             name,
             f"the checkpoint {prefix} does not match the source architecture "
             f"`{model.name}`: {str(error).splitlines()[0][:300]}",
+            in_source=True,
         ) from error
 
 
@@ -123,7 +144,8 @@ def _checkpoint_model_variables(prefix):
     roots = [c.node_id for c in graph.nodes[0].children if c.local_name == "model"]
     if not roots:
         raise GrowthError(prefix, "the checkpoint has no `model` object (it must be "
-                                  "written by tf.train.Checkpoint(model=model, ...)).")
+                                  "written by tf.train.Checkpoint(model=model, ...)).",
+                          in_source=True)
     seen, stack = set(), list(roots)
     while stack:
         node_id = stack.pop()

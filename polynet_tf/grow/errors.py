@@ -5,12 +5,16 @@ class GrowthError(ValueError):
     """A source that cannot be grown into the target, found before any write.
 
     Attributes:
-        name: the first target layer or weight (or the source file) that
-            cannot be mapped.
+        name: the first target layer or weight that cannot be mapped, or the
+            source checkpoint (or source weight) that cannot be read.
         reason: why, and what to do about it.
+        in_source: whether `name` belongs to the source (a checkpoint that does
+            not fit the source architecture) rather than the target.
     """
 
-    def __init__(self, name, reason):
+    def __init__(self, name, reason, in_source=False):
         self.name = name
         self.reason = reason
-        super().__init__(f"Cannot grow into `{name}`: {reason}")
+        self.in_source = in_source
+        preposition = "from" if in_source else "into"
+        super().__init__(f"Cannot grow {preposition} `{name}`: {reason}")

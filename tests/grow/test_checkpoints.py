@@ -1,0 +1,120 @@
+"""Source formats: .weights.h5, .keras and the training engine's TF checkpoints."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from polynet_tf import PolyNet
+from polynet_tf.grow import GrowthError, grow, load_source_weights
+from polynet_tf.layers import (
+    BranchConcat,
+    ConvBN,
+    InceptionResidualBlock,
+    PolyInceptionModule,
+    Stem,
+)
+from tests.conftest import TINY_WIDTH
+from tests.grow.conftest import images, predict, randomize_batch_norms, tiny, values
+
+SMALL = "A: ir | B: ir*2 | C: ir"
+LARGER = "A: ir*2 | B: 2way, mpoly2 | C: 3way"
+OPTIONS = dict(width_multiplier=TINY_WIDTH, classes=10, input_shape=(75, 75, 3))
+# Python lists of sublayers that Keras 3 hides from tf.train.Checkpoint.
+SUBLAYER_LISTS = {
+    Stem: "parts", BranchConcat: "ops", ConvBN: "norms",
+    InceptionResidualBlock: "projections", PolyInceptionModule: "blocks",
+}
+
+
+@pytest.fixture
+def lists_tracked_by_tf_checkpoints(monkeypatch):
+    """The fix proposed for polynet_tf.layers: list items as checkpoint children."""
+    for cls, attribute in SUBLAYER_LISTS.items():
+        original = cls._trackable_children
+
+        def children(self, save_type="checkpoint", _original=original,
+                     _attribute=attribute, **kwargs):
+            result = dict(_original(self, save_type, **kwargs))
+            for i, item in enumerate(getattr(self, _attribute, None) or ()):
+                result.setdefault(f"{_attribute}_{i}", item)
+            return result
+
+        monkeypatch.setattr(cls, "_trackable_children", children)
+
+
+def _engine_checkpoint(model, directory, saves=2):
+    """What the training engine writes: model, optimizer and step, managed."""
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    step = tf.Variable(0, dtype=tf.int64)
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=model, optimizer=optimizer, step=step), directory, 3)
+    for i in range(saves):
+        randomize_batch_norms(model, seed=10 + i)  # later saves differ
+        step.assign(i + 1)
+        prefix = manager.save()
+    return prefix
+
+
+def _grown_from(checkpoint, output, **kwargs):
+    grow(SMALL, checkpoint, LARGER, output, mode="function_preserving", verbose=False,
+         **OPTIONS, **kwargs)
+    return PolyNet(LARGER, weights=output, **OPTIONS)
+
+
+def test_weights_h5_and_keras_files(tmp_path):
+    small = randomize_batch_norms(tiny(SMALL), seed=3)
+    small.save_weights(tmp_path / "small.weights.h5")
+    small.save(tmp_path / "small.keras")
+    x = images(seed=4)
+    grown = _grown_from(tmp_path / "small.weights.h5", tmp_path / "grown.weights.h5")
+    assert np.abs(predict(grown, x) - predict(small, x)).max() <= 1e-5
+    restored = tiny(SMALL)
+    load_source_weights(restored, tmp_path / "small.keras")
+    for path, value in values(small).items():
+        assert np.array_equal(values(restored)[path], value), path
+
+
+@pytest.mark.usefixtures("lists_tracked_by_tf_checkpoints")
+def test_engine_checkpoint_directory_and_prefix(tmp_path):
+    small = tiny(SMALL)
+    prefix = _engine_checkpoint(small, tmp_path / "run")
+    x = images(seed=5)
+    expected = predict(small, x)  # the latest save
+    grown = _grown_from(tmp_path / "run", tmp_path / "grown.weights.h5")
+    assert np.abs(predict(grown, x) - expected).max() <= 1e-5
+    restored = tiny(SMALL)
+    assert load_source_weights(restored, prefix) == prefix
+    for path, value in values(small).items():
+        assert np.array_equal(values(restored)[path], value), path
+
+
+@pytest.mark.usefixtures("lists_tracked_by_tf_checkpoints")
+def test_engine_checkpoint_of_another_architecture_is_an_error(tmp_path):
+    _engine_checkpoint(tiny("A: ir | B: 2way*2 | C: ir"), tmp_path / "run", saves=1)
+    with pytest.raises(GrowthError, match="another architecture|does not match") as error:
+        load_source_weights(tiny(SMALL), tmp_path / "run")
+    assert error.value.in_source
+
+
+def test_weights_tf_checkpoints_cannot_reach_are_an_error_not_a_partial_restore(tmp_path):
+    model = tiny(SMALL)
+    checkpoint = tf.train.Checkpoint(model=model)
+    reachable = {id(o) for o in tf.train.TrackableView(checkpoint).descendants()}
+    if all(id(w) in reachable for w in model.weights):
+        pytest.skip("polynet_tf.layers already exposes its sublayer lists to TF checkpoints")
+    prefix = checkpoint.save(tmp_path / "ckpt")
+    with pytest.raises(GrowthError, match="keras#18398") as error:
+        load_source_weights(tiny(SMALL), prefix)
+    assert error.value.name == "stem/conv1/conv/kernel"
+
+
+def test_missing_and_unknown_sources(tmp_path):
+    with pytest.raises(GrowthError, match="no such file"):
+        load_source_weights(tiny(SMALL), tmp_path / "absent.weights.h5")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GrowthError, match="no TensorFlow checkpoint"):
+        load_source_weights(tiny(SMALL), tmp_path / "empty")
+    with pytest.raises(GrowthError, match="not a .weights.h5"):
+        load_source_weights(tiny(SMALL), tmp_path / "weights.bin")

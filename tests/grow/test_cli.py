@@ -1,0 +1,57 @@
+"""`python -m polynet_tf.grow`: files written, loadable, and errors without writes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from polynet_tf import PolyNet
+from polynet_tf.grow import report_paths
+from polynet_tf.grow.__main__ import main
+from tests.conftest import TINY_WIDTH
+from tests.grow.conftest import images, predict, randomize_batch_norms, tiny
+
+SMALL = "A: ir | B: ir*2 | C: ir"
+ARGS = ["--width_multiplier", str(TINY_WIDTH), "--classes", "10"]
+
+
+def test_command_line_writes_loadable_weights_and_both_reports(tmp_path):
+    small = randomize_batch_norms(tiny(SMALL), seed=6)
+    small.save_weights(tmp_path / "small.weights.h5")
+    output = tmp_path / "out" / "grown.weights.h5"
+    command = [
+        sys.executable, "-m", "polynet_tf.grow",
+        "--from_architecture", SMALL, "--from_checkpoint", str(tmp_path / "small.weights.h5"),
+        "--to_architecture", "A: ir*2 | B: poly2*2 | C: mpoly2",
+        "--output", str(output), "--mode", "function_preserving", "--path_gates", *ARGS,
+    ]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "stage_b_0 (poly2) <- stage_b_0 (ir)" in result.stdout
+    text_report, json_report = report_paths(output)
+    assert sorted(os.listdir(output.parent)) == sorted(
+        os.path.basename(p) for p in (output, text_report, json_report))
+    report = json.loads(open(json_report).read())
+    assert report["mode"] == "function_preserving" and report["target"]["path_gates"]
+    assert "predictions/kernel" in open(text_report).read()
+    grown = PolyNet("A: ir*2 | B: poly2*2 | C: mpoly2", weights=str(output), path_gates=True,
+                    width_multiplier=TINY_WIDTH, classes=10, input_shape=(75, 75, 3))
+    x = images(seed=6)
+    assert np.abs(predict(grown, x) - predict(small, x)).max() <= 1e-5
+
+
+def test_command_line_error_exits_2_and_writes_nothing(tmp_path, capsys):
+    tiny(SMALL).save_weights(tmp_path / "small.weights.h5")
+    output = tmp_path / "grown.weights.h5"
+    status = main([
+        "--from_architecture", SMALL, "--from_checkpoint", str(tmp_path / "small.weights.h5"),
+        "--to_architecture", "A: ir | B: poly2*2 | C: ir", "--output", str(output),
+        "--mode", "function_preserving", *ARGS,
+    ])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "`stage_b_0`" in error and "--path_gates" in error
+    assert sorted(os.listdir(tmp_path)) == ["small.weights.h5"]
