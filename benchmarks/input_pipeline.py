@@ -3,9 +3,9 @@
 Usage::
 
     python benchmarks/input_pipeline.py [--cores 1] [--num_images 256]
-        [--image_size 299] [--batch_size 32] [--seconds 20]
+        [--image_size 299] [--batch_size 32] [--seconds 15] [--rounds 2]
 
-Makes ImageNet-like JPEGs (500x375, quality 90, about 100 KB each: smooth
+Makes ImageNet-like JPEGs (500x375, quality 90, about 100 KiB each: smooth
 multi-scale noise, like photographs rather than white noise), writes them as
 TFRecord shards, and measures images per second per core of:
 
@@ -13,41 +13,53 @@ TFRecord shards, and measures images per second per core of:
   shuffle, parse, fused `sample_distorted_bounding_box` +
   `decode_and_crop_jpeg`, bilinear resize, flip, normalise, batch, prefetch);
 - (a) bare: the same per-image ops (parse, crop sampling, decode-and-crop,
-  resize, flip, normalise) in a `tf.while_loop` with one iteration at a time,
-  no tf.data;
+  resize, flip, normalise) in a `tf.while_loop` running one image at a time,
+  no tf.data, on one core;
 - (b) decode-whole: the same pipeline, except that each JPEG is decoded whole
   and then cropped.
 
-The process is pinned to `--cores` CPUs before TensorFlow starts, so all three
-share the same cores and "per core" is images/s divided by that number.
+Each measurement runs in its own process pinned (before TensorFlow starts) to
+`--cores` CPUs (the bare loop to one), so "per core" is images/s divided by
+the CPUs it was given. Variants alternate over `--rounds` rounds and the best
+round of each is kept, which filters out other load on a shared machine.
 Goal: pipeline >= 0.9x of (a) and >= 1.5x of (b).
 """
 
 import argparse
 import io
+import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 
 
 def _parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cores", type=int, default=1, help="CPUs to pin to")
+    parser.add_argument("--cores", type=int, default=1, help="CPUs of the pipelines")
     parser.add_argument("--num_images", type=int, default=256)
     parser.add_argument("--image_size", type=int, default=299)
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=20.0,
-                        help="measuring time of each variant")
+    parser.add_argument("--seconds", type=float, default=15.0,
+                        help="measuring time of each variant and round")
+    parser.add_argument("--rounds", type=int, default=2)
+    # Internal: run one measurement in this process.
+    parser.add_argument("--variant", choices=("pipeline", "bare", "decode_whole"))
+    parser.add_argument("--data_dir")
     return parser.parse_args()
 
 
 ARGS = _parse_args()
 _AVAILABLE = sorted(os.sched_getaffinity(0))
-CORES = _AVAILABLE[:max(1, min(ARGS.cores, len(_AVAILABLE)))]
-# Pin before TensorFlow sizes its thread pools from the CPUs it may use.
-os.sched_setaffinity(0, CORES)
+if ARGS.variant:
+    _cores = 1 if ARGS.variant == "bare" else ARGS.cores
+    # Pin before TensorFlow sizes its thread pools from the CPUs it may use.
+    os.sched_setaffinity(0, _AVAILABLE[:max(1, min(_cores, len(_AVAILABLE)))])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Run from a checkout without installing the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -134,27 +146,63 @@ def _decode_whole_then_crop(image_bytes, window_fn):
                     tf.stack([window[2], window[3], 3]))
 
 
+def _measure(directory: str, variant: str) -> float:
+    """Images/s/core of one variant, measured in this (pinned) process."""
+    cores = len(os.sched_getaffinity(0))
+    if variant == "bare":
+        with open(os.path.join(directory, "records.bin"), "rb") as f:
+            records = _split_records(f.read())
+        return time_bare_loop(records, ARGS.image_size, ARGS.seconds) / cores
+    config = DataConfig(file_pattern=os.path.join(directory, "train-*"),
+                        image_size=ARGS.image_size, global_batch_size=ARGS.batch_size,
+                        shuffle_buffer_size=1024, seed=0)
+    if variant == "decode_whole":
+        preprocessing._decode_cropped = _decode_whole_then_crop  # pylint: disable=protected-access
+    return time_pipeline(build_dataset(config), ARGS.batch_size, ARGS.seconds) / cores
+
+
+def _split_records(blob: bytes):
+    records, offset = [], 0
+    while offset < len(blob):
+        length = int.from_bytes(blob[offset:offset + 8], "little")
+        records.append(blob[offset + 8:offset + 8 + length])
+        offset += 8 + length
+    return records
+
+
+def _run_variant(directory: str, variant: str) -> float:
+    command = [sys.executable, os.path.abspath(__file__), "--variant", variant,
+               "--data_dir", directory, "--cores", str(ARGS.cores),
+               "--image_size", str(ARGS.image_size), "--batch_size", str(ARGS.batch_size),
+               "--seconds", str(ARGS.seconds)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])["images_per_second_per_core"]
+
+
 def main():
-    print(f"machine: {platform.processor() or platform.machine()}, "
-          f"{len(_AVAILABLE)} CPUs available, pinned to {len(CORES)}; "
+    if ARGS.variant:
+        rate = _measure(ARGS.data_dir, ARGS.variant)
+        print(json.dumps({"images_per_second_per_core": rate}))
+        return
+    cores = min(ARGS.cores, len(_AVAILABLE))
+    print(f"machine: {platform.machine()} {platform.processor()}, "
+          f"{len(_AVAILABLE)} CPUs; pipelines pinned to {cores}, bare loop to 1; "
           f"TensorFlow {tf.__version__}")
     with tempfile.TemporaryDirectory() as directory:
         records, mean_size = write_shards(directory, ARGS.num_images)
+        with open(os.path.join(directory, "records.bin"), "wb") as f:
+            for record in records:
+                f.write(len(record).to_bytes(8, "little") + record)
         print(f"{ARGS.num_images} JPEGs {_WIDTH}x{_HEIGHT} q{_QUALITY}, mean "
               f"{mean_size / 1024:.0f} KiB; output {ARGS.image_size}x{ARGS.image_size}, "
-              f"batch {ARGS.batch_size}")
-        config = DataConfig(file_pattern=os.path.join(directory, "train-*"),
-                            image_size=ARGS.image_size, global_batch_size=ARGS.batch_size,
-                            shuffle_buffer_size=1024, seed=0)
-        cores = len(CORES)
-        pipeline = time_pipeline(build_dataset(config), ARGS.batch_size, ARGS.seconds) / cores
-        bare = time_bare_loop(records, ARGS.image_size, ARGS.seconds) / cores
-        fused = preprocessing._decode_cropped  # pylint: disable=protected-access
-        preprocessing._decode_cropped = _decode_whole_then_crop  # pylint: disable=protected-access
-        try:
-            whole = time_pipeline(build_dataset(config), ARGS.batch_size, ARGS.seconds) / cores
-        finally:
-            preprocessing._decode_cropped = fused  # pylint: disable=protected-access
+              f"batch {ARGS.batch_size}; best of {ARGS.rounds} rounds of "
+              f"{ARGS.seconds:.0f} s")
+        best = {}
+        for _ in range(ARGS.rounds):
+            for variant in ("pipeline", "bare", "decode_whole"):
+                rate = _run_variant(directory, variant)
+                best[variant] = max(best.get(variant, 0.0), rate)
+    pipeline, bare, whole = best["pipeline"], best["bare"], best["decode_whole"]
     print(f"pipeline (fused decode-and-crop): {pipeline:7.1f} images/s/core")
     print(f"(a) same ops, bare loop:          {bare:7.1f} images/s/core")
     print(f"(b) decode whole JPEG, then crop: {whole:7.1f} images/s/core")
