@@ -157,7 +157,7 @@ class TFRecordSource:
         def in_shard(index):
             return tf.equal(index % count, shard_index) if count > 1 else tf.constant(True)
 
-        def to_record(index, payload, *_):
+        def to_record(index, payload):
             return {"source": path, "record_index": index, "payload": payload}
 
         if not self._check_integrity:
@@ -186,8 +186,10 @@ class TFRecordSource:
             checked = self._on_corrupt_file(intact, path, num_records, consumed, size)
             with tf.control_dependencies([checked]):
                 is_end = tf.identity(is_end)
-            return (consumed, num_records), {"source": path, "record_index": index, "payload": payload,
-                              "is_end": is_end}
+            # `is_end` stays in the record for the filter; the decoder ignores it.
+            record = {"source": path, "record_index": index, "payload": payload,
+                      "is_end": is_end}
+            return (consumed, num_records), record
 
         return (numbered.concatenate(end_marker)
                 .scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), check)
