@@ -162,22 +162,32 @@ def cache_folder(cache_dir=None):
 def load_imagenet_weights(model, architecture="very_deep", cache_dir=None):
     """Loads the published ImageNet weights into a model built by `PolyNet()`.
 
+    The first time, the checkpoint is converted straight into `model` when it
+    has the 1000-class top (and saved from it), else into a new full model.
+
     Args:
         model: the Keras model (with or without the top).
         architecture: its preset name.
         cache_dir: Keras cache base folder (default `$KERAS_HOME` or `~/.keras`).
 
     Returns:
-        The path of the converted weights file that was loaded.
+        The path of the converted weights file.
 
     Raises:
         PretrainedWeightsError: no source could be downloaded (offline).
         HashMismatchError: a checkpoint's hash is not the published one.
         ImportError: the first conversion needs torch, which is missing.
     """
-    path = imagenet_weights_file(architecture, cache_dir=cache_dir)
-    model.load_weights(path)
-    return path
+    spec = get_pretrained(architecture)
+    converted = os.path.join(cache_folder(cache_dir), spec.converted_filename)
+    if os.path.isfile(converted):
+        model.load_weights(converted)
+        return converted
+    if _has_imagenet_top(model):
+        return _convert_into_cache(spec, cache_dir, target=model)
+    _convert_into_cache(spec, cache_dir)
+    model.load_weights(converted)
+    return converted
 
 
 def imagenet_weights_file(architecture="very_deep", name="imagenet", cache_dir=None):
@@ -195,16 +205,30 @@ def imagenet_weights_file(architecture="very_deep", name="imagenet", cache_dir=N
         See `load_imagenet_weights`.
     """
     spec = get_pretrained(architecture, name)
-    folder = cache_folder(cache_dir)
-    converted = os.path.join(folder, spec.converted_filename)
+    converted = os.path.join(cache_folder(cache_dir), spec.converted_filename)
     if os.path.isfile(converted):
         return converted
+    return _convert_into_cache(spec, cache_dir)
+
+
+def _has_imagenet_top(model):
+    try:
+        head = model.get_layer("predictions")
+    except ValueError:
+        return False
+    return getattr(head, "units", None) == 1000
+
+
+def _convert_into_cache(spec, cache_dir, target=None):
+    """Obtains a checked checkpoint and writes the converted file; returns its path."""
+    folder = cache_folder(cache_dir)
+    converted = os.path.join(folder, spec.converted_filename)
     try:
         import_torch()
     except ImportError as error:
         raise ImportError(
-            f"The {name} weights of PolyNet {architecture!r} are published as PyTorch "
-            f"checkpoints; converting them once needs torch: {TORCH_INSTALL_HINT}. "
+            f"The {spec.name} weights of PolyNet {spec.architecture!r} are published as "
+            f"PyTorch checkpoints; converting them once needs torch: {TORCH_INSTALL_HINT}. "
             f"Or convert them on another machine and place the result at {converted}."
         ) from error
     os.makedirs(folder, exist_ok=True)
@@ -213,7 +237,7 @@ def imagenet_weights_file(architecture="very_deep", name="imagenet", cache_dir=N
     # Imported here: convert builds a very_deep model through polynet_tf.models.
     from polynet_tf.weights.convert import convert_checkpoint  # pylint: disable=import-outside-toplevel
 
-    return convert_checkpoint(checkpoint, converted, source.layout)
+    return convert_checkpoint(checkpoint, converted, source.layout, model=target)
 
 
 def _obtain_checkpoint(spec, folder, converted):
