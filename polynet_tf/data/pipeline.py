@@ -20,10 +20,10 @@ Stages, for one input pipeline (one worker):
 5. Prefetch (AUTOTUNE).
 
 Deterministic mode: the random crop and flip of a record use stateless ops
-seeded by `(seed, worker, epoch, index in epoch)`, and every parallel stage
-preserves order, so the batches are a pure function of the seed, the files
-and the config (and of TensorFlow's global seed, which `Dataset.shuffle`
-mixes in: set it the same way, or not at all, on every run).
+seeded by `(seed, worker, epoch, index in epoch)`, file order and shuffle are
+seeded by `(seed, worker, epoch)` (TensorFlow's global seed plays no part),
+and every parallel stage preserves order, so the batches are a pure function
+of the seed, the files and the config.
 """
 
 import hashlib
@@ -170,6 +170,10 @@ def _training_records(config, source, seed, pipeline_id, skip_records):
     cached = source.all_records().cache() if config.cache else None
 
     def one_epoch(epoch):
+        # Traced in its own function graph: clearing that graph's seed keeps
+        # TensorFlow's global seed (tf.random.set_seed) out of the shuffle, so
+        # the order depends on DataConfig.seed alone.
+        tf.compat.v1.get_default_graph().seed = None
         if cached is not None:
             records = cached
         else:

@@ -47,6 +47,12 @@ def test_same_seed_gives_identical_batches_and_another_seed_does_not(
     assert not np.array_equal(first[1], other[1])
 
 
+def test_tensorflow_global_seed_does_not_change_the_stream(shard_dir, uninterrupted):
+    tf.random.set_seed(987)
+    _, labels = collect(build_dataset(_config(shard_dir)), max_batches=8)
+    np.testing.assert_array_equal(labels, uninterrupted[1][:32])
+
+
 def test_each_epoch_is_a_new_permutation_of_all_records(shard_dir):
     _, labels = collect(build_dataset(_config(shard_dir, num_epochs=3)))
     epochs = labels.reshape(3, 24)
