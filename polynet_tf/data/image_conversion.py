@@ -10,10 +10,11 @@ re-encoded images agree.
 """
 
 import io
+import re
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 DEFAULT_JPEG_QUALITY = 95
 
@@ -85,8 +86,12 @@ def to_rgb_jpeg(data: bytes, quality: int = DEFAULT_JPEG_QUALITY) -> RgbJpeg:
             rgb = _to_rgb(image)
     except UnreadableImageError:
         raise
+    except UnidentifiedImageError:
+        raise UnreadableImageError("not an image format PIL can read") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise UnreadableImageError(f"{type(error).__name__}: {error}") from None
+        # No memory addresses in the reason: reports must be reproducible.
+        reason = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the file", str(error))
+        raise UnreadableImageError(f"{type(error).__name__}: {reason}") from None
     out = io.BytesIO()
     rgb.save(out, format="JPEG", quality=quality)
     return RgbJpeg(out.getvalue(), height, width, reencoded=True)

@@ -126,6 +126,14 @@ def test_unreadable_file_is_skipped_and_reported(tmp_path, capsys):
     assert [entry["path"] for entry in index.raw["skipped"]] == [
         "dog/broken.jpg", "emu/empty.png"]
     assert index.raw["splits"]["train"]["num_examples"] == 18
+    assert [entry["reason"] for entry in index.raw["skipped"]] == [
+        "OSError: Truncated File Read", "not an image format PIL can read"]
+    # The report is reproducible too (no memory addresses in reasons).
+    again = str(tmp_path / "again")
+    builder.build_tfrecords(image_dir, again, num_shards=2, on_error="skip", progress=False)
+    for name in os.listdir(out):
+        with open(os.path.join(out, name), "rb") as f, open(os.path.join(again, name), "rb") as g:
+            assert f.read() == g.read(), name
 
 
 def test_unreadable_file_stops_the_build_by_default(tmp_path, capsys):
