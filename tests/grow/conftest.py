@@ -50,7 +50,14 @@ def images(batch=2, seed=0):
 
 
 def predict(model, x, training=False):
-    return keras.ops.convert_to_numpy(model(x, training=training))
+    """Model outputs as NumPy; in training mode, BatchNorm moving statistics are
+    restored afterwards (a Keras 3 call with training=True updates them)."""
+    saved = [(w, keras.ops.convert_to_numpy(w)) for w in model.non_trainable_weights]
+    outputs = keras.ops.convert_to_numpy(model(x, training=training))
+    if training:
+        for weight, value in saved:
+            weight.assign(value)
+    return outputs
 
 
 @pytest.fixture(scope="session")
