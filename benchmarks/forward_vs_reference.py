@@ -15,10 +15,10 @@ Our variants (TensorFlow 2 / Keras 3, channels-last):
   keras_xla    the same with jit_compile=True (XLA)
   frozen       variables frozen to constants (convert_variables_to_constants_v2),
                so Grappler folds the BatchNorms into the convs and fuses
-               conv + bias + ReLU into oneDNN convolutions
+               conv + bias + ReLU into oneDNN convolutions; as fast as folded
+               but about 9 GB at its peak, so not run by default
   folded       a graph built from the model with every BatchNorm folded into its
                conv by hand (and beta into the last projection of each path)
-  folded_xla   the folded graph under XLA
   folded_merged  folded, plus sibling 1x1 convs and 2-way projections merged
   keras_bf16   the Keras model built under the "mixed_bfloat16" policy
   folded_bf16  the folded graph computed in bfloat16
@@ -51,9 +51,11 @@ SIZE = 331
 PREFIXES = ("nodnn_", "fw_", "fpbf16_")
 TORCH_VARIANTS = ("torch", "torch_bf16")
 DEFAULT_VARIANTS = TORCH_VARIANTS + (
-    "keras", "keras_xla", "frozen", "folded", "folded_xla", "keras_bf16", "folded_bf16",
-    "nodnn_keras", "nodnn_folded", "fw_keras", "fw_folded", "fpbf16_folded",
+    "keras", "keras_xla", "folded", "keras_bf16", "folded_bf16",
+    "nodnn_keras", "nodnn_folded", "fw_keras", "fpbf16_folded",
 )
+# Stop before the machine runs out of memory (other work shares it).
+MIN_AVAILABLE_GB = 1.5
 # Worker environment of each variant prefix (the first that matches).
 WORKER_ENVS = {
     "nodnn_": {"TF_ENABLE_ONEDNN_OPTS": "0"},
@@ -162,46 +164,49 @@ def tf_worker(threads, inter_op, checkpoint, variants):
         assign_state_dict(bf16_model, state, "pretrainedmodels")
     del state
 
-    def keras_fn(net, jit):
-        return tf.function(lambda x: net(x, training=False), jit_compile=jit)
+    # One trace for every batch size (the batch dimension is None): each trace
+    # of a graph with constants holds its own copy of the weights.
+    spec = [tf.TensorSpec((None, SIZE, SIZE, 3), tf.float32)]
 
-    def frozen_fn(batch):
+    def keras_fn(net, jit):
+        return tf.function(lambda x: net(x, training=False), jit_compile=jit,
+                           input_signature=spec)
+
+    def frozen_fn():
         from tensorflow.python.framework.convert_to_constants import (  # pylint: disable=import-outside-toplevel
             convert_variables_to_constants_v2,
         )
 
-        concrete = keras_fn(model, False).get_concrete_function(
-            tf.TensorSpec((batch, SIZE, SIZE, 3), tf.float32))
-        frozen = convert_variables_to_constants_v2(concrete)
+        frozen = convert_variables_to_constants_v2(keras_fn(model, False).get_concrete_function())
         return lambda x: frozen(x)[0]
 
     builders = {
-        "keras": lambda b: keras_fn(model, False),
-        "keras_xla": lambda b: keras_fn(model, True),
+        "keras": lambda: keras_fn(model, False),
+        "keras_xla": lambda: keras_fn(model, True),
         "frozen": frozen_fn,
-        "folded": lambda b: folded_forward(model, "float32", jit=False),
-        "folded_xla": lambda b: folded_forward(model, "float32", jit=True),
-        "folded_merged": lambda b: folded_forward(model, "float32",
-                                                  merge=("heads", "projections")),
-        "keras_bf16": lambda b: keras_fn(bf16_model, False),
-        "folded_bf16": lambda b: folded_forward(model, "bfloat16", jit=False),
+        "folded": lambda: folded_forward(model, "float32", input_signature=spec),
+        "folded_merged": lambda: folded_forward(model, "float32", input_signature=spec,
+                                                merge=("heads", "projections")),
+        "keras_bf16": lambda: keras_fn(bf16_model, False),
+        "folded_bf16": lambda: folded_forward(model, "bfloat16", input_signature=spec),
     }
-    functions, data = {}, {}
+    functions, data, done = {}, {}, set()
 
     def run(variant, batch):
-        key = (variant, batch)
-        if key not in functions:
+        if variant not in functions:
             base = variant.split("_", 1)[1] if variant.startswith(PREFIXES) else variant
-            functions[key] = builders[base](batch)
+            functions[variant] = builders[base]()
+        if batch not in data:
             data[batch] = tf.constant(inputs(batch))
-        return tf.cast(functions[key](data[batch]), tf.float32).numpy()
+        return tf.cast(functions[variant](data[batch]), tf.float32).numpy()
 
     def first_call(variant, batch):
-        """Seconds of the first call (trace, compile, one pass), or None if built before."""
-        if (variant, batch) in functions:
+        """Seconds of the first call at this batch (trace / compile, one pass), else None."""
+        if (variant, batch) in done:
             return None
         start = time.perf_counter()
         run(variant, batch)
+        done.add((variant, batch))
         return time.perf_counter() - start
 
     def time_cmd(variant, batch, reps):
@@ -219,7 +224,7 @@ def tf_worker(threads, inter_op, checkpoint, variants):
     _serve({"time": time_cmd, "logits": logits_cmd})
 
 
-def folded_forward(model, dtype, jit=False, merge=()):
+def folded_forward(model, dtype, jit=False, merge=(), input_signature=None):
     """A tf.function computing the logits of `model` with BatchNorms folded into convs.
 
     Inference-only graph rewrites, all exact in real arithmetic:
@@ -366,7 +371,7 @@ def folded_forward(model, dtype, jit=False, merge=()):
         else:
             raise ValueError(f"folded_forward does not know layer {layer.name!r}")
 
-    @tf.function(jit_compile=jit)
+    @tf.function(jit_compile=jit, input_signature=input_signature)
     def forward(x):
         y = tf.cast(x, dtype)
         for step in steps:
@@ -415,6 +420,20 @@ class Worker:
         self.process.wait(timeout=120)
 
 
+def _available_gb():
+    with open("/proc/meminfo") as handle:
+        fields = dict(line.split(":", 1) for line in handle)
+    return int(fields["MemAvailable"].split()[0]) / 2**20
+
+
+def _guard_memory(workers):
+    """Stops every worker and raises MemoryError when the machine is nearly out of memory."""
+    if os.path.exists("/proc/meminfo") and _available_gb() < MIN_AVAILABLE_GB:
+        for worker in workers.values():
+            worker.process.kill()
+        raise MemoryError(f"less than {MIN_AVAILABLE_GB} GB of memory left; run fewer --variants")
+
+
 def _prefix(variant):
     return next(p for p in WORKER_ENVS if variant.startswith(p))
 
@@ -445,6 +464,7 @@ def _check_outputs(workers, owner, batch):
 
     logits, firsts = {}, {}
     for variant in owner:
+        _guard_memory(workers)
         reply = workers[owner[variant]].ask(cmd="logits", variant=variant, batch=batch)
         logits[variant] = np.asarray(reply["logits"])
         firsts[(variant, batch)] = reply.get("first")
@@ -499,6 +519,7 @@ def main(argv=None):
         for round_index in range(args.rounds):
             for b in args.batches:
                 for variant in owner:
+                    _guard_memory(workers)
                     reply = workers[owner[variant]].ask(cmd="time", variant=variant, batch=b,
                                                         reps=args.reps)
                     if "error" in reply:
