@@ -23,7 +23,8 @@ from polynet_tf.grow.checkpoints import load_source_weights
 from polynet_tf.grow.core import grow_model
 from polynet_tf.grow.errors import GrowthError
 from polynet_tf.grow.files import grow, report_paths
-from polynet_tf.grow.plan import MODES, GrowthPlan, plan_growth
+from polynet_tf.grow.plan import plan_growth
+from polynet_tf.grow.plan_types import MODES, GrowthPlan
 from polynet_tf.grow.report import GrowthReport, WeightEntry
 
 __all__ = [

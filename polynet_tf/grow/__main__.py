@@ -16,7 +16,7 @@ import sys
 
 from polynet_tf.grow.errors import GrowthError
 from polynet_tf.grow.files import grow
-from polynet_tf.grow.plan import MODES
+from polynet_tf.grow.plan_types import MODES
 
 
 def _parse_args(argv):

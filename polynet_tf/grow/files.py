@@ -7,7 +7,7 @@ import keras
 
 from polynet_tf.grow.checkpoints import load_source_weights
 from polynet_tf.grow.core import grow_model
-from polynet_tf.grow.plan import MODES
+from polynet_tf.grow.plan_types import MODES
 from polynet_tf.models import PolyNet, resolve_architecture
 
 WEIGHTS_SUFFIX = ".weights.h5"

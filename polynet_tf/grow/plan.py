@@ -22,100 +22,24 @@ Rules (paper section 4, Fig. 9; DESIGN section 2):
   reported (an error in function_preserving mode).
 * Everything else is new and keeps the values the target was built with
   (Glorot uniform kernels, BatchNorm gamma 1, beta 0, mean 0, variance 1).
-* function_preserving: every new path starts at exactly zero. A path whose
-  block application is not used by any retained path gets its projection
-  BatchNorm gamma and beta set to 0; a new path that reuses a retained
-  block (the F^2, F^3 terms of a fully shared poly-k) gets its path gate set
-  to 0, which needs a target built with `path_gates=True`. With gates, a
-  retained path's gate also absorbs a change of residual scale.
+* function_preserving: every new path starts at exactly zero (projection
+  BatchNorm gamma = beta = 0, or a closed path gate); see
+  `polynet_tf.grow.function_preserving`.
 """
 
-import dataclasses
-import math
-from typing import Optional
-
 import keras
-import numpy as np
 
 from polynet_tf.grow import structure
 from polynet_tf.grow.errors import GrowthError
+from polynet_tf.grow.function_preserving import copy_gates, preserve_function
+from polynet_tf.grow.plan_types import (
+    COPIED,
+    MODES,
+    GrowthPlan,
+    ModulePlan,
+    WeightPlan,
+)
 from polynet_tf.layers import PolyInceptionModule
-
-MODES = ("paper", "function_preserving")
-
-# Actions of a target weight in the plan and the report.
-COPIED = "copied"        # bit-identical copy of one source weight
-NEW = "new"              # left as the target was initialized
-ZEROED = "zeroed"        # new, set to 0 so that its path starts at 0
-SET = "set"              # path gates: computed from the source (see note)
-
-
-@dataclasses.dataclass
-class WeightPlan:
-    """Where one target weight's value comes from.
-
-    Attributes:
-        target: the target variable.
-        source: the source variable (COPIED), else None.
-        action: COPIED, NEW, ZEROED or SET.
-        value: the value to assign for ZEROED and SET.
-        note: why, for the report.
-    """
-
-    target: object
-    source: Optional[object] = None
-    action: str = NEW
-    value: Optional[np.ndarray] = None
-    note: str = ""
-
-
-@dataclasses.dataclass
-class ModulePlan:
-    """How one target module was obtained (for the report).
-
-    Attributes:
-        target: target module name.
-        target_spec: its module spec text.
-        source: source module name, None for an inserted module.
-        source_spec: its module spec text, None for an inserted module.
-        retained: descriptions "target path <- source path".
-        new: descriptions of the new paths and how they start.
-        dropped: descriptions of source paths with no counterpart.
-    """
-
-    target: str
-    target_spec: str
-    source: Optional[str] = None
-    source_spec: Optional[str] = None
-    retained: list = dataclasses.field(default_factory=list)
-    new: list = dataclasses.field(default_factory=list)
-    dropped: list = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
-class GrowthPlan:
-    """A validated plan; `apply` assigns it to the target model.
-
-    Attributes:
-        mode: "paper" or "function_preserving".
-        weights: one `WeightPlan` per target weight, in `target.weights` order.
-        modules: one `ModulePlan` per target PolyInception module.
-        not_carried: paths of source weights that no target weight takes.
-    """
-
-    mode: str
-    weights: list
-    modules: list
-    not_carried: list
-
-    def apply(self):
-        """Assigns every COPIED, ZEROED and SET weight of the target."""
-        for entry in self.weights:
-            if entry.action == COPIED:
-                entry.target.assign(keras.ops.convert_to_numpy(entry.source))
-            elif entry.action in (ZEROED, SET):
-                entry.target.assign(entry.value)
-
 
 def plan_growth(source_model, target_model, mode="paper"):
     """Maps every weight of `target_model` to a weight of `source_model` or "new".
@@ -249,89 +173,15 @@ def _plan_module(source, target, mode, entries):
         if s_path.index not in kept:
             plan.dropped.append(f"source {structure.describe_path(source, s_path)}")
     for t_index, s_path in mapped.items():
+        plan.path_map.append([t_index, s_path.index])
         plan.retained.append(
             f"{structure.describe_path(target, target_paths[t_index])} <- source "
             f"{structure.describe_path(source, s_path)}")
     if mode == "function_preserving":
-        _preserve_function(source, target, mapped, plan, entries)
+        preserve_function(source, target, mapped, plan, entries)
     else:
-        _copy_gates(source, target, mapped, entries)
+        copy_gates(source, target, mapped, entries)
         for path in target_paths:
             if path.index not in mapped:
-                plan.new.append(f"{structure.describe_path(target, path)}: new")
+                plan.new.append(structure.describe_path(target, path))
     return plan
-
-
-def _copy_gates(source, target, mapped, entries):
-    """Paper mode: gates of retained paths keep their source values."""
-    if target.gates is None or source is None or source.gates is None or not mapped:
-        return
-    source_gates = keras.ops.convert_to_numpy(source.gates)
-    values = np.array(keras.ops.convert_to_numpy(target.gates))
-    for t_index, s_path in mapped.items():
-        values[t_index] = source_gates[s_path.index]
-    entry = entries[id(target.gates)]
-    if len(mapped) == len(values) == len(source_gates) and all(
-            t == s.index for t, s in mapped.items()):
-        entry.action, entry.source = COPIED, source.gates
-    else:
-        entry.action, entry.value = SET, values
-        entry.note = "retained paths keep their source gates; new paths keep 1"
-
-
-def _preserve_function(source, target, mapped, plan, entries):
-    """function_preserving: new paths start at 0, retained ones unchanged."""
-    if plan.dropped:
-        raise GrowthError(
-            target.name,
-            f"{plan.dropped[0]} of `{source.name}` ({source.spec}) has no counterpart in "
-            f"`{target.name}` ({target.spec}); function-preserving growth can only add "
-            "paths (mode='paper' drops it).",
-        )
-    target_paths = structure.module_paths(target)
-    retained_slots = {target_paths[i].slot for i in mapped}
-    source_gates = None
-    if source is not None and source.gates is not None:
-        source_gates = keras.ops.convert_to_numpy(source.gates)
-    gates = None if target.gates is None else np.ones(target.num_paths, "float32")
-    for t_index, s_path in mapped.items():
-        # The term is gate * beta * h: keep source_gate * source_beta.
-        source_gate = 1.0 if source_gates is None else float(source_gates[s_path.index])
-        factor = source_gate * source.residual_scale / target.residual_scale
-        if gates is not None:
-            gates[t_index] = factor
-        elif not math.isclose(factor, 1.0, rel_tol=1e-6):
-            raise GrowthError(
-                target.name,
-                f"its retained {structure.describe_path(target, target_paths[t_index])} is "
-                f"scaled by {target.residual_scale} in the target but by "
-                f"{source.residual_scale * source_gate} in the source; "
-                "pass the same `residual_scale` to both networks, or build the target "
-                "with path_gates=True so that the gate absorbs the ratio.",
-            )
-    for path in target_paths:
-        if path.index in mapped:
-            continue
-        name = structure.describe_path(target, path)
-        if path.slot not in retained_slots:
-            norm = structure.projection_norm(target, path.slot)
-            for weight in (norm.gamma, norm.beta):
-                entry = entries[id(weight)]
-                entry.action, entry.value = ZEROED, np.zeros(weight.shape, "float32")
-                entry.note = f"{name} starts at 0"
-            plan.new.append(f"{name}: new, projection BatchNorm gamma = beta = 0")
-        elif gates is not None:
-            gates[path.index] = 0.0
-            plan.new.append(f"{name}: reuses a retained block, path gate = 0")
-        else:
-            raise GrowthError(
-                target.name,
-                f"its new {name} ({target.spec}) reuses the block of a retained path, so "
-                "no weight of its own can make it start at 0; build the target with "
-                "path_gates=True (PolyNet(..., path_gates=True), or --path_gates).",
-            )
-    if gates is not None and (mapped or not np.all(gates == 1.0)):
-        entry = entries[id(target.gates)]
-        entry.action, entry.value = SET, gates
-        entry.note = ("retained paths: source gate x source beta / target beta; "
-                      "new paths that reuse a retained block: 0")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from polynet_tf.grow.plan import COPIED, NEW, SET, ZEROED
+from polynet_tf.grow.plan_types import COPIED, NEW, SET, ZEROED
 
 REPORT_VERSION = 1
 

@@ -57,23 +57,21 @@ def _engine_checkpoint(model, directory, saves=2):
     return prefix
 
 
-def _grown_from(checkpoint, output, **kwargs):
-    grow(SMALL, checkpoint, LARGER, output, mode="function_preserving", verbose=False,
-         **OPTIONS, **kwargs)
-    return PolyNet(LARGER, weights=output, **OPTIONS)
+def _assert_same_values(model, reference):
+    restored = values(model)
+    for path, value in values(reference).items():
+        assert np.array_equal(restored[path], value), path
 
 
 def test_weights_h5_and_keras_files(tmp_path):
+    # (The command-line test grows from a .weights.h5 file end to end.)
     small = randomize_batch_norms(tiny(SMALL), seed=3)
     small.save_weights(tmp_path / "small.weights.h5")
     small.save(tmp_path / "small.keras")
-    x = images(seed=4)
-    grown = _grown_from(tmp_path / "small.weights.h5", tmp_path / "grown.weights.h5")
-    assert np.abs(predict(grown, x) - predict(small, x)).max() <= 1e-5
-    restored = tiny(SMALL)
-    load_source_weights(restored, tmp_path / "small.keras")
-    for path, value in values(small).items():
-        assert np.array_equal(values(restored)[path], value), path
+    for name in ("small.weights.h5", "small.keras"):
+        restored = tiny(SMALL)
+        assert load_source_weights(restored, tmp_path / name) == str(tmp_path / name)
+        _assert_same_values(restored, small)
 
 
 @pytest.mark.usefixtures("lists_tracked_by_tf_checkpoints")
@@ -82,12 +80,13 @@ def test_engine_checkpoint_directory_and_prefix(tmp_path):
     prefix = _engine_checkpoint(small, tmp_path / "run")
     x = images(seed=5)
     expected = predict(small, x)  # the latest save
-    grown = _grown_from(tmp_path / "run", tmp_path / "grown.weights.h5")
+    grow(SMALL, tmp_path / "run", LARGER, tmp_path / "grown.weights.h5",
+         mode="function_preserving", verbose=False, **OPTIONS)
+    grown = PolyNet(LARGER, weights=str(tmp_path / "grown.weights.h5"), **OPTIONS)
     assert np.abs(predict(grown, x) - expected).max() <= 1e-5
     restored = tiny(SMALL)
     assert load_source_weights(restored, prefix) == prefix
-    for path, value in values(small).items():
-        assert np.array_equal(values(restored)[path], value), path
+    _assert_same_values(restored, small)
 
 
 @pytest.mark.usefixtures("lists_tracked_by_tf_checkpoints")
