@@ -4,8 +4,10 @@ The paper (Zhang et al., CVPR 2017, section 4 and Fig. 9) trains its very deep
 networks from trained smaller ones: a residual unit replaced by a
 PolyInception module keeps its block F and gets new blocks; a stage of double
 depth gets the old units at interleaved positions with new units between
-them. `grow_model` does this between two built Keras models, `grow` between
-files, and `python -m polynet_tf.grow` on the command line. Mode
+them. `grow_model` does this between two built Keras models,
+`initialize_from_checkpoint` fills a built model from a checkpoint (what
+`train --init_from` calls), `grow` goes from file to file, and
+`python -m polynet_tf.grow` is the command line. Mode
 "function_preserving" (beyond the paper) starts every new path at exactly 0,
 so the grown network computes what the small one did.
 
@@ -23,6 +25,7 @@ from polynet_tf.grow.checkpoints import load_source_weights
 from polynet_tf.grow.core import grow_model
 from polynet_tf.grow.errors import GrowthError
 from polynet_tf.grow.files import grow, report_paths
+from polynet_tf.grow.initialize import initialize_from_checkpoint
 from polynet_tf.grow.plan import plan_growth
 from polynet_tf.grow.plan_types import MODES, GrowthPlan
 from polynet_tf.grow.report import GrowthReport, WeightEntry
@@ -35,6 +38,7 @@ __all__ = [
     "WeightEntry",
     "grow",
     "grow_model",
+    "initialize_from_checkpoint",
     "load_source_weights",
     "plan_growth",
     "report_paths",

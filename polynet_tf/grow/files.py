@@ -1,18 +1,15 @@
 """`grow`: from a checkpoint of a small PolyNet to a weights file of a bigger one."""
 
-import json
 import os
 
 import keras
 
-from polynet_tf.grow.checkpoints import load_source_weights
-from polynet_tf.grow.core import grow_model
+from polynet_tf.grow.initialize import describe, initialize_from_checkpoint
 from polynet_tf.grow.plan_types import MODES
+from polynet_tf.grow.report import JSON_REPORT_SUFFIX, TEXT_REPORT_SUFFIX
 from polynet_tf.models import PolyNet, resolve_architecture
 
 WEIGHTS_SUFFIX = ".weights.h5"
-TEXT_REPORT_SUFFIX = ".mapping.txt"
-JSON_REPORT_SUFFIX = ".mapping.json"
 
 
 def report_paths(output):
@@ -85,18 +82,15 @@ def grow(
     resolve_architecture(from_architecture)
     resolve_architecture(to_architecture)
 
-    source = PolyNet(from_architecture, weights=None, path_gates=source_path_gates,
-                     **model_options)
-    read_from = load_source_weights(source, from_checkpoint)
     if init_seed is not None:
         keras.utils.set_random_seed(init_seed)
     target = PolyNet(to_architecture, weights=None, path_gates=path_gates, **model_options)
-    report = grow_model(
-        source, target, mode,
-        source_info=_describe(from_architecture, source_path_gates, model_options,
-                              checkpoint=read_from),
-        target_info=_describe(to_architecture, path_gates, model_options,
-                              output=None if dry_run else output),
+    report = initialize_from_checkpoint(
+        target, from_checkpoint, from_architecture, mode=mode,
+        source_path_gates=source_path_gates,
+        target_info=describe(to_architecture, path_gates, model_options,
+                             output=None if dry_run else output),
+        **model_options,
     )
     if not dry_run:
         _write_atomically(target, report, output)
@@ -105,14 +99,6 @@ def grow(
         if not dry_run:
             print(f"wrote {output} and its report {report_paths(output)[0]}")
     return report
-
-
-def _describe(architecture, path_gates, model_options, **extra):
-    _, spec = resolve_architecture(architecture)
-    info = {"architecture": architecture, "spec": str(spec), "path_gates": bool(path_gates)}
-    info["options"] = json.loads(json.dumps(model_options, default=str))
-    info.update({k: v for k, v in extra.items() if v is not None})
-    return info
 
 
 def _write_atomically(model, report, output):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 from typing import Optional
 
 import numpy as np
@@ -9,6 +10,8 @@ import numpy as np
 from polynet_tf.grow.plan_types import COPIED, NEW, SET, ZEROED
 
 REPORT_VERSION = 1
+TEXT_REPORT_SUFFIX = ".mapping.txt"
+JSON_REPORT_SUFFIX = ".mapping.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +153,27 @@ class GrowthReport:
             lines += ["", "source weights not carried:"]
             lines += [f"  {path}" for path in self.not_carried]
         return "\n".join(lines) + "\n"
+
+    def save(self, prefix):
+        """Writes `prefix + ".mapping.txt"` and `prefix + ".mapping.json"`.
+
+        Each file is written under a temporary name, then renamed.
+
+        Returns:
+            The (text, JSON) paths.
+        """
+        prefix = os.fspath(prefix)
+        paths = (prefix + TEXT_REPORT_SUFFIX, prefix + JSON_REPORT_SUFFIX)
+        for path, content in zip(paths, (self.to_text(), self.to_json())):
+            temporary = f"{path}.{os.getpid()}.tmp"
+            try:
+                with open(temporary, "w", encoding="utf-8") as stream:
+                    stream.write(content)
+                os.replace(temporary, path)
+            finally:
+                if os.path.exists(temporary):
+                    os.remove(temporary)
+        return paths
 
     def __str__(self):
         return self.to_text()

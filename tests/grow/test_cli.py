@@ -43,9 +43,16 @@ def test_command_line_writes_loadable_weights_and_both_reports(tmp_path):
     assert np.abs(predict(grown, x) - predict(small, x)).max() <= 1e-5
 
 
-def test_command_line_error_exits_2_and_writes_nothing(tmp_path, capsys):
+def test_dry_run_and_errors_write_nothing(tmp_path, capsys):
     tiny(SMALL).save_weights(tmp_path / "small.weights.h5")
     output = tmp_path / "grown.weights.h5"
+    status = main([
+        "--from_architecture", SMALL, "--from_checkpoint", str(tmp_path / "small.weights.h5"),
+        "--to_architecture", "A: ir | B: 2way*2 | C: ir", "--output", str(output),
+        "--dry_run", *ARGS,
+    ])
+    assert status == 0
+    assert "stage_b_1 (2way) <- inserted" in capsys.readouterr().out
     status = main([
         "--from_architecture", SMALL, "--from_checkpoint", str(tmp_path / "small.weights.h5"),
         "--to_architecture", "A: ir | B: poly2*2 | C: ir", "--output", str(output),
