@@ -48,11 +48,11 @@ def test_dry_run_and_errors_write_nothing(tmp_path, capsys):
     output = tmp_path / "grown.weights.h5"
     status = main([
         "--from_architecture", SMALL, "--from_checkpoint", str(tmp_path / "small.weights.h5"),
-        "--to_architecture", "A: ir | B: 2way*2 | C: ir", "--output", str(output),
+        "--to_architecture", "A: ir*2 | B: 2way*2 | C: ir", "--output", str(output),
         "--dry_run", *ARGS,
     ])
     assert status == 0
-    assert "stage_b_1 (2way) <- inserted" in capsys.readouterr().out
+    assert "stage_a_1 (ir) <- inserted" in capsys.readouterr().out
     status = main([
         "--from_architecture", SMALL, "--from_checkpoint", str(tmp_path / "small.weights.h5"),
         "--to_architecture", "A: ir | B: poly2*2 | C: ir", "--output", str(output),
