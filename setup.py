@@ -14,7 +14,9 @@ _EXTRAS = {
     # gRPC / REST client examples for TF Serving.
     "serving": ["tensorflow-serving-api>=2.16"],
     # TFDS sources (imagenet2012 with a manual download directory, ...).
-    "tfds": ["tensorflow-datasets>=4.9"],
+    # importlib_resources: tensorflow-datasets 4.9 imports it when preparing a
+    # dataset on Python >= 3.9 but declares it only for older Pythons.
+    "tfds": ["tensorflow-datasets>=4.9", "importlib_resources>=5.0"],
     # Figures: crop boxes, training curves, accuracy-vs-cost plots.
     "plot": ["matplotlib>=3.7"],
     # Running the model code on the JAX backend.

@@ -12,6 +12,7 @@ import keras
 from polynet_tf.layers.batch_norm import BatchNormSettings
 from polynet_tf.layers.branches import BranchConcat, conv, maxpool, scale_channels
 from polynet_tf.layers.conv_bn import ConvBN
+from polynet_tf.layers.indexed import get_indexed, set_indexed
 
 BLOCK_TYPES = ("A", "B", "C")
 
@@ -108,7 +109,7 @@ class Stem(_WidthConfigMixin, keras.layers.Layer):
             kernel_initializer=self.kernel_initializer,
             dtype=self.dtype_policy,
         )
-        self.parts = [
+        parts = [
             ConvBN(
                 scale_channels(spec["filters"], self.width_multiplier),
                 spec["kernel_size"], strides=spec["strides"], padding=spec["padding"],
@@ -119,9 +120,15 @@ class Stem(_WidthConfigMixin, keras.layers.Layer):
         for name, branches in (
             ("mixed_3a", MIXED_3A), ("mixed_4a", MIXED_4A), ("mixed_5a", MIXED_5A)
         ):
-            self.parts.append(
+            parts.append(
                 BranchConcat(_scaled(branches, self.width_multiplier), name=name, **common)
             )
+        self._num_parts = set_indexed(self, "part", parts)
+
+    @property
+    def parts(self):
+        """The three stem convs, then mixed 3a, 4a and 5a."""
+        return get_indexed(self, "part", self._num_parts)
 
     def build(self, input_shape):
         shape = input_shape
@@ -222,13 +229,18 @@ class InceptionResidualBlock(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="branches",
         )
-        self.projections = []
+        self._num_projections = 0
+
+    @property
+    def projections(self):
+        """One 1x1 projection (conv + BN, no ReLU) per application."""
+        return get_indexed(self, "projection", self._num_projections)
 
     def build(self, input_shape):
         self.branches.build(input_shape)
         concat_shape = self.branches.compute_output_shape(input_shape)
         # Created here: the projection width is the input's channel count.
-        self.projections = [
+        self._num_projections = set_indexed(self, "projection", [
             ConvBN(
                 input_shape[-1], 1, activation=False,
                 batch_norm=self.batch_norm,
@@ -237,7 +249,7 @@ class InceptionResidualBlock(keras.layers.Layer):
                 name="projection" if self.num_applications == 1 else f"projection_{i}",
             )
             for i in range(self.num_applications)
-        ]
+        ])
         for projection in self.projections:
             projection.build(concat_shape)
         self.built = True

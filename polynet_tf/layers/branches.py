@@ -14,6 +14,7 @@ import keras
 
 from polynet_tf.layers.batch_norm import BatchNormSettings
 from polynet_tf.layers.conv_bn import ConvBN
+from polynet_tf.layers.indexed import get_indexed, set_indexed
 
 _CONV_KEYS = {"op", "filters", "kernel_size", "strides", "padding"}
 
@@ -68,14 +69,18 @@ class BranchConcat(keras.layers.Layer):
         self.num_norms = int(num_norms)
         self.batch_norm = BatchNormSettings.from_value(batch_norm)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        # A flat list keeps Keras's tracking simple; `_branch_slices` indexes it.
-        self.ops = []
-        self._branch_slices = []
+        ops, self._branch_slices = [], []
         for b, branch in enumerate(self.branches):
-            start = len(self.ops)
+            start = len(ops)
             for i, spec in enumerate(branch):
-                self.ops.append(self._make_op(spec, name=f"branch{b}_{spec['op']}{i}"))
-            self._branch_slices.append((start, len(self.ops)))
+                ops.append(self._make_op(spec, name=f"branch{b}_{spec['op']}{i}"))
+            self._branch_slices.append((start, len(ops)))
+        self._num_ops = set_indexed(self, "op", ops)
+
+    @property
+    def ops(self):
+        """Every conv unit / pool, branch by branch, in order."""
+        return get_indexed(self, "op", self._num_ops)
 
     def _make_op(self, spec, name):
         if spec["op"] == "maxpool":
@@ -98,7 +103,8 @@ class BranchConcat(keras.layers.Layer):
         )
 
     def _branch_ops(self):
-        return [self.ops[start:stop] for start, stop in self._branch_slices]
+        ops = self.ops
+        return [ops[start:stop] for start, stop in self._branch_slices]
 
     def build(self, input_shape):
         for branch in self._branch_ops():

@@ -10,6 +10,7 @@ called with the index of the one to use.
 import keras
 
 from polynet_tf.layers.batch_norm import BatchNormSettings, make_batch_norm
+from polynet_tf.layers.indexed import get_indexed, set_indexed
 
 
 @keras.saving.register_keras_serializable(package="polynet_tf")
@@ -68,14 +69,19 @@ class ConvBN(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="conv",
         )
-        self.norms = [
+        set_indexed(self, "norm", [
             make_batch_norm(
                 self.batch_norm,
                 name="bn" if self.num_norms == 1 else f"bn_{i}",
                 dtype=self.dtype_policy,
             )
             for i in range(self.num_norms)
-        ]
+        ])
+
+    @property
+    def norms(self):
+        """The BatchNorms sharing this conv, in application order."""
+        return get_indexed(self, "norm", self.num_norms)
 
     def build(self, input_shape):
         self.conv.build(input_shape)

@@ -13,6 +13,7 @@ import keras
 
 from polynet_tf.layers.batch_norm import BatchNormSettings
 from polynet_tf.layers.blocks import BLOCK_TYPES, InceptionResidualBlock
+from polynet_tf.layers.indexed import get_indexed
 from polynet_tf.layers.module_spec import ModuleSpec, parse_module
 
 
@@ -75,7 +76,7 @@ class PolyInceptionModule(keras.layers.Layer):
         self.path_gates = bool(path_gates)
         self.gates = None
         self._initial_drop_path_rate = _checked_rate(drop_path_rate)
-        self.blocks = []
+        self._num_blocks = 0
         # One entry per chain: the (block index, application) of each order.
         self.chain_plan = []
         for chain in self.spec.chains():
@@ -90,7 +91,9 @@ class PolyInceptionModule(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed, name="path_seed")
 
     def _add_block(self, num_applications):
-        self.blocks.append(
+        setattr(
+            self,
+            f"block_{self._num_blocks}",
             InceptionResidualBlock(
                 self.block_type,
                 num_applications=num_applications,
@@ -98,10 +101,16 @@ class PolyInceptionModule(keras.layers.Layer):
                 batch_norm=self.batch_norm,
                 kernel_initializer=self.kernel_initializer,
                 dtype=self.dtype_policy,
-                name=f"block_{len(self.blocks)}",
-            )
+                name=f"block_{self._num_blocks}",
+            ),
         )
-        return len(self.blocks) - 1
+        self._num_blocks += 1
+        return self._num_blocks - 1
+
+    @property
+    def blocks(self):
+        """The distinct Inception blocks of the module, in creation order."""
+        return get_indexed(self, "block", self._num_blocks)
 
     @property
     def num_paths(self):
