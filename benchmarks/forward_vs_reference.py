@@ -1,14 +1,15 @@
 """Inference speed of our very_deep PolyNet against the PyTorch reference (not a test).
 
-Same CPU, same batches (2 and 8), same thread count, measured in one run. Each
-group of variants lives in a persistent worker process (one per environment:
-TensorFlow with the oneDNN settings below, PyTorch), and the variants are
-timed in turns, round after round, so that a change of load on the machine
-hits every variant alike; the table shows medians. The reference is
-`pretrainedmodels`' PolyNet (its model file, loaded without the package
-`__init__`, which needs torchvision); both sides hold the same random weights
-and BatchNorm statistics (the reference's state dict, converted by
-`polynet_tf.weights`), and the logits are compared before timing.
+Same CPU, same batches (2 and 8), same thread count, measured in one run. The
+reference is `pretrainedmodels`' PolyNet (its model file, loaded without the
+package `__init__`, which needs torchvision), in a worker process that stays up
+and is timed at the start and at the end of every round; each of our variants
+runs in its own short-lived worker process in turn (one TF model in memory at
+a time: some variants peak at several GB). Rounds repeat this so that a change
+of load on the machine hits every variant alike; the table shows medians.
+Both sides hold the same random weights and BatchNorm statistics (the
+reference's state dict, converted by `polynet_tf.weights`), and the logits are
+compared before timing.
 
 Our variants (TensorFlow 2 / Keras 3, channels-last):
   keras        tf.function around the Keras model (what `model.predict` runs)
@@ -35,7 +36,7 @@ torch.set_num_threads(--threads) with OMP_WAIT_POLICY=PASSIVE by default
 waiting makes the reference about 2x slower).
 
 Usage: python benchmarks/forward_vs_reference.py [--threads 2] [--batches 2 8]
-           [--rounds 3] [--reps 2] [--variants keras frozen folded ...]
+           [--rounds 2] [--reps 2] [--variants keras folded frozen ...]
 """
 
 import argparse
@@ -438,40 +439,19 @@ def _prefix(variant):
     return next(p for p in WORKER_ENVS if variant.startswith(p))
 
 
-def _start_workers(args, checkpoint, variants):
-    """The torch worker first (it writes the checkpoint), then one TF worker per environment."""
-    omp = {"OMP_WAIT_POLICY": args.omp_wait_policy} if args.omp_wait_policy else {}
-    workers = {"torch": Worker("torch", args, checkpoint, list(TORCH_VARIANTS), omp).wait()}
-    groups = {}
-    for variant in variants:
-        if variant not in TORCH_VARIANTS:
-            groups.setdefault(_prefix(variant), []).append(variant)
-    started = {prefix: Worker("tf", args, checkpoint, group, WORKER_ENVS[prefix])
-               for prefix, group in groups.items()}
-    workers.update({prefix or "tf": worker.wait() for prefix, worker in started.items()})
-    return workers
-
-
 def _top5(logits):
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     return [set(row) for row in np.argsort(-np.asarray(logits), axis=1)[:, :5]]
 
 
-def _check_outputs(workers, owner, batch):
-    """Prints each variant's logits error and top-5 agreement; returns first-call seconds."""
+def _print_outputs(logits, batch):
     import numpy as np  # pylint: disable=import-outside-toplevel
 
-    logits, firsts = {}, {}
-    for variant in owner:
-        _guard_memory(workers)
-        reply = workers[owner[variant]].ask(cmd="logits", variant=variant, batch=batch)
-        logits[variant] = np.asarray(reply["logits"])
-        firsts[(variant, batch)] = reply.get("first")
-    print(f"\nOutputs on {batch} random images, against the float32 reference "
-          "(torch) and, for bf16, against its own float32 counterpart:")
+    print(f"\nOutputs on {batch} random images, against the float32 reference (torch); "
+          "top-5 of bf16 variants against their float32 counterpart:")
+    base = logits["torch"]
     for variant, values in logits.items():
-        base = logits["torch"]
         error = np.max(np.abs(values - base)) / np.std(base)
         counterpart = {"torch_bf16": "torch", "keras_bf16": "keras",
                        "folded_bf16": "folded"}.get(variant, "torch")
@@ -479,7 +459,6 @@ def _check_outputs(workers, owner, batch):
         agree = np.mean([a == b for a, b in zip(_top5(values), _top5(own))])
         print(f"  {variant:>14}: max|logits - torch| / std = {error:.1e}; top-5 sets equal "
               f"to {counterpart}'s on {agree:.0%} of images", flush=True)
-    return firsts
 
 
 def main(argv=None):
@@ -488,7 +467,7 @@ def main(argv=None):
     parser.add_argument("--inter_op", type=int, default=None,
                         help="TensorFlow inter-op threads (default: --threads)")
     parser.add_argument("--batches", type=int, nargs="+", default=[2, 8])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--reps", type=int, default=2, help="timed forward passes per turn")
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
     parser.add_argument("--omp_wait_policy", default="PASSIVE",
@@ -504,33 +483,60 @@ def main(argv=None):
 
     import numpy as np  # pylint: disable=import-outside-toplevel
 
-    variants = list(dict.fromkeys(list(TORCH_VARIANTS) + args.variants))  # references always
+    ours = [v for v in dict.fromkeys(args.variants) if v not in TORCH_VARIANTS]
+    variants = list(TORCH_VARIANTS) + ours
+    times = {(v, b): [] for v in variants for b in args.batches}
+    firsts, logits, info = {}, {}, {}
     started = time.time()
-    with tempfile.TemporaryDirectory() as folder:
-        workers = _start_workers(args, os.path.join(folder, "reference.pth"), variants)
-        owner = {v: name for name, w in workers.items() for v in w.variants if v in variants}
-        owner = {v: owner[v] for v in variants}
-        print(f"# {platform.machine()}, {os.cpu_count()} CPUs, threads={args.threads}, "
-              f"TF inter-op threads={args.inter_op}; workers: "
-              f"{json.dumps({k: w.info for k, w in workers.items()})}", flush=True)
-        firsts = _check_outputs(workers, owner, max(args.batches))
+    check_batch = max(args.batches)
 
-        times = {(v, b): [] for v in owner for b in args.batches}
+    def record(worker, variant, batch, reps):
+        reply = worker.ask(cmd="time", variant=variant, batch=batch, reps=reps)
+        if "error" in reply:
+            raise RuntimeError(f"{variant}: {reply['error']}")
+        times[(variant, batch)] += reply["times"]
+        if reply.get("first") is not None:
+            firsts[(variant, batch)] = reply["first"]
+
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = os.path.join(folder, "reference.pth")
+        omp = {"OMP_WAIT_POLICY": args.omp_wait_policy} if args.omp_wait_policy else {}
+        # The reference stays up (and writes the checkpoint first); each of our
+        # variants runs in its own short-lived worker, so that only one TF
+        # model is in memory at a time.
+        reference = Worker("torch", args, checkpoint, list(TORCH_VARIANTS), omp).wait()
+        info["torch"] = reference.info
+        for variant in TORCH_VARIANTS:
+            logits[variant] = np.asarray(
+                reference.ask(cmd="logits", variant=variant, batch=check_batch)["logits"])
         for round_index in range(args.rounds):
-            for b in args.batches:
-                for variant in owner:
-                    _guard_memory(workers)
-                    reply = workers[owner[variant]].ask(cmd="time", variant=variant, batch=b,
-                                                        reps=args.reps)
+            for variant in TORCH_VARIANTS:
+                for b in args.batches:
+                    record(reference, variant, b, args.reps)
+            for variant in ours:
+                _guard_memory({"torch": reference})
+                worker = Worker("tf", args, checkpoint, [variant],
+                                WORKER_ENVS[_prefix(variant)]).wait()
+                info[_prefix(variant) or "tf"] = worker.info
+                if variant not in logits:
+                    reply = worker.ask(cmd="logits", variant=variant, batch=check_batch)
                     if "error" in reply:
                         raise RuntimeError(f"{variant}: {reply['error']}")
-                    times[(variant, b)] += reply["times"]
-                    if reply.get("first") is not None:
-                        firsts[(variant, b)] = reply["first"]
+                    logits[variant] = np.asarray(reply["logits"])
+                    firsts[(variant, check_batch)] = reply.get("first")
+                for b in args.batches:
+                    record(worker, variant, b, args.reps)
+                worker.close()
+            for variant in TORCH_VARIANTS:
+                for b in args.batches:
+                    record(reference, variant, b, args.reps)
             print(f"# round {round_index + 1}/{args.rounds} done "
                   f"({time.time() - started:.0f} s)", flush=True)
-        for worker in workers.values():
-            worker.close()
+        reference.close()
+
+    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, threads={args.threads}, "
+          f"TF inter-op threads={args.inter_op}; workers: {json.dumps(info)}")
+    _print_outputs(logits, check_batch)
 
     def speed(variant, b):
         return b / float(np.median(times[(variant, b)]))
@@ -538,9 +544,9 @@ def main(argv=None):
     print("\n| variant | " + " | ".join(f"batch {b}: img/s (x reference)" for b in args.batches)
           + " |")
     print("| --- | " + " | ".join("---" for _ in args.batches) + " |")
-    for variant in owner:
-        reference = "torch_bf16" if variant.endswith("bf16") else "torch"
-        cells = [f"{speed(variant, b):.2f} ({speed(variant, b) / speed(reference, b):.2f}x)"
+    for variant in variants:
+        reference_variant = "torch_bf16" if variant.endswith("bf16") else "torch"
+        cells = [f"{speed(variant, b):.2f} ({speed(variant, b) / speed(reference_variant, b):.2f}x)"
                  for b in args.batches]
         print(f"| {variant} | " + " | ".join(cells) + " |")
     print("\nFirst call (trace / compile + one pass), s: " + ", ".join(
