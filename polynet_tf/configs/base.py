@@ -146,7 +146,7 @@ def parse_overrides(text):
         key = key.strip()
         if not key or any(not part for part in key.split(".")):
             raise ConfigError(f"--params_override item {item.strip()!r} has an empty key")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _parse_value(raw)
         node = result
         parts = key.split(".")
         for part in parts[:-1]:
@@ -155,6 +155,17 @@ def parse_overrides(text):
                 raise ConfigError(f"--params_override sets '{key}' below a value")
         node[parts[-1]] = value
     return result
+
+
+def _parse_value(raw):
+    """A YAML scalar/list/mapping, or the raw text when it is not valid YAML
+    (e.g. an architecture spec such as `A: 2way | B: poly3 | C: ir`)."""
+    if not raw.strip():
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw.strip()
 
 
 def _split_top_level(text):

@@ -58,6 +58,8 @@ class Trainer:
         self.global_batch_size = config.train_data.global_batch_size
         if config.trainer.mixed_precision:
             keras.mixed_precision.set_global_policy(config.trainer.mixed_precision)
+        # Same initial weights on every run (and every worker) of a config.
+        keras.utils.set_random_seed(config.runtime.seed)
         with strategy.scope():
             self.model = build_model(config.model, image_size=config.train_data.image_size)
             self.optimizer, self.schedule = build_optimizer(
@@ -104,11 +106,27 @@ class Trainer:
         return None
 
     def save(self):
-        """Saves a checkpoint on every worker; only the chief's is kept."""
+        """Saves a checkpoint on every worker; only the chief's is kept.
+
+        Raises:
+            TrainingDivergedError: a weight or optimizer slot is NaN or
+                infinite (a step's loss is computed before its update, so a
+                finite loss does not prove the updated state is finite).
+        """
+        if not bool(self._state_is_finite()):
+            raise TrainingDivergedError(self._divergence_message("finite, but the updated "
+                                                                 "weights are not"))
         path = self.manager.save(checkpoint_number=self.step)
         if not self.is_chief:
             shutil.rmtree(self._write_dir, ignore_errors=True)
         return path
+
+    @tf.function
+    def _state_is_finite(self):
+        checks = [tf.reduce_all(tf.math.is_finite(v)) for v in
+                  list(self.model.trainable_variables) + list(self.optimizer.variables)
+                  if "float" in str(v.dtype)]
+        return tf.reduce_all(tf.stack(checks))
 
     # ------------------------------------------------------------- functions
     def _loss(self, labels, logits):

@@ -11,6 +11,8 @@ from tests.training.synthetic_data import write_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_CONFIG = os.path.join(ROOT, "official_configs", "tiny_cpu.yaml")
+# Three modules (2-way, released poly-3, 2-way): traces in seconds, learns in 100 steps.
+SMALL_ARCHITECTURE = "A: 2way | B: poly3[convs] | C: 2way"
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +24,8 @@ def synthetic_shards(tmp_path_factory):
 def overrides(shards, **values):
     """--params_override text for the tiny config on the synthetic shards."""
     train, validation = shards
-    items = {"model.num_classes": 4, "train_data.file_pattern": train,
+    items = {"model.num_classes": 4, "model.architecture": SMALL_ARCHITECTURE,
+             "train_data.file_pattern": train,
              "eval_data.file_pattern": validation, "model.seed": 3,
              "trainer.adaptive_drop_path.enabled": False}
     items.update(values)

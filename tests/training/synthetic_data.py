@@ -8,13 +8,28 @@ from PIL import Image
 
 from polynet_tf.data import make_example, write_class_index, write_shard
 
-COLOURS = [(220, 40, 40), (40, 180, 60), (50, 80, 220), (230, 200, 40)]
+PATTERNS = ("horizontal", "vertical", "diagonal", "checker")
 
 
 def synthetic_image(label, rng, size=80):
-    """Class = the colour tint of the whole image (any crop shows it), plus noise."""
-    noise = rng.integers(0, 256, size=(size, size, 3))
-    image = 0.55 * np.asarray(COLOURS[label]) + 0.45 * noise
+    """Class = stripe orientation; colours, period and phase are random.
+
+    The class does not shift the image statistics (any colour goes with any
+    class), so a network cannot lean on batch statistics, and every crop of
+    a third of the image or more still shows the pattern.
+    """
+    rows, cols = np.mgrid[0:size, 0:size]
+    period = rng.uniform(8, 16)
+    phase = rng.uniform(0, period)
+    coordinate = {"horizontal": rows, "vertical": cols, "diagonal": rows + cols,
+                  "checker": None}[PATTERNS[label]]
+    if coordinate is None:
+        mask = ((rows + phase) // (period / 2) + (cols + phase) // (period / 2)) % 2
+    else:
+        mask = ((coordinate + phase) // (period / 2)) % 2
+    colours = rng.integers(0, 256, size=(2, 3))
+    image = np.where(mask[..., None] > 0, colours[0], colours[1]).astype(np.float64)
+    image += rng.normal(0, 20, size=image.shape)
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
@@ -22,11 +37,11 @@ def write_dataset(directory, num_train=256, num_val=64, train_shards=4, seed=0, 
     """Writes train-*/validation-* shards and the class index; returns the patterns."""
     rng = np.random.default_rng(seed)
     os.makedirs(directory, exist_ok=True)
-    classes = [f"n0000000{i}" for i in range(len(COLOURS))]
+    classes = [f"n0000000{i}" for i in range(len(PATTERNS))]
     for split, count, shards in (("train", num_train, train_shards), ("validation", num_val, 1)):
         records = []
         for i in range(count):
-            label = i % len(COLOURS)
+            label = i % len(PATTERNS)
             buffer = io.BytesIO()
             Image.fromarray(synthetic_image(label, rng, size)).save(buffer, "JPEG", quality=95)
             example = make_example(buffer.getvalue(), label, classes[label], size, size,

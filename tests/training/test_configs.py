@@ -88,3 +88,8 @@ def test_only_the_data_a_mode_uses_must_be_set():
         load_experiment([TINY_CONFIG], "train_data.file_pattern=/d/train-*", mode="train_and_eval")
     with pytest.raises(ConfigError, match="In 'train_data'.*image_size"):
         load_experiment([TINY_CONFIG], DATA + ",train_data.image_size=-3")
+
+
+def test_an_architecture_spec_can_be_overridden():
+    config = load_experiment([TINY_CONFIG], DATA + ",model.architecture=A: 2way | B: poly3 | C: ir")
+    assert config.model.architecture == "A: 2way | B: poly3 | C: ir"
