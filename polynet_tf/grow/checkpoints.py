@@ -8,13 +8,17 @@ checkpoint prefix). Only the model is restored, and every one of its weights
 must be found: a file written for another architecture is an error.
 """
 
+import io
 import os
 import re
 import warnings
+import zipfile
 
 from polynet_tf.grow.errors import GrowthError
 
 KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5")
+# The weights member of a `.keras` archive (Keras 3 saving format).
+KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"
 
 
 def load_source_weights(model, path):
@@ -73,6 +77,37 @@ def _load_keras_file(model, path):
             "options (width_multiplier, classes, path gates).",
             in_source=True,
         ) from error
+    # Keras ignores what the file has beyond the model (e.g. the third block
+    # of a 3-way loaded as a 2-way): count the stored weights.
+    stored = _stored_weight_count(path)
+    if stored is not None and stored != len(model.weights):
+        raise GrowthError(
+            path,
+            f"the file holds {stored} weights but `{model.name}` has "
+            f"{len(model.weights)}: it was written for another architecture (check "
+            "--from_architecture and the model options).",
+            in_source=True,
+        )
+
+
+def _stored_weight_count(path):
+    """Number of layer weights in a Keras 3 weights file (None: other layout)."""
+    import h5py
+
+    if path.endswith(".keras"):
+        with zipfile.ZipFile(path) as archive:
+            if KERAS_ARCHIVE_WEIGHTS not in archive.namelist():
+                return None
+            handle = h5py.File(io.BytesIO(archive.read(KERAS_ARCHIVE_WEIGHTS)), "r")
+    else:
+        handle = h5py.File(path, "r")
+    with handle:
+        if "layers" not in handle:  # a legacy (Keras 2) .h5 layout
+            return None
+        datasets = []
+        handle["layers"].visititems(
+            lambda name, item: datasets.append(name) if isinstance(item, h5py.Dataset) else None)
+        return len(datasets)
 
 
 def _keras_load_failure(error):
@@ -81,8 +116,8 @@ def _keras_load_failure(error):
     summary = text.strip().splitlines()[0].split(" Example error")[0] if text.strip() else ""
     path = re.search(r"path=([^,\s>]+)", text)
     shapes = re.search(r"variable\.shape=(\(.*?\)), Received: value\.shape=(\(.*?\))", text)
-    missing = re.search(r"(Layer '[^']+' expected .*?)(?: during loading)?\. Expected: (\[[^\]]*\])",
-                        text)
+    missing = re.search(
+        r"(Layer '[^']+' expected .*?)(?: during loading)?\. Expected: (\[[^\]]*\])", text)
     if path and shapes:
         return (f"{summary} First: {path.group(1)} has shape {shapes.group(1)} in the "
                 f"model but {shapes.group(2)} in the file")
@@ -140,7 +175,8 @@ def _checkpoint_model_variables(prefix):
     from tensorflow.core.protobuf import trackable_object_graph_pb2
 
     graph = trackable_object_graph_pb2.TrackableObjectGraph()
-    graph.ParseFromString(tf.train.load_checkpoint(prefix).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    reader = tf.train.load_checkpoint(prefix)
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
     roots = [c.node_id for c in graph.nodes[0].children if c.local_name == "model"]
     if not roots:
         raise GrowthError(prefix, "the checkpoint has no `model` object (it must be "

@@ -41,6 +41,7 @@ from polynet_tf.grow.plan_types import (
 )
 from polynet_tf.layers import PolyInceptionModule
 
+
 def plan_growth(source_model, target_model, mode="paper"):
     """Maps every weight of `target_model` to a weight of `source_model` or "new".
 

@@ -84,6 +84,17 @@ def test_weights_h5_and_keras_files(tmp_path):
         _assert_same_values(restored, small)
 
 
+def test_a_file_of_a_larger_architecture_is_an_error(tmp_path):
+    # Keras alone would load the first two blocks of each 3-way and say nothing.
+    larger = tiny("A: ir | B: 3way*2 | C: ir")
+    larger.save_weights(tmp_path / "larger.weights.h5")
+    larger.save(tmp_path / "larger.keras")
+    for name in ("larger.weights.h5", "larger.keras"):
+        with pytest.raises(GrowthError, match="another architecture") as error:
+            load_source_weights(tiny("A: ir | B: 2way*2 | C: ir"), tmp_path / name)
+        assert error.value.name == str(tmp_path / name) and error.value.in_source
+
+
 @pytest.mark.usefixtures("lists_tracked_by_tf_checkpoints")
 def test_engine_checkpoint_directory_and_prefix(tmp_path):
     small = tiny(SMALL)

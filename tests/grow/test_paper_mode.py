@@ -100,8 +100,9 @@ def test_module_family_pairs_map_as_documented():
 
     # ir -> poly3[convs]: shared convs and application 0 take F; 1 and 2 are new.
     f = "stage_b_0/block_0/"
-    assert retained[f + "branches/branch0_conv0/conv/kernel"] == f + "branches/branch0_conv0/conv/kernel"
-    assert retained[f + "branches/branch0_conv0/bn_0/gamma"] == f + "branches/branch0_conv0/bn/gamma"
+    conv = f + "branches/branch0_conv0/"
+    assert retained[conv + "conv/kernel"] == conv + "conv/kernel"
+    assert retained[conv + "bn_0/gamma"] == conv + "bn/gamma"
     assert retained[f + "projection_0/conv/kernel"] == f + "projection/conv/kernel"
     for application in (1, 2):
         assert f + f"branches/branch0_conv0/bn_{application}/gamma" not in retained
