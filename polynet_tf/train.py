@@ -25,6 +25,9 @@ flags.DEFINE_string("init_from", None,
                     "(initialization by insertion); used when model_dir has no checkpoint.")
 flags.DEFINE_string("init_from_architecture", None,
                     "Architecture of --init_from (preset or spec); default: same as the model.")
+flags.DEFINE_enum("init_from_mode", "paper", ["paper", "function_preserving"],
+                  "paper: new blocks freshly initialised (Glorot); function_preserving: new "
+                  "paths start at zero output, so the grown net computes what the small one did.")
 
 FLAGS = flags.FLAGS
 
@@ -63,7 +66,7 @@ def main(argv):
     _log_startup(config, strategy, num_workers, task, chief)
     try:
         trainer = Trainer(config, FLAGS.model_dir, strategy, num_workers, FLAGS.init_from,
-                          FLAGS.init_from_architecture)
+                          FLAGS.init_from_architecture, FLAGS.init_from_mode)
         if trainer.restored_from and chief:
             logging.info("Resumed from %s at step %d", trainer.restored_from, trainer.step)
         if FLAGS.mode == "eval":

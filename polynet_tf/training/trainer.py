@@ -45,14 +45,17 @@ class Trainer:
             `model_dir` has no checkpoint yet.
         init_from_architecture: the architecture of `init_from` (default:
             the model's own).
+        init_from_mode: "paper" (new blocks Glorot-initialised) or
+            "function_preserving" (new paths start at zero output).
     """
 
     def __init__(self, config, model_dir, strategy, num_workers=1, init_from=None,
-                 init_from_architecture=None):
+                 init_from_architecture=None, init_from_mode="paper"):
         self.config = config
         self.model_dir = model_dir
         self.strategy = strategy
         self.num_workers = num_workers
+        self.init_from_mode = init_from_mode
         self.is_chief = cluster.is_chief(strategy)
         self.task_id = cluster.task_id(strategy)
         self.global_batch_size = config.train_data.global_batch_size
@@ -81,6 +84,8 @@ class Trainer:
                            os.path.join(model_dir, ".worker_tmp", f"worker_{self.task_id}"))
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self._write_dir, max_to_keep=config.trainer.max_checkpoints)
+        if self.is_chief:
+            os.makedirs(model_dir, exist_ok=True)
         self.restored_from = self._restore(init_from, init_from_architecture)
         self._train_function = None
         self._eval_function = None
@@ -99,9 +104,15 @@ class Trainer:
                 set_path_drop_rates(self.model, self.config.trainer.adaptive_drop_path.max_rate)
             return latest
         if init_from:
-            from polynet_tf.grow import initialize_from_checkpoint  # noqa: PLC0415 (optional path)
+            from polynet_tf.grow import initialize_from_checkpoint  # noqa: PLC0415
 
-            initialize_from_checkpoint(self.model, init_from, self.config.model)
+            model = self.config.model
+            initialize_from_checkpoint(
+                self.model, init_from, init_from_architecture or model.architecture,
+                mode=self.init_from_mode,
+                report_path=os.path.join(self.model_dir, "init_from") if self.is_chief else None,
+                width_multiplier=model.width_multiplier, classes=model.num_classes,
+                bn_epsilon=model.bn_epsilon, bn_momentum=model.bn_momentum)
             return init_from
         return None
 

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from polynet_tf.configs import load_experiment
+from polynet_tf.data import build_dataset
 from polynet_tf.training.trainer import Trainer, TrainingDivergedError
 from tests.training.conftest import TINY_CONFIG, overrides
 
@@ -72,3 +73,26 @@ def test_divergence_stops_with_the_last_good_checkpoint_intact(synthetic_shards,
         value = reader.get_tensor(name)
         if isinstance(value, np.ndarray) and value.dtype.kind == "f":
             assert np.all(np.isfinite(value)), name
+
+
+def test_init_from_grows_a_fresh_run_from_a_smaller_checkpoint(synthetic_shards, tmp_path):
+    small_architecture = "A: ir | B: ir | C: ir"
+    small = _trainer(synthetic_shards, tmp_path / "small", **{
+        "model.architecture": small_architecture, "trainer.train_steps": 4,
+        "trainer.steps_per_loop": 2, "trainer.checkpoint_interval": 4})
+    small.train()
+    config = load_experiment([TINY_CONFIG], overrides(synthetic_shards, **{
+        "trainer.train_steps": 4, "trainer.checkpoint_interval": 4}))
+    grown = Trainer(config, str(tmp_path / "grown"), tf.distribute.OneDeviceStrategy("/cpu:0"),
+                    init_from=str(tmp_path / "small" / "checkpoints"),
+                    init_from_architecture=small_architecture,
+                    init_from_mode="function_preserving")
+    assert grown.restored_from == str(tmp_path / "small" / "checkpoints")
+    assert grown.step == 0
+    source = small.model.get_layer("stage_b_0").blocks[0].branches.ops[0].conv.kernel.numpy()
+    target = grown.model.get_layer("stage_b_0").blocks[0].branches.ops[0].conv.kernel.numpy()
+    np.testing.assert_array_equal(source, target)
+    images, _ = next(iter(build_dataset(config.eval_data)))
+    np.testing.assert_allclose(grown.model(images, training=False).numpy(),
+                               small.model(images, training=False).numpy(), atol=1e-4)
+    assert os.path.exists(tmp_path / "grown" / "init_from.mapping.txt")
