@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh test
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-exec .venv/bin/python -m pytest "$@"
+# Two processes: the machine has two cores; files stay whole per process so
+# module-scoped fixtures (reference networks, datasets) are built once.
+exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"
