@@ -39,17 +39,18 @@ CONFIG = os.path.join(ROOT, "official_configs", "tiny_cpu.yaml")
 ARCHITECTURE = "A: 2way | B: poly3[convs] | C: 2way"
 
 
-def _overrides(train, steps, batch):
+def _overrides(train, steps, batch, steps_per_loop=None):
+    loop = steps_per_loop or steps
     return ",".join([
         "model.num_classes=4", f"model.architecture={ARCHITECTURE}",
         f"train_data.file_pattern={train}", "train_data.image_size=128",
         f"train_data.global_batch_size={batch}", f"trainer.train_steps={steps}",
-        f"trainer.steps_per_loop={steps}", f"trainer.checkpoint_interval={steps}",
+        f"trainer.steps_per_loop={loop}", f"trainer.checkpoint_interval={steps}",
         "trainer.adaptive_drop_path.enabled=false"])
 
 
 def one_worker(train, steps, batch, model_dir):
-    config = load_experiment([CONFIG], _overrides(train, 2 * steps, batch))
+    config = load_experiment([CONFIG], _overrides(train, 2 * steps, batch, steps))
     trainer = Trainer(config, model_dir, tf.distribute.OneDeviceStrategy("/cpu:0"))
     config.trainer.train_steps = steps
     trainer.train()  # warm-up loop: tracing and pipeline start
@@ -84,9 +85,7 @@ def two_workers(train, steps, batch, model_dir):
     env.pop("TF_CONFIG", None)
     command = [sys.executable, "-m", "polynet_tf.train", f"--config={CONFIG}",
                f"--model_dir={model_dir}", "--mode=train", f"--worker_hosts={hosts}",
-               f"--params_override={_overrides(train, 2 * steps, batch)}"]
-    command = [c.replace(f"trainer.steps_per_loop={2 * steps}", f"trainer.steps_per_loop={steps}")
-               for c in command]
+               f"--params_override={_overrides(train, 2 * steps, batch, steps)}"]
     logs = [tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False) for _ in range(2)]
     workers = [subprocess.Popen(command + [f"--task_index={i}"], stdout=logs[i],
                                 stderr=subprocess.STDOUT, env=env) for i in range(2)]
