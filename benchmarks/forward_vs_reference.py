@@ -124,7 +124,8 @@ def torch_worker(threads, checkpoint):
 
     def run(variant, batch):
         if batch not in cache:
-            cache[batch] = torch.from_numpy(np.ascontiguousarray(inputs(batch).transpose(0, 3, 1, 2)))
+            nchw = np.ascontiguousarray(inputs(batch).transpose(0, 3, 1, 2))
+            cache[batch] = torch.from_numpy(nchw)
         with torch.inference_mode():
             if variant == "torch_bf16":
                 with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -146,7 +147,6 @@ def torch_worker(threads, checkpoint):
 def tf_worker(threads, inter_op, checkpoint, variants):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras  # pylint: disable=import-outside-toplevel
-    import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -281,7 +281,8 @@ def folded_forward(model, dtype, jit=False, merge=(), input_signature=None):
 
     def run_branches(x, branches):
         """Branch outputs, in order; leading 1x1 convs on x merged when `merge`."""
-        heads = [i for i, b in enumerate(branches) if is_pointwise(b[0])] if "heads" in merge else []
+        heads = ([i for i, b in enumerate(branches) if is_pointwise(b[0])]
+                 if "heads" in merge else [])
         starts = {}
         if len(heads) > 1:
             merged = Conv(np.concatenate([branches[i][0].kernel for i in heads], axis=-1),

@@ -44,7 +44,8 @@ def test_published_metadata():
         "pytorchcv", "polynet-0452-6a1b295d.pth", "sha1")
     assert cv.file_hash == "6a1b295dad3f261b48e845f1b283e4eef3ab5a0b"
     assert pm.url == "http://data.lip6.fr/cadene/pretrainedmodels/polynet-f71d82a5.pth"
-    assert (pm.layout, pm.hash_algorithm, pm.file_hash) == ("pretrainedmodels", "sha256", "f71d82a5")
+    assert (pm.layout, pm.hash_algorithm, pm.file_hash) == (
+        "pretrainedmodels", "sha256", "f71d82a5")
 
 
 @pytest.fixture
