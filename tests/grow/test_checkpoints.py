@@ -7,50 +7,12 @@ import tensorflow as tf
 
 from polynet_tf import PolyNet
 from polynet_tf.grow import GrowthError, initialize_from_checkpoint, load_source_weights
-from polynet_tf.layers import (
-    BranchConcat,
-    ConvBN,
-    InceptionResidualBlock,
-    PolyInceptionModule,
-    Stem,
-)
 from tests.conftest import TINY_WIDTH
 from tests.grow.conftest import images, predict, randomize_batch_norms, tiny, values
 
 SMALL = "A: ir | B: ir*2 | C: ir"
 LARGER = "A: ir*2 | B: 2way, mpoly2 | C: 3way"
 OPTIONS = dict(width_multiplier=TINY_WIDTH, classes=10, input_shape=(75, 75, 3))
-# Python lists of sublayers that Keras 3 hides from tf.train.Checkpoint.
-SUBLAYER_LISTS = {
-    Stem: "parts", BranchConcat: "ops", ConvBN: "norms",
-    InceptionResidualBlock: "projections", PolyInceptionModule: "blocks",
-}
-
-
-def _layers_reach_every_weight():
-    probe = ConvBN(2, 1, num_norms=2)
-    probe.build((None, 4, 4, 3))
-    checkpoint = tf.train.Checkpoint(probe=probe)
-    reachable = {id(o) for o in tf.train.TrackableView(checkpoint).descendants()}
-    return all(id(w) in reachable for w in probe.weights)
-
-
-@pytest.fixture
-def lists_tracked_by_tf_checkpoints(monkeypatch):
-    """The fix asked of polynet_tf.layers, until it lands: list items as children."""
-    if _layers_reach_every_weight():
-        return
-    for cls, attribute in SUBLAYER_LISTS.items():
-        original = cls._trackable_children
-
-        def children(self, save_type="checkpoint", _original=original,
-                     _attribute=attribute, **kwargs):
-            result = dict(_original(self, save_type, **kwargs))
-            for i, item in enumerate(getattr(self, _attribute, None) or ()):
-                result.setdefault(f"{_attribute}_{i}", item)
-            return result
-
-        monkeypatch.setattr(cls, "_trackable_children", children)
 
 
 def _engine_checkpoint(model, directory, saves=2):
@@ -95,7 +57,6 @@ def test_a_file_of_a_larger_architecture_is_an_error(tmp_path):
         assert error.value.name == str(tmp_path / name) and error.value.in_source
 
 
-@pytest.mark.usefixtures("lists_tracked_by_tf_checkpoints")
 def test_engine_checkpoint_directory_and_prefix(tmp_path):
     small = tiny(SMALL)
     prefix = _engine_checkpoint(small, tmp_path / "run")
@@ -114,21 +75,11 @@ def test_engine_checkpoint_directory_and_prefix(tmp_path):
     _assert_same_values(restored, small)
 
 
-@pytest.mark.usefixtures("lists_tracked_by_tf_checkpoints")
 def test_engine_checkpoint_of_another_architecture_is_an_error(tmp_path):
     _engine_checkpoint(tiny("A: ir | B: 2way*2 | C: ir"), tmp_path / "run", saves=1)
     with pytest.raises(GrowthError, match="another architecture|does not match") as error:
         load_source_weights(tiny(SMALL), tmp_path / "run")
     assert error.value.in_source
-
-
-def test_weights_tf_checkpoints_cannot_reach_are_an_error_not_a_partial_restore(tmp_path):
-    if _layers_reach_every_weight():
-        pytest.skip("polynet_tf.layers already exposes its sublayer lists to TF checkpoints")
-    prefix = tf.train.Checkpoint(model=tiny(SMALL)).save(tmp_path / "ckpt")
-    with pytest.raises(GrowthError, match="keras#18398") as error:
-        load_source_weights(tiny(SMALL), prefix)
-    assert error.value.name == "stem/conv1/conv/kernel"
 
 
 def test_missing_and_unknown_sources(tmp_path):
