@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 import urllib.parse
+import warnings
 
 import keras
 
@@ -181,13 +182,36 @@ def load_imagenet_weights(model, architecture="very_deep", cache_dir=None):
     spec = get_pretrained(architecture)
     converted = os.path.join(cache_folder(cache_dir), spec.converted_filename)
     if os.path.isfile(converted):
-        model.load_weights(converted)
+        _load_whole(model, converted)
         return converted
     if _has_imagenet_top(model):
         return _convert_into_cache(spec, cache_dir, target=model)
     _convert_into_cache(spec, cache_dir)
-    model.load_weights(converted)
+    _load_whole(model, converted)
     return converted
+
+
+def _load_whole(model, path):
+    """`model.load_weights(path)`, refusing a file that leaves any weight unloaded.
+
+    Keras only warns ("Skipping ...") when part of the file's structure does
+    not match, and keeps fresh weights there; a converted file from another
+    version of the layers must not load half-way.
+    """
+    remedy = (f"The converted weights file {path} does not fit this model (made by another "
+              "version of polynet-tf?). Delete it and call again: it is converted anew from "
+              "the checkpoint.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        except ValueError as error:
+            raise PretrainedWeightsError(f"{remedy} Keras said: {error}") from error
+    for warning in caught:
+        if issubclass(warning.category, UserWarning) and "Skipping" in str(warning.message):
+            raise PretrainedWeightsError(f"{remedy} Keras said: {warning.message}")
+        warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                               warning.lineno)
 
 
 def imagenet_weights_file(architecture="very_deep", name="imagenet", cache_dir=None):

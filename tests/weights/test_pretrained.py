@@ -151,3 +151,14 @@ def test_hash_mismatch_everywhere_leaves_nothing(served, tmp_path):
     assert "not the published" in message and "deleted" in message
     assert os.path.join(served["cache"], "polynet-0452-6a1b295d.pth") in message
     assert os.listdir(served["cache"]) == []
+
+
+def test_stale_converted_file_is_refused(served):
+    # A converted file that does not fit (here: made without the top) must not
+    # load half-way; the error says to delete it.
+    stale = os.path.join(served["cache"], "polynet_very_deep_imagenet.weights.h5")
+    os.makedirs(served["cache"])
+    PolyNet(include_top=False).save_weights(stale)
+    with pytest.raises(PretrainedWeightsError, match="Delete it"):
+        PolyNet(weights="imagenet")
+    assert served["calls"] == []
