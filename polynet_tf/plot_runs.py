@@ -1,0 +1,164 @@
+"""Accuracy against cost of finished runs, like the paper's Fig. 6.
+
+    python -m polynet_tf.plot_runs MODEL_DIR [MODEL_DIR ...] --output FILE.png \\
+        [--metric top1_accuracy|top5_error|top1_error] [--protocol single] [--labels a,b]
+
+One point per run, labelled: x is the multiply-adds per image of the run's
+network (`polynet_tf.models.complexity.network_cost` of the architecture,
+width, classes and evaluation image size in the run's `params.yaml`), y the
+run's final evaluation result (`polynet_tf.runs.final_eval_result`: the
+evaluator's JSON if the run has one, else the trainer's last validation
+summaries). A run without a result is an error that names it. The PNG is
+written under a temporary name and renamed.
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+from typing import List, Optional, Sequence
+
+from polynet_tf.models.complexity import network_cost
+from polynet_tf.runs import RunError, final_eval_result, read_params
+
+METRICS = {
+    "top1_accuracy": ("top-1 accuracy (%)", lambda r: 100.0 * r.top1),
+    "top1_error": ("top-1 error (%)", lambda r: 100.0 * (1.0 - r.top1)),
+    "top5_error": ("top-5 error (%)", lambda r: None if r.top5 is None else 100.0 * (1.0 - r.top5)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPoint:
+    """One run on the plot.
+
+    Attributes:
+        label: text next to the point.
+        multiply_adds: per image, at the evaluation image size.
+        value: the plotted metric (percent).
+        model_dir: the run directory.
+        architecture: the run's `model.architecture`.
+        source: where the evaluation result was read.
+    """
+
+    label: str
+    multiply_adds: int
+    value: float
+    model_dir: str
+    architecture: str
+    source: str
+
+
+def run_point(model_dir: str, metric: str = "top1_accuracy", protocol: Optional[str] = None,
+              label: Optional[str] = None) -> RunPoint:
+    """Computes the plotted point of one run.
+
+    Args:
+        model_dir: a finished training run.
+        metric: a key of `METRICS`.
+        protocol: evaluator protocol to read (see `final_eval_result`).
+        label: text of the point; default the folder name.
+
+    Returns:
+        A `RunPoint`.
+
+    Raises:
+        RunError: the run lacks a configuration or result, or `metric` is
+            unknown or not available for it.
+    """
+    if metric not in METRICS:
+        raise RunError(f"Unknown metric {metric!r}; choose one of {sorted(METRICS)}.")
+    params = read_params(model_dir)
+    model = params["model"]
+    image_size = params.get("eval_data", {}).get("image_size") or params.get(
+        "train_data", {}).get("image_size")
+    cost = network_cost(model.get("architecture", "very_deep"), image_size or 331,
+                        model.get("width_multiplier", 1.0), classes=model.get("num_classes", 1000))
+    result = final_eval_result(model_dir, protocol)
+    value = METRICS[metric][1](result)
+    if value is None:
+        raise RunError(f"Run {model_dir!r} has no top-5 result ({result.source}); "
+                       "use --metric top1_accuracy or top1_error.")
+    name = label or os.path.basename(os.path.normpath(model_dir))
+    return RunPoint(name, cost.multiply_adds, value, model_dir, str(model.get("architecture")),
+                    result.source)
+
+
+def plot_points(points: Sequence[RunPoint], output: str, metric: str = "top1_accuracy",
+                title: str = "Accuracy against cost") -> str:
+    """Draws the labelled points and writes a PNG atomically.
+
+    Returns:
+        `output`.
+    """
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.8), dpi=100)
+    for point in points:
+        x = point.multiply_adds / 1e9
+        axes.scatter([x], [point.value], s=36)
+        axes.annotate(point.label, (x, point.value), textcoords="offset points", xytext=(5, 4),
+                      fontsize=8)
+    axes.set_xlabel("multiply-adds per image (G)")
+    axes.set_ylabel(METRICS[metric][0])
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    save_figure_atomically(figure, output)
+    plt.close(figure)
+    return output
+
+
+def save_figure_atomically(figure, output: str):
+    """`figure.savefig` to a temporary file next to `output`, then renamed."""
+    folder = os.path.dirname(os.path.abspath(output))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
+    os.close(handle)
+    try:
+        figure.savefig(temporary, format="png")
+        os.replace(temporary, output)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m polynet_tf.plot_runs",
+        description="Accuracy (or error) against multiply-adds of finished runs (paper Fig. 6).")
+    parser.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR", help="finished runs")
+    parser.add_argument("--output", required=True, help="PNG file to write")
+    parser.add_argument("--metric", choices=sorted(METRICS), default="top1_accuracy")
+    parser.add_argument("--protocol", default=None,
+                        help="evaluator protocol to read when a run has several results")
+    parser.add_argument("--labels", default=None,
+                        help="comma-separated labels, one per run (default: folder names)")
+    parser.add_argument("--title", default="Accuracy against cost")
+    args = parser.parse_args(argv)
+    labels = [None] * len(args.model_dirs)
+    if args.labels is not None:
+        labels = args.labels.split(",")
+        if len(labels) != len(args.model_dirs):
+            parser.error(f"--labels has {len(labels)} labels for {len(args.model_dirs)} runs.")
+    try:
+        points = [run_point(d, args.metric, args.protocol, l)
+                  for d, l in zip(args.model_dirs, labels)]
+    except RunError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    plot_points(points, args.output, args.metric, args.title)
+    for point in points:
+        print(f"{point.label}: {point.multiply_adds / 1e9:.4f} G multiply-adds, "
+              f"{METRICS[args.metric][0]} {point.value:.2f} ({point.source})")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Reading what a training run left in its model directory.
+
+A run directory (`--model_dir` of `python -m polynet_tf.train`) holds
+`params.yaml` (the merged configuration), TensorBoard summaries in `train/`
+and `eval/` (tags in `polynet_tf.training.reporting`: loss, top1, top5,
+learning_rate, images_per_second) and checkpoints. These helpers read them
+back without building a model, for figures and comparisons.
+"""
+
+import dataclasses
+import glob
+import json
+import os
+from typing import Dict, List, Optional, Tuple
+
+PARAMS_FILE = "params.yaml"
+# The evaluator (`python -m polynet_tf.evaluate`) writes its JSON result here
+# when asked to (`--output_json MODEL_DIR/evaluation_<protocol>.json`).
+EVALUATION_JSON_PATTERN = "evaluation*.json"
+
+
+class RunError(ValueError):
+    """A run directory lacks what is needed: the message names it and the remedy."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    """The final evaluation of one run.
+
+    Attributes:
+        top1: top-1 accuracy in [0, 1].
+        top5: top-5 accuracy in [0, 1], or None when unknown.
+        step: training step the evaluation belongs to (None if unknown).
+        source: file the numbers were read from.
+    """
+
+    top1: float
+    top5: Optional[float]
+    step: Optional[int]
+    source: str
+
+
+def read_params(model_dir: str) -> dict:
+    """Returns the run's merged configuration (`params.yaml`) as a dict.
+
+    Raises:
+        RunError: if `model_dir/params.yaml` is missing or unreadable.
+    """
+    import yaml  # noqa: PLC0415
+
+    path = os.path.join(model_dir, PARAMS_FILE)
+    if not os.path.isfile(path):
+        raise RunError(f"{model_dir!r} is not a training run: it has no {PARAMS_FILE} "
+                       "(python -m polynet_tf.train writes it into --model_dir).")
+    with open(path) as f:
+        params = yaml.safe_load(f)
+    if not isinstance(params, dict) or "model" not in params:
+        raise RunError(f"{path!r} is not a polynet_tf configuration (no 'model' section).")
+    return params
+
+
+def read_scalars(log_dir: str) -> Dict[str, List[Tuple[int, float]]]:
+    """Reads every scalar summary in the event files of `log_dir`.
+
+    Args:
+        log_dir: a summary folder such as `MODEL_DIR/train` or `MODEL_DIR/eval`.
+
+    Returns:
+        tag -> [(step, value)] sorted by step; a step written twice (a resumed
+        run) keeps its last value. Empty if the folder has no event files.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    values: Dict[str, Dict[int, float]] = {}
+    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.HasField("tensor"):
+                    number = float(tf.make_ndarray(value.tensor))
+                elif value.HasField("simple_value"):
+                    number = float(value.simple_value)
+                else:
+                    continue
+                values.setdefault(value.tag, {})[int(event.step)] = number
+    return {tag: sorted(points.items()) for tag, points in values.items()}
+
+
+def final_eval_result(model_dir: str, protocol: Optional[str] = None) -> EvalResult:
+    """The evaluation result of a finished run.
+
+    The rule: an evaluator JSON file in `model_dir` (`evaluation*.json` with a
+    `top1` entry; with `protocol`, the one whose `protocol` matches) wins;
+    otherwise the trainer's last validation summaries (`eval/` top1 and top5),
+    which must belong to the run's last step (`trainer.train_steps`).
+
+    Args:
+        model_dir: the run directory.
+        protocol: evaluator protocol to pick among several JSON files (e.g.
+            "single"); None takes the only one, or "single" among several.
+
+    Returns:
+        An `EvalResult`.
+
+    Raises:
+        RunError: no result, an unfinished run, or an ambiguous choice; the
+            message says what to run.
+    """
+    result = _from_evaluator_json(model_dir, protocol)
+    if result is not None:
+        return result
+    params = read_params(model_dir)
+    scalars = read_scalars(os.path.join(model_dir, "eval"))
+    if "top1" not in scalars:
+        raise RunError(
+            f"Run {model_dir!r} has no evaluation result: no {EVALUATION_JSON_PATTERN} file and "
+            "no validation summaries in eval/. Train with --mode train_and_eval, or evaluate it "
+            "(python -m polynet_tf.evaluate ... --output_json "
+            f"{os.path.join(model_dir, 'evaluation_single.json')}).")
+    step, top1 = scalars["top1"][-1]
+    train_steps = params.get("trainer", {}).get("train_steps")
+    if train_steps is not None and step < train_steps:
+        raise RunError(f"Run {model_dir!r} is not finished: its last evaluation is at step "
+                       f"{step} of {train_steps}. Finish training (run the same command again) "
+                       "or evaluate it.")
+    top5 = dict(scalars.get("top5", [])).get(step)
+    return EvalResult(top1, top5, step, os.path.join(model_dir, "eval"))
+
+
+def _from_evaluator_json(model_dir, protocol):
+    found = []
+    for path in sorted(glob.glob(os.path.join(model_dir, EVALUATION_JSON_PATTERN))):
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, json.JSONDecodeError) as error:
+            raise RunError(f"Cannot read the evaluation result {path!r}: {error}") from None
+        if isinstance(data, dict) and "top1" in data:
+            found.append((path, data))
+    if protocol is not None:
+        found = [(p, d) for p, d in found if d.get("protocol") == protocol]
+    elif len(found) > 1:
+        single = [(p, d) for p, d in found if d.get("protocol") == "single"]
+        if len(single) != 1:
+            raise RunError(f"Run {model_dir!r} has several evaluation results "
+                           f"({', '.join(os.path.basename(p) for p, _ in found)}); choose one "
+                           "with --protocol.")
+        found = single
+    if not found:
+        return None
+    if len(found) > 1:
+        raise RunError(f"Run {model_dir!r} has several results for protocol {protocol!r}: "
+                       f"{', '.join(os.path.basename(p) for p, _ in found)}; keep one.")
+    path, data = found[0]
+    top5 = data.get("top5")
+    step = data.get("step")
+    return EvalResult(float(data["top1"]), None if top5 is None else float(top5),
+                      None if step is None else int(step), path)
