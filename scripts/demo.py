@@ -1,80 +1,77 @@
-"""The main job, for now: a tiny PolyNet learns two real photos.
+"""The main job, end to end on real images: `python scripts/demo.py` (or `scripts/demo.sh`).
 
-Takes the two photos scikit-learn ships (`load_sample_images`: a Chinese
-temple and a flower), trains a tiny PolyNet (IR 3-6-3 with poly-3 in stage B,
-1/16 of the channels) to tell random crops of one from the other, then
-classifies held-out crops and prints the accuracy. It also prints the
-released Very Deep PolyNet's size without building it.
+Writes scikit-learn's handwritten digits as JPEG class folders, builds
+TFRecord shards, trains a tiny PolyNet on 2 local workers, evaluates it
+(single and multi-crop), exports a SavedModel, classifies held-out images
+through its serving_default signature, and writes a report (training curves,
+crop boxes, predictions, accuracy against cost). Each step is printed as the
+command a user would type, then run.
 
-Usage: python scripts/demo.py [--steps 80] [--seed 0]
+Usage:
+    python scripts/demo.py [--work_dir demo_output] [--quick] [--train_steps N]
+        [--max_per_class N] [--num_workers 2] [--params_override "a.b=1"]
+    python scripts/demo.py --print_commands     # the README's command list
 """
 
 import argparse
 import os
+import sys
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from sklearn.datasets import load_sample_images  # noqa: E402
+from polynet_tf.demo import pipeline  # noqa: E402
 
-from polynet_tf import PolyNet, preprocess_input  # noqa: E402
-from polynet_tf.models.complexity import network_cost  # noqa: E402
-
-CROP = 96
-NAMES = ("temple", "flower")
+# A smaller run (the test suite's): 40 digits per class, fewer steps.
+QUICK = {"max_per_class": 40, "train_steps": 120,
+         "overrides": "trainer.eval_interval=120,trainer.checkpoint_interval=120,"
+                      "schedule.decay_steps=90"}
 
 
-def random_crops(images, count, rng):
-    """`count` random crops (16-60% of the shorter side, resized) with labels."""
-    crops, labels = [], []
-    for _ in range(count):
-        label = int(rng.integers(len(images)))
-        image = images[label]
-        side = int(rng.uniform(0.16, 0.6) * min(image.shape[:2]))
-        top = int(rng.integers(image.shape[0] - side))
-        left = int(rng.integers(image.shape[1] - side))
-        patch = image[top:top + side, left:left + side]
-        if rng.random() < 0.5:
-            patch = patch[:, ::-1]
-        crops.append(tf.image.resize(patch, (CROP, CROP)).numpy())
-        labels.append(label)
-    return preprocess_input(np.stack(crops)), np.array(labels)
-
-
-def main():
+def parse_options(argv=None):
+    """Returns `(DemoOptions, print_commands)` from the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=80)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    keras.utils.set_random_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    parser.add_argument("--work_dir", default="demo_output", help="new folder for everything")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smaller run: 40 digits per class, 120 steps")
+    parser.add_argument("--max_per_class", type=int, default=None,
+                        help="digits per class (default: all, about 180)")
+    parser.add_argument("--train_steps", type=int, default=None,
+                        help="training steps (default: the configuration's)")
+    parser.add_argument("--num_workers", type=int, default=2, help="local training workers")
+    parser.add_argument("--params_override", default="",
+                        help="further training overrides, e.g. 'model.width_multiplier=0.0625'")
+    parser.add_argument("--print_commands", action="store_true",
+                        help="print the commands (as in the README) and exit")
+    args = parser.parse_args(argv)
+    values = dict(QUICK) if args.quick else {}
+    for key in ("max_per_class", "train_steps"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    if args.params_override:
+        values["overrides"] = ",".join(filter(None, [values.get("overrides"),
+                                                     args.params_override]))
+    if args.num_workers < 1:
+        parser.error("--num_workers must be >= 1")
+    options = pipeline.DemoOptions(work_dir=args.work_dir, num_workers=args.num_workers,
+                                   **values)
+    return options, args.print_commands
 
-    cost = network_cost("very_deep", 331)
-    print(f"Very Deep PolyNet: {cost.trainable_params:,} trainable + "
-          f"{cost.non_trainable_params:,} non-trainable parameters, "
-          f"{cost.multiply_adds / 1e9:.1f} G multiply-adds at 331x331")
 
-    images = load_sample_images().images
-    model = PolyNet("ir_3_6_3_b_poly3", width_multiplier=0.0625, classes=2,
-                    input_shape=(CROP, CROP, 3), bn_momentum=0.9, seed=args.seed)
-    print(f"Tiny PolyNet {model.name}: {model.count_params():,} parameters")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    for step in range(1, args.steps + 1):
-        x, y = random_crops(images, 16, rng)
-        loss, accuracy = model.train_on_batch(x, y)
-        if step % 10 == 0 or step == 1:
-            print(f"step {step:3d}: loss {loss:.3f}, batch accuracy {accuracy:.2f}")
-
-    x, y = random_crops(images, 64, np.random.default_rng(args.seed + 1000))
-    predicted = model.predict(x, verbose=0).argmax(axis=1)
-    accuracy = float((predicted == y).mean())
-    print(f"held-out crops: accuracy {accuracy:.3f} on {len(y)} crops (chance 0.5)")
-    for i in range(6):
-        print(f"  crop {i}: true {NAMES[y[i]]:6s} predicted {NAMES[predicted[i]]}")
+def main(argv=None):
+    options, print_only = parse_options(argv)
+    if print_only:
+        print("\n".join(pipeline.shell_lines(pipeline.commands(options))))
+        return 0
+    os.chdir(_ROOT)  # the commands use paths relative to the checkout
+    try:
+        pipeline.run_demo(options)
+    except (pipeline.StepFailed, FileExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

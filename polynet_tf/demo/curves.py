@@ -1,0 +1,82 @@
+"""Training curves of a run as a PNG, from the TensorBoard summaries it wrote.
+
+    python -m polynet_tf.demo.curves --model_dir RUN --output curves.png
+
+Three panels: the training loss (and validation loss), top-1 accuracy of the
+training batches and of the validation set, and the learning rate.
+"""
+
+import argparse
+import os
+import sys
+from typing import Dict, List, Optional, Tuple
+
+from polynet_tf.plot_runs import save_figure_atomically
+from polynet_tf.runs import read_scalars
+
+Series = Dict[str, List[Tuple[int, float]]]
+
+
+def load_curves(model_dir: str) -> Tuple[Series, Series]:
+    """Returns `(train, eval)` scalars of a run (see `runs.read_scalars`).
+
+    Raises:
+        FileNotFoundError: if the run has no training summaries.
+    """
+    train = read_scalars(os.path.join(model_dir, "train"))
+    if "loss" not in train:
+        raise FileNotFoundError(
+            f"{model_dir!r} has no training summaries in train/: is it the --model_dir of a "
+            "python -m polynet_tf.train run (on the chief)?")
+    return train, read_scalars(os.path.join(model_dir, "eval"))
+
+
+def plot_curves(model_dir: str, output: str) -> str:
+    """Draws loss, top-1 and learning rate against the step; writes `output`.
+
+    Returns:
+        `output`.
+    """
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    train, evaluation = load_curves(model_dir)
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
+    panels = (("loss", "loss"), ("top1", "top-1 accuracy"), ("learning_rate", "learning rate"))
+    for ax, (tag, title) in zip(axes, panels):
+        for name, series, style in (("training batches", train, "-"),
+                                    ("validation", evaluation, "o-")):
+            if tag in series:
+                steps, values = zip(*series[tag])
+                ax.plot(steps, values, style, label=name, markersize=4)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+        if tag != "learning_rate":
+            ax.legend(fontsize=8)
+    figure.suptitle(f"Training curves: {os.path.basename(os.path.normpath(model_dir))}")
+    figure.tight_layout()
+    save_figure_atomically(figure, output)
+    plt.close(figure)
+    return output
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m polynet_tf.demo.curves",
+                                     description="Training curves of a run as a PNG.")
+    parser.add_argument("--model_dir", required=True, help="the run's --model_dir")
+    parser.add_argument("--output", required=True, help="PNG file to write")
+    args = parser.parse_args(argv)
+    try:
+        plot_curves(args.model_dir, args.output)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

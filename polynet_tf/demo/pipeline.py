@@ -1,0 +1,257 @@
+"""The main job end to end: image folders -> TFRecords -> 2 workers -> evaluate -> export -> predict.
+
+Every step is a command a user would type (`commands`); the demo prints each
+one before running it, and `python scripts/demo.py --print_commands` prints
+the list the README shows. Steps whose command-line tool is not installed
+(an older checkout) are reported as pending and skipped, with those that need
+their output.
+"""
+
+import dataclasses
+import importlib.util
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from typing import List, Optional, Sequence, Tuple
+
+# Ports shown in the README; a run takes free ports instead.
+README_PORTS = (12345, 12346)
+MARKER_FILE = ".polynet_demo"
+CONFIG = "official_configs/digits_demo.yaml"
+
+
+@dataclasses.dataclass
+class DemoOptions:
+    """Sizes and places of one demo run.
+
+    Attributes:
+        work_dir: everything goes here (digits, records, run, serving, report).
+        config: training configuration.
+        image_size: side of the written digit JPEGs.
+        max_per_class: fewer digits per class (None: all 1797 digits).
+        train_steps: None keeps the configuration's.
+        overrides: further `--params_override` items, e.g. "model.width_multiplier=0.0625".
+        num_workers: training processes on localhost.
+        multicrop_protocol: the evaluator's multi-crop protocol.
+    """
+
+    work_dir: str = "demo_output"
+    config: str = CONFIG
+    image_size: int = 40
+    max_per_class: Optional[int] = None
+    train_steps: Optional[int] = None
+    overrides: str = ""
+    num_workers: int = 2
+    multicrop_protocol: str = "polynet_multicrop"
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One step: its commands (run together when several) and the module each needs."""
+
+    title: str
+    commands: Tuple[Tuple[str, ...], ...]
+    module: str
+    needs: Tuple[str, ...] = ()
+
+
+def paths(options: DemoOptions) -> dict:
+    """Where each step reads and writes."""
+    work = options.work_dir
+    return {
+        "digits": f"{work}/digits", "records": f"{work}/records", "run": f"{work}/run",
+        "serving": f"{work}/serving", "report": f"{work}/report",
+    }
+
+
+def commands(options: DemoOptions, ports: Sequence[int] = README_PORTS) -> List[Step]:
+    """The demo's steps as argv lists (`python` stands for the interpreter).
+
+    Args:
+        options: sizes and places.
+        ports: one localhost port per worker.
+
+    Returns:
+        The steps in order.
+    """
+    p = paths(options)
+    digits = ["python", "-m", "polynet_tf.demo.digits", "--output_dir", p["digits"],
+              "--image_size", str(options.image_size)]
+    if options.max_per_class:
+        digits += ["--max_per_class", str(options.max_per_class)]
+    records = ["python", "-m", "polynet_tf.data.build_tfrecords",
+               "--image_dir", f"{p['digits']}/train", "--output_dir", p["records"],
+               "--num_shards", "4", "--validation_fraction", "0.2",
+               "--num_validation_shards", "2", "--no_progress"]
+    override = [f"train_data.file_pattern={p['records']}/train-*",
+                f"eval_data.file_pattern={p['records']}/validation-*"]
+    if options.train_steps:
+        override.append(f"trainer.train_steps={options.train_steps}")
+    if options.overrides:
+        override.append(options.overrides)
+    hosts = ",".join(f"localhost:{port}" for port in ports[:options.num_workers])
+    train = tuple(
+        tuple(["python", "-m", "polynet_tf.train", "--config", options.config,
+               "--model_dir", p["run"], "--params_override", ",".join(override)]
+              + (["--worker_hosts", hosts, "--task_index", str(index)]
+                 if options.num_workers > 1 else []))
+        for index in range(options.num_workers))
+    checkpoint = ["--checkpoint", f"{p['run']}/checkpoints", "--config", f"{p['run']}/params.yaml"]
+    evaluate = ["python", "-m", "polynet_tf.evaluate", *checkpoint]
+    return [
+        Step("Write the digits as JPEG files in class folders", (tuple(digits),),
+             "polynet_tf.demo.digits"),
+        Step("Build TFRecord shards (train and validation)", (tuple(records),),
+             "polynet_tf.data.build_tfrecords"),
+        Step(f"Train on {options.num_workers} local worker(s)", train, "polynet_tf.train"),
+        Step("Evaluate: single centre crop", (tuple(evaluate + [
+            "--protocol", "single", "--output_json", f"{p['run']}/evaluation_single.json"]),),
+            "polynet_tf.evaluate"),
+        Step(f"Evaluate: multi-crop ({options.multicrop_protocol})", (tuple(evaluate + [
+            "--protocol", options.multicrop_protocol,
+            "--output_json", f"{p['run']}/evaluation_{options.multicrop_protocol}.json",
+            "--save_crops_figure", f"{p['report']}/crops.png"]),), "polynet_tf.evaluate"),
+        Step("Export a SavedModel for TF Serving", (("python", "-m", "polynet_tf.export",
+             "--output_base", p["serving"], "--model_name", "digits", *checkpoint),),
+             "polynet_tf.export"),
+        Step("Classify held-out images through serving_default", (
+            ("python", "-m", "polynet_tf.demo.predict", "--saved_model", f"{p['serving']}/digits/1",
+             "--image_dir", f"{p['digits']}/held_out",
+             "--class_index", f"{p['records']}/class_index.json",
+             "--page", f"{p['report']}/predictions.png"),),
+             "polynet_tf.demo.predict", needs=("polynet_tf.export",)),
+        Step("Plot the training curves", (("python", "-m", "polynet_tf.demo.curves",
+             "--model_dir", p["run"], "--output", f"{p['report']}/training_curves.png"),),
+             "polynet_tf.demo.curves"),
+        Step("Plot accuracy against cost (paper Fig. 6)", (("python", "-m", "polynet_tf.plot_runs",
+             p["run"], "--output", f"{p['report']}/accuracy_vs_cost.png"),),
+             "polynet_tf.plot_runs"),
+    ]
+
+
+def shell_lines(steps: Sequence[Step]) -> List[str]:
+    """The steps as shell lines: parallel commands end with `&`, then `wait`."""
+    lines = []
+    for step in steps:
+        for index, argv in enumerate(step.commands):
+            last = index == len(step.commands) - 1
+            lines.append(shlex.join(argv) + ("" if last else " &"))
+        if len(step.commands) > 1:
+            lines.append("wait")
+    return lines
+
+
+def free_ports(count: int) -> List[int]:
+    """`count` localhost ports that were free a moment ago (bound to port 0)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("localhost", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def module_available(name: str) -> bool:
+    """Whether `python -m name` can run (its module exists)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+class StepFailed(RuntimeError):
+    """A step's command exited with an error."""
+
+
+def run_demo(options: DemoOptions, log=print) -> dict:
+    """Runs every step, printing each command first.
+
+    Args:
+        options: sizes and places.
+        log: where progress lines go.
+
+    Returns:
+        {"seconds": per step title, "skipped": titles of pending steps}.
+
+    Raises:
+        StepFailed: naming the command and its exit status.
+        FileExistsError: `work_dir` exists and is not an earlier demo's.
+    """
+    _prepare_work_dir(options.work_dir)
+    steps = commands(options, free_ports(options.num_workers))
+    seconds, skipped, missing = {}, [], set()
+    start = time.perf_counter()
+    for number, step in enumerate(steps, 1):
+        log(f"\n=== [{number}/{len(steps)}] {step.title}")
+        absent = [m for m in (step.module, *step.needs) if not module_available(m) or m in missing]
+        if absent:
+            missing.add(step.module)
+            skipped.append(step.title)
+            log(f"# PENDING: {', '.join(absent)} is not in this checkout yet; skipped:")
+            for line in shell_lines([step]):
+                log(f"#   {line}")
+            continue
+        for line in shell_lines([step]):
+            log(f"$ {line}")
+        began = time.perf_counter()
+        _run_parallel(step.commands, options.work_dir)
+        seconds[step.title] = time.perf_counter() - began
+        log(f"--- {seconds[step.title]:.1f} s")
+    total = time.perf_counter() - start
+    log(f"\n=== Demo finished in {total:.1f} s; report in {paths(options)['report']}/")
+    if skipped:
+        log(f"Pending steps (skipped): {'; '.join(skipped)}")
+    return {"seconds": seconds, "skipped": skipped, "total_seconds": total}
+
+
+def _prepare_work_dir(work_dir):
+    if os.path.exists(work_dir) and os.listdir(work_dir):
+        if not os.path.exists(os.path.join(work_dir, MARKER_FILE)):
+            raise FileExistsError(f"--work_dir {work_dir!r} exists and was not made by the demo: "
+                                  "choose another folder.")
+        raise FileExistsError(f"--work_dir {work_dir!r} holds an earlier demo run: delete it "
+                              f"(rm -r {shlex.quote(work_dir)}) or choose another folder.")
+    os.makedirs(work_dir, exist_ok=True)
+    with open(os.path.join(work_dir, MARKER_FILE), "w") as f:
+        f.write("made by polynet_tf.demo\n")
+
+
+def _run_parallel(argvs, work_dir):
+    """Runs the commands at once; the first streams, the others log to files."""
+    environment = dict(os.environ, PYTHONUNBUFFERED="1")
+    environment.pop("TF_CONFIG", None)  # the workers' --worker_hosts must win
+    processes, logs = [], []
+    for index, argv in enumerate(argvs):
+        real = [sys.executable if argv[0] == "python" else argv[0], *argv[1:]]
+        if index == 0:
+            processes.append(subprocess.Popen(real, env=environment))
+            continue
+        log_path = os.path.join(work_dir, f"worker_{index}.log")
+        logs.append(log_path)
+        with open(log_path, "w") as log_file:
+            processes.append(subprocess.Popen(real, stdout=log_file, stderr=subprocess.STDOUT,
+                                              env=environment))
+    codes = [None] * len(processes)
+    try:
+        while any(code is None for code in codes):
+            for index, process in enumerate(processes):
+                if codes[index] is None:
+                    codes[index] = process.poll()
+                if codes[index] not in (None, 0):
+                    raise StepFailed(f"`{shlex.join(argvs[index])}` exited with status "
+                                     f"{codes[index]}" + (f" (log: {logs[index - 1]})"
+                                                          if index else ""))
+            time.sleep(0.2)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()

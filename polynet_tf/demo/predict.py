@@ -1,0 +1,204 @@
+"""Classifies image files through an exported SavedModel's `serving_default`.
+
+    python -m polynet_tf.demo.predict --saved_model BASE/NAME/VERSION \\
+        --image_dir DIR [--class_index OUT/class_index.json] [--show 8] \\
+        [--page predictions.png]
+
+`DIR` holds one sub-folder per class (as written by `polynet_tf.demo.digits`);
+every image is sent as encoded bytes, exactly what TF Serving receives, and
+the predicted class is compared with its folder. Prints the accuracy and the
+first `--show` predictions; `--page` draws a page of images with their
+predicted labels (wrong ones in red).
+"""
+
+import argparse
+import json
+import os
+import sys
+from typing import List, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+_PAGE_IMAGES = 40
+
+
+class Prediction(NamedTuple):
+    """One classified file."""
+
+    path: str
+    true_class: str
+    predicted_class: str
+    probability: float
+
+
+class PredictError(RuntimeError):
+    """The model or the images cannot be used: the message says why."""
+
+
+def list_labelled_images(image_dir: str):
+    """Returns sorted `(path, class_name)` of `image_dir/<class>/<file>`.
+
+    Raises:
+        PredictError: if the folder has no class sub-folders with files.
+    """
+    if not os.path.isdir(image_dir):
+        raise PredictError(f"--image_dir {image_dir!r} is not a folder.")
+    items = []
+    for name in sorted(os.listdir(image_dir)):
+        folder = os.path.join(image_dir, name)
+        if name.startswith(".") or not os.path.isdir(folder):
+            continue
+        items += [(os.path.join(folder, f), name) for f in sorted(os.listdir(folder))
+                  if not f.startswith(".")]
+    if not items:
+        raise PredictError(f"--image_dir {image_dir!r} has no images in class sub-folders "
+                           "(DIR/<class>/<image>).")
+    return items
+
+
+def serving_function(saved_model_dir: str):
+    """Loads a SavedModel; returns `(model, signature, bytes input name)`.
+
+    Raises:
+        PredictError: no `serving_default` signature or no string input.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    if not os.path.isfile(os.path.join(saved_model_dir, "saved_model.pb")):
+        raise PredictError(f"{saved_model_dir!r} holds no saved_model.pb: pass the version "
+                           "folder written by python -m polynet_tf.export (BASE/NAME/VERSION).")
+    loaded = tf.saved_model.load(saved_model_dir)
+    if "serving_default" not in loaded.signatures:
+        raise PredictError(f"{saved_model_dir!r} has no serving_default signature "
+                           f"(it has {sorted(loaded.signatures)}).")
+    signature = loaded.signatures["serving_default"]
+    _, inputs = signature.structured_input_signature
+    names = [name for name, spec in inputs.items() if spec.dtype == tf.string]
+    if len(names) != 1:
+        raise PredictError(f"serving_default must take one tensor of encoded images; its "
+                           f"inputs are {dict((k, str(v)) for k, v in inputs.items())}.")
+    return loaded, signature, names[0]
+
+
+def class_probabilities(outputs) -> np.ndarray:
+    """Picks the per-class probabilities out of a signature's output dict."""
+    for key in sorted(outputs):
+        if "prob" in key or key in ("scores", "predictions"):
+            return outputs[key].numpy()
+    for key in sorted(outputs):
+        if "logit" in key:
+            logits = outputs[key].numpy()
+            shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            return shifted / shifted.sum(axis=-1, keepdims=True)
+    raise PredictError(f"serving_default returns no probabilities or logits: "
+                       f"outputs {sorted(outputs)}.")
+
+
+def classify(saved_model_dir: str, items, class_names: Sequence[str],
+             batch_size: int = 32) -> List[Prediction]:
+    """Sends every file's bytes through `serving_default`.
+
+    Args:
+        saved_model_dir: the exported version folder.
+        items: `(path, true class name)` pairs.
+        class_names: class name of each output index.
+        batch_size: files per request.
+
+    Returns:
+        One `Prediction` per item, in order.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    _, signature, input_name = serving_function(saved_model_dir)
+    predictions = []
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        encoded = []
+        for path, _ in batch:
+            with open(path, "rb") as f:
+                encoded.append(f.read())
+        probabilities = class_probabilities(signature(**{input_name: tf.constant(encoded)}))
+        if probabilities.shape[-1] != len(class_names):
+            raise PredictError(f"The model has {probabilities.shape[-1]} classes but the class "
+                               f"index names {len(class_names)}.")
+        for (path, true_class), row in zip(batch, probabilities):
+            index = int(np.argmax(row))
+            predictions.append(Prediction(path, true_class, class_names[index], float(row[index])))
+    return predictions
+
+
+def draw_page(predictions: Sequence[Prediction], output: str, count: int = _PAGE_IMAGES) -> str:
+    """A grid of the first `count` images titled with their predicted class."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    from polynet_tf.plot_runs import save_figure_atomically  # noqa: PLC0415
+
+    shown = list(predictions[:count])
+    columns = 8
+    rows = max(1, -(-len(shown) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5), dpi=100,
+                                squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, item in zip(axes.ravel(), shown):
+        with Image.open(item.path) as image:
+            ax.imshow(np.asarray(image.convert("RGB")))
+        correct = item.predicted_class == item.true_class
+        ax.set_title(f"{item.predicted_class} ({item.probability:.2f})", fontsize=9,
+                     color="black" if correct else "red")
+    wrong = sum(p.predicted_class != p.true_class for p in shown)
+    figure.suptitle(f"Predicted class (probability); {wrong} of {len(shown)} wrong, in red",
+                    fontsize=10)
+    figure.tight_layout()
+    save_figure_atomically(figure, output)
+    plt.close(figure)
+    return output
+
+
+def _class_names(class_index: Optional[str], items):
+    if class_index:
+        with open(class_index) as f:
+            return list(json.load(f)["classes"])
+    return sorted({name for _, name in items})
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m polynet_tf.demo.predict",
+        description="Classifies image files through a SavedModel's serving_default signature.")
+    parser.add_argument("--saved_model", required=True, help="exported BASE/NAME/VERSION folder")
+    parser.add_argument("--image_dir", required=True, help="DIR/<class>/<image> to classify")
+    parser.add_argument("--class_index", default=None,
+                        help="class_index.json of the training shards (default: the sorted "
+                             "sub-folder names of --image_dir)")
+    parser.add_argument("--show", type=int, default=8, help="predictions to print")
+    parser.add_argument("--page", default=None, help="PNG page of images with predictions")
+    args = parser.parse_args(argv)
+    try:
+        items = list_labelled_images(args.image_dir)
+        predictions = classify(args.saved_model, items, _class_names(args.class_index, items))
+    except PredictError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    # Every n-th file, so the printed examples cover all classes.
+    stride = max(1, len(predictions) // max(args.show, 1))
+    for item in predictions[::stride][:args.show]:
+        mark = "" if item.predicted_class == item.true_class else "   <- wrong"
+        print(f"{os.path.relpath(item.path, args.image_dir)}: predicted {item.predicted_class} "
+              f"(p={item.probability:.3f}), true {item.true_class}{mark}")
+    correct = sum(p.predicted_class == p.true_class for p in predictions)
+    print(f"served model accuracy on {len(predictions)} held-out images: "
+          f"{correct / len(predictions):.4f}")
+    if args.page:
+        page_items = predictions[::max(1, len(predictions) // _PAGE_IMAGES)]
+        draw_page(page_items, args.page)
+        print(f"wrote {args.page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
