@@ -28,6 +28,9 @@ class ModelConfig:
     synchronized_batch_norm: bool = False
     path_gates: bool = False
     seed: Optional[int] = None
+    # Recompute each PolyInception module in the backward pass instead of
+    # keeping its activations: the very deep net fits in less memory.
+    rematerialize: bool = False
 
 
 @dataclasses.dataclass

@@ -1,6 +1,8 @@
 """BatchNormalization settings shared by every unit of a network."""
 
+import contextlib
 import dataclasses
+import threading
 
 import keras
 
@@ -68,3 +70,62 @@ def make_batch_norm(settings, name, dtype=None):
         dtype=dtype,
         **kwargs,
     )
+
+
+# Per thread: MirroredStrategy traces each replica's step in its own thread.
+_FROZEN = threading.local()
+
+
+@contextlib.contextmanager
+def frozen_statistics():
+    """BatchNorms of `ConvBN` units called inside leave their moving statistics alone.
+
+    In training they still normalize with the batch statistics, so the output
+    is what a normal training call computes. Rematerialization recomputes a
+    module in the backward pass under this scope: the statistics are then
+    updated once per step (by the forward pass), not twice.
+
+    Yields:
+        None.
+    """
+    previous = getattr(_FROZEN, "active", False)
+    _FROZEN.active = True
+    try:
+        yield
+    finally:
+        _FROZEN.active = previous
+
+
+def statistics_frozen():
+    """Whether the current thread is inside `frozen_statistics()`."""
+    return getattr(_FROZEN, "active", False)
+
+
+def normalize_with_batch_statistics(norm, inputs):
+    """What `norm(inputs, training=True)` returns, without updating `norm`'s moving statistics.
+
+    Mirrors `keras.layers.BatchNormalization.call` in training (float32
+    arithmetic for low-precision inputs, synchronized moments when asked).
+
+    Args:
+        norm: a built, channels-last `keras.layers.BatchNormalization`.
+        inputs: a 4D tensor.
+
+    Returns:
+        The normalized tensor in `norm`'s compute dtype.
+    """
+    compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
+    inputs = keras.ops.cast(inputs, compute_dtype)
+    mean, variance = keras.ops.moments(
+        inputs, axes=list(range(len(inputs.shape) - 1)), synchronized=norm.synchronized
+    )
+    outputs = keras.ops.batch_normalization(
+        inputs,
+        mean,
+        variance,
+        axis=-1,
+        offset=keras.ops.cast(norm.beta, compute_dtype) if norm.center else None,
+        scale=keras.ops.cast(norm.gamma, compute_dtype) if norm.scale else None,
+        epsilon=norm.epsilon,
+    )
+    return keras.ops.cast(outputs, norm.compute_dtype)

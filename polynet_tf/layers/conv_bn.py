@@ -9,7 +9,12 @@ called with the index of the one to use.
 
 import keras
 
-from polynet_tf.layers.batch_norm import BatchNormSettings, make_batch_norm
+from polynet_tf.layers.batch_norm import (
+    BatchNormSettings,
+    make_batch_norm,
+    normalize_with_batch_statistics,
+    statistics_frozen,
+)
 from polynet_tf.layers.indexed import get_indexed, set_indexed
 
 
@@ -92,7 +97,11 @@ class ConvBN(keras.layers.Layer):
 
     def call(self, inputs, norm_index=0, training=None):
         x = self.conv(inputs)
-        x = self.norms[norm_index](x, training=training)
+        norm = self.norms[norm_index]
+        if training and norm.trainable and statistics_frozen():
+            x = normalize_with_batch_statistics(norm, x)
+        else:
+            x = norm(x, training=training)
         if self.activation:
             x = keras.ops.relu(x)
         return x

@@ -11,7 +11,7 @@ This is exactly the released network's forward pass (`pretrainedmodels`
 
 import keras
 
-from polynet_tf.layers.batch_norm import BatchNormSettings
+from polynet_tf.layers.batch_norm import BatchNormSettings, frozen_statistics
 from polynet_tf.layers.blocks import BLOCK_TYPES, InceptionResidualBlock
 from polynet_tf.layers.indexed import get_indexed
 from polynet_tf.layers.module_spec import ModuleSpec, parse_module
@@ -45,6 +45,13 @@ class PolyInceptionModule(keras.layers.Layer):
         kernel_initializer: conv kernel initializer.
         seed: seed of the stochastic-path masks.
         path_gates: whether each path has a trainable gate (see above).
+        rematerialize: in training, keep only the module's input for the
+            backward pass and recompute its paths there (`keras.remat`):
+            less memory, about one more forward pass of compute. Gradients
+            are unchanged: the stochastic-path masks are drawn outside the
+            recomputed part, and the recomputation leaves the BatchNorm
+            moving statistics alone (they are updated once per step).
+            Tested on the TensorFlow backend.
         **kwargs: base layer arguments.
     """
 
@@ -59,6 +66,7 @@ class PolyInceptionModule(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         seed=None,
         path_gates=False,
+        rematerialize=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -74,6 +82,7 @@ class PolyInceptionModule(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.seed = seed
         self.path_gates = bool(path_gates)
+        self.rematerialize = bool(rematerialize)
         self.gates = None
         self._initial_drop_path_rate = _checked_rate(drop_path_rate)
         self._num_blocks = 0
@@ -161,7 +170,29 @@ class PolyInceptionModule(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
+        # Masks are drawn here, outside any recomputation: a mask drawn again
+        # in the backward pass would differ from the forward pass's.
         path_scales = self._path_scales(inputs, training)
+        if training and self.rematerialize:
+            return self._rematerialized_paths(inputs, path_scales, training)
+        return self._sum_of_paths(inputs, path_scales, training)
+
+    def _rematerialized_paths(self, inputs, path_scales, training):
+        """`_sum_of_paths` under `keras.remat`; the recomputation freezes BN statistics."""
+        forward_done = []
+
+        def sum_of_paths(inputs, *path_scales):
+            # The first call is the forward pass; later ones recompute it
+            # for the gradient and must not move the statistics again.
+            if forward_done:
+                with frozen_statistics():
+                    return self._sum_of_paths(inputs, path_scales, training)
+            forward_done.append(True)
+            return self._sum_of_paths(inputs, path_scales, training)
+
+        return keras.remat(sum_of_paths)(inputs, *path_scales)
+
+    def _sum_of_paths(self, inputs, path_scales, training):
         output = inputs
         path = 0
         for plan in self.chain_plan:
@@ -215,6 +246,7 @@ class PolyInceptionModule(keras.layers.Layer):
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             seed=self.seed,
             path_gates=self.path_gates,
+            rematerialize=self.rematerialize,
         )
         return config
 

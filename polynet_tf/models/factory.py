@@ -6,7 +6,7 @@ from polynet_tf.models.polynet import PolyNet
 
 _OPTION_FIELDS = (
     "width_multiplier", "residual_scale", "drop_path_rate", "dropout_rate", "bn_epsilon",
-    "bn_momentum", "synchronized_batch_norm", "path_gates", "seed",
+    "bn_momentum", "synchronized_batch_norm", "path_gates", "seed", "rematerialize",
 )
 
 

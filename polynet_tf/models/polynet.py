@@ -36,6 +36,7 @@ _DEFAULT_OPTIONS = {
     "kernel_initializer": "glorot_uniform",
     "seed": None,
     "path_gates": False,
+    "rematerialize": False,
 }
 
 
@@ -79,7 +80,9 @@ def PolyNet(
             synchronized_batch_norm (False), kernel_initializer
             ("glorot_uniform"), seed (stochastic-path masks), path_gates
             (False; a trainable scalar per path, used by function-preserving
-            growth).
+            growth), rematerialize (False; recompute each PolyInception
+            module in the backward pass instead of keeping its activations:
+            less memory, same gradients).
 
     Returns:
         A functional `keras.Model`.
@@ -130,6 +133,7 @@ def PolyNet(
                 drop_path_rate=rates[k],
                 seed=seed,
                 path_gates=options["path_gates"],
+                rematerialize=options["rematerialize"],
                 name=f"stage_{stage.name.lower()}_{index}",
                 **common,
             )(x)

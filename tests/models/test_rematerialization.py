@@ -1,0 +1,64 @@
+"""PolyNet(rematerialize=True): a whole network's training step is unchanged."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from polynet_tf import PolyNet
+from polynet_tf.configs import ModelConfig
+from polynet_tf.models import polyinception_modules
+from polynet_tf.models.factory import build_model
+from tests.conftest import TINY_WIDTH
+
+SPEC = "A: 2way | B: poly3[convs], 2way | C: mpoly2"
+
+
+def _tiny(rematerialize):
+    keras.utils.set_random_seed(5)  # same initial weights for both networks
+    return PolyNet(SPEC, width_multiplier=TINY_WIDTH, classes=5, input_shape=(75, 75, 3),
+                   classifier_activation=None, drop_path_rate=0.5, seed=11,
+                   rematerialize=rematerialize)
+
+
+def _step(model, x, labels):
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    loss, gradients = step()
+    return float(loss), [g.numpy() for g in gradients]
+
+
+def test_training_step_gradients_and_statistics_equal_the_plain_network():
+    x = np.random.default_rng(0).normal(size=(4, 75, 75, 3)).astype("float32")
+    labels = tf.constant([0, 1, 2, 3])
+    plain, remat = _tiny(False), _tiny(True)
+    assert all(m.rematerialize for m in polyinception_modules(remat))
+    loss_plain, g_plain = _step(plain, x, labels)
+    loss_remat, g_remat = _step(remat, x, labels)
+    assert np.isclose(loss_remat, loss_plain, rtol=1e-6)
+    for variable, a, b in zip(plain.trainable_variables, g_plain, g_remat):
+        scale = np.abs(a).max() + 1e-12
+        np.testing.assert_allclose(b / scale, a / scale, atol=1e-5, err_msg=variable.path)
+    moved = 0
+    for a, b in zip(plain.non_trainable_variables, remat.non_trainable_variables):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
+        moved += not np.allclose(a.numpy(), 0.0) and not np.allclose(a.numpy(), 1.0)
+    assert moved > 0  # the statistics did move
+
+
+def test_the_option_is_saved_and_comes_from_the_model_config(tmp_path):
+    model = build_model(ModelConfig(architecture=SPEC, num_classes=3,
+                                    width_multiplier=TINY_WIDTH, rematerialize=True),
+                        image_size=75)
+    assert all(m.rematerialize for m in polyinception_modules(model))
+    path = tmp_path / "remat.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    assert all(m.rematerialize for m in polyinception_modules(restored))
+    plain = build_model(ModelConfig(architecture=SPEC, num_classes=3,
+                                    width_multiplier=TINY_WIDTH), image_size=75)
+    assert not any(m.rematerialize for m in polyinception_modules(plain))
