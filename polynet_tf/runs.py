@@ -73,7 +73,8 @@ def read_scalars(log_dir: str) -> Dict[str, List[Tuple[int, float]]]:
 
     values: Dict[str, Dict[int, float]] = {}
     for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
-        for event in tf.compat.v1.train.summary_iterator(path):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
             for value in event.summary.value:
                 if value.HasField("tensor"):
                     number = float(tf.make_ndarray(value.tensor))
