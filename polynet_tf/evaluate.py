@@ -1,0 +1,198 @@
+"""Evaluates PolyNets under single-crop or multi-crop protocols: `python -m polynet_tf.evaluate`.
+
+The released weights, their published protocol (squash 378, centre 331):
+    python -m polynet_tf.evaluate --weights imagenet --architecture very_deep \
+        --data_pattern "val/validation-*" --label_offset 1 --protocol released
+A training run, the paper's multi-crop (8 scales x 36 crops, top-30% pooling):
+    python -m polynet_tf.evaluate --checkpoint runs/a --protocol polynet_multicrop \
+        --data_pattern "val/validation-*"
+An ensemble (weights are normalised to sum to 1):
+    python -m polynet_tf.evaluate --model checkpoint=runs/a,weight=0.6 \
+        --model saved_model=export/resnet/1,weight=0.4 --protocol googlenet144 --crop_size 331 ...
+
+Writes the report (top-1/top-5 accuracy and error, per-class accuracy, number
+of images, protocol, models) as JSON to `--output` and prints a summary.
+Exit status: 0 done, 2 bad arguments or inputs.
+"""
+
+import sys
+
+from absl import app, flags
+
+flags.DEFINE_multi_string(
+    "model", [], "A model, repeatable for an ensemble: comma-separated key=value with exactly "
+    "one of weights=FILE|imagenet, checkpoint=DIR, saved_model=DIR, and optional "
+    "architecture=, config=, classes=, weight= (ensemble weight, default 1).")
+flags.DEFINE_string("weights", None, "Weights file (.weights.h5) or 'imagenet'; with "
+                    "--architecture or --config.")
+flags.DEFINE_string("checkpoint", None, "Training model_dir, its checkpoints/ folder or a "
+                    "checkpoint prefix; configuration from --config or params.yaml.")
+flags.DEFINE_string("saved_model", None, "SavedModel directory with a 'serve_images' signature.")
+flags.DEFINE_string("architecture", None, "Architecture preset or spec for --weights.")
+flags.DEFINE_string("config", None, "Experiment YAML: the model and its normalisation.")
+flags.DEFINE_integer("classes", None, "Number of classes for --weights with --architecture "
+                     "(default 1000).")
+flags.DEFINE_string("data_pattern", None, "Glob(s) of TFRecord shards, comma-separated.")
+flags.DEFINE_integer("label_offset", None, "Subtracted from stored labels (default: the "
+                     "class_index.json beside the shards, else 0; TF's ImageNet shards: 1).")
+flags.DEFINE_string("tfds_name", None, "TFDS dataset instead of TFRecords, e.g. imagenet2012.")
+flags.DEFINE_string("tfds_split", "validation", "TFDS split.")
+flags.DEFINE_string("tfds_data_dir", "", "TFDS data directory.")
+flags.DEFINE_string("tfds_manual_dir", "", "Prepare the TFDS dataset from the files here.")
+flags.DEFINE_enum("protocol", "single",
+                  ["single", "released", "googlenet144", "polynet_multicrop"], "Crop protocol.")
+flags.DEFINE_integer("crop_size", None, "Crop side (default: the protocol's: 331, 224 for "
+                     "googlenet144).")
+flags.DEFINE_float("crop_fraction", None, "single: fraction of the shorter side kept "
+                   "(default 0.875).")
+flags.DEFINE_list("scales", None, "Resized shorter side (or squash side) of each scale.")
+flags.DEFINE_float("topk_fraction", None, "polynet_multicrop: fraction of crops per scale "
+                   "averaged per class (default 0.3).")
+flags.DEFINE_integer("batch_size", 0, "Images per step over all replicas; 0: enough for "
+                     "about 32 crops per replica.")
+flags.DEFINE_integer("max_images", None, "Evaluate only the first N images.")
+flags.DEFINE_string("output", "evaluation.json", "Where the JSON report goes.")
+flags.DEFINE_string("save_crops_figure", None, "PNG drawing the crop boxes of one image.")
+flags.DEFINE_string("figure_image", None, "Image file for --save_crops_figure (default: the "
+                    "first image of the data).")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored"],
+                  "mirrored: all local GPUs (or --num_cpu_devices CPU replicas).")
+flags.DEFINE_integer("num_cpu_devices", 0, "Split the CPU into this many logical devices "
+                     "(tries the multi-device path without GPUs).")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+FLAGS = flags.FLAGS
+EXIT_USAGE = 2
+
+
+class UsageError(ValueError):
+    """Bad arguments or inputs: reported without a traceback."""
+
+
+def model_specs_from_flags(flag_values):
+    """The `ModelSpec`s named by --model and the single-model flags.
+
+    Args:
+      flag_values: parsed flags.
+
+    Returns:
+      A list of `ModelSpec`.
+
+    Raises:
+      UsageError: if no model or conflicting model flags are given.
+    """
+    from polynet_tf.evaluation.model_sources import ModelSpec, parse_model_spec  # noqa
+
+    specs = [parse_model_spec(text) for text in flag_values.model]
+    single = [(kind, getattr(flag_values, kind)) for kind in ("weights", "checkpoint",
+                                                              "saved_model")
+              if getattr(flag_values, kind)]
+    if len(single) > 1:
+        raise UsageError("Give one of --weights, --checkpoint, --saved_model (or repeat "
+                         "--model for an ensemble).")
+    if single:
+        kind, path = single[0]
+        specs.append(ModelSpec(kind, path, architecture=flag_values.architecture,
+                               config=flag_values.config, classes=flag_values.classes))
+    if not specs:
+        raise UsageError("No model: give --weights, --checkpoint, --saved_model or --model.")
+    return specs
+
+
+def protocol_from_flags(flag_values):
+    """The `CropProtocol` of --protocol and its options."""
+    from polynet_tf.evaluation import get_protocol  # noqa: PLC0415
+
+    overrides = {"crop_size": flag_values.crop_size,
+                 "topk_fraction": flag_values.topk_fraction}
+    if flag_values.scales:
+        try:
+            overrides["scales"] = tuple(int(s) for s in flag_values.scales)
+        except ValueError:
+            raise UsageError(f"--scales must be integers; received {flag_values.scales}.")
+    if flag_values.crop_fraction is not None:
+        if flag_values.protocol != "single":
+            raise UsageError("--crop_fraction applies to --protocol single only.")
+        overrides["crop_fraction"] = flag_values.crop_fraction
+    return get_protocol(flag_values.protocol, **overrides)
+
+
+def _make_strategy(tf):
+    if FLAGS.num_cpu_devices:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.num_cpu_devices)
+    if FLAGS.strategy == "default":
+        return tf.distribute.get_strategy()
+    devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
+        d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def run(flag_values):
+    """Loads models and data, evaluates, writes the report; returns it."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    strategy = _make_strategy(tf)  # Before any other op (logical devices).
+    from polynet_tf.evaluation import data, evaluator, metrics  # noqa: PLC0415
+    from polynet_tf.evaluation.model_sources import load_scorer  # noqa: PLC0415
+
+    protocol = protocol_from_flags(flag_values)
+    specs = model_specs_from_flags(flag_values)
+    if bool(flag_values.data_pattern) == bool(flag_values.tfds_name):
+        raise UsageError("Give exactly one data source: --data_pattern (TFRecord shards) or "
+                         "--tfds_name.")
+    if flag_values.data_pattern:
+        records = data.tfrecord_records(flag_values.data_pattern, flag_values.label_offset)
+    else:
+        records = data.tfds_records(flag_values.tfds_name, flag_values.tfds_split,
+                                    flag_values.tfds_data_dir, flag_values.tfds_manual_dir)
+    dataset, num_images = records.dataset, records.num_images
+    if flag_values.max_images:
+        dataset = dataset.take(flag_values.max_images)
+        num_images = min(num_images or flag_values.max_images, flag_values.max_images)
+    if flag_values.save_crops_figure:
+        _save_figure(tf, records.dataset, protocol, flag_values)
+    with strategy.scope():
+        scorers = [load_scorer(spec) for spec in specs]
+    batch_size = flag_values.batch_size or strategy.num_replicas_in_sync * max(
+        1, 32 // protocol.crops_per_scale)
+    runner = evaluator.Evaluator(scorers, protocol, [s.weight for s in specs], strategy)
+    report = runner.evaluate(data.crops_dataset(dataset, protocol, batch_size), num_images,
+                             records.class_names, progress=flag_values.progress)
+    report["data"] = {"source": records.description, "batch_size": batch_size}
+    metrics.write_json_atomically(report, flag_values.output)
+    print(metrics.summary_text(report))
+    print(f"Report: {flag_values.output}")
+    return report
+
+
+def _save_figure(tf, records, protocol, flag_values):
+    from polynet_tf.evaluation.figure import save_crops_figure  # noqa: PLC0415
+
+    if flag_values.figure_image:
+        with open(flag_values.figure_image, "rb") as f:
+            encoded = f.read()
+    else:
+        encoded = next(iter(records.take(1)))[0].numpy()
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
+    save_crops_figure(image, protocol, flag_values.save_crops_figure)
+    print(f"Crop boxes drawn in {flag_values.save_crops_figure}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"Unexpected arguments {argv[1:]}; every option is a --flag.")
+    try:
+        run(FLAGS)
+    except (UsageError, ValueError, FileNotFoundError, ImportError) as error:
+        _fail(str(error))
+
+
+def _fail(message):
+    print(f"polynet_tf.evaluate: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,82 @@
+"""Drawing a protocol's crop boxes on one image (matplotlib, the `[plot]` extra)."""
+
+import os
+
+import numpy as np
+
+from polynet_tf.evaluation import protocols
+
+# One colour per position of the googlenet layout (corners, centre, whole square).
+_COLOURS = ("tab:red", "tab:orange", "tab:green", "tab:blue", "tab:purple", "white")
+
+
+def save_crops_figure(image: np.ndarray, protocol: protocols.CropProtocol, path: str,
+                      columns: int = 4) -> str:
+    """Draws the crop boxes of one image, one panel per scale, and saves a PNG.
+
+    Each panel shows the image resized for that scale with its boxes; mirrored
+    crops share their twin's box (the title says so). The file is written under
+    a temporary name and renamed.
+
+    Args:
+      image: uint8 `[height, width, 3]`, the decoded image.
+      protocol: the `CropProtocol`.
+      path: the PNG to write.
+      columns: panels per row.
+
+    Returns:
+      `path`.
+
+    Raises:
+      ImportError: if matplotlib is missing (`pip install 'polynet-tf[plot]'`).
+    """
+    try:
+        import matplotlib  # noqa: PLC0415
+
+        matplotlib.use("Agg")
+        from matplotlib import patches, pyplot  # noqa: PLC0415
+    except ImportError:
+        raise ImportError("--save_crops_figure needs matplotlib: "
+                          "pip install 'polynet-tf[plot]'.") from None
+    from PIL import Image  # noqa: PLC0415
+
+    image = np.asarray(image, np.uint8)
+    height, width = image.shape[:2]
+    layout = protocol.crop_layout(height, width)
+    columns = min(columns, protocol.num_scales)
+    rows = -(-protocol.num_scales // columns)
+    figure, axes = pyplot.subplots(rows, columns, figsize=(4 * columns, 4 * rows),
+                                   squeeze=False)
+    unmirrored = ~layout.mirrored
+    for scale_index in range(protocol.num_scales):
+        axis = axes[scale_index // columns][scale_index % columns]
+        scaled_height, scaled_width = layout.scaled_sizes[scale_index]
+        axis.imshow(Image.fromarray(image).resize((scaled_width, scaled_height),
+                                                  Image.BILINEAR))
+        chosen = (layout.scale_indices == scale_index) & unmirrored
+        for number, (y0, x0, y1, x1) in enumerate(layout.boxes[chosen]):
+            colour = _COLOURS[number % protocol.boxes_per_scale % len(_COLOURS)]
+            axis.add_patch(patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0,
+                                             fill=False, edgecolor=colour, linewidth=1.2))
+        scale = protocol.scales[scale_index] if protocol.scales else "as decoded"
+        axis.set_title(f"scale {scale}: {scaled_height}x{scaled_width}, "
+                       f"{int(chosen.sum())} boxes" + (" (x2 mirrored)" if protocol.mirror
+                                                        else ""), fontsize=9)
+        axis.set_xlim(-0.5, scaled_width - 0.5)
+        axis.set_ylim(scaled_height - 0.5, -0.5)
+    for index in range(protocol.num_scales, rows * columns):
+        axes[index // columns][index % columns].axis("off")
+    figure.suptitle(f"{protocol.name}: {protocol.num_crops} crops of {protocol.crop_size}x"
+                    f"{protocol.crop_size} from a {height}x{width} image")
+    figure.tight_layout()
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temp_path = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        figure.savefig(temp_path, format="png", dpi=80)
+        os.replace(temp_path, path)
+    finally:
+        pyplot.close(figure)
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+    return path

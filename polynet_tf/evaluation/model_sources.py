@@ -1,0 +1,310 @@
+"""Where an evaluated model comes from, and how it turns crops into probabilities.
+
+A model is named by a `ModelSpec` (plain data, parsed from the CLI's
+`--model` text) and loaded into a `Scorer`: a callable taking raw RGB crops
+(float32 `[n, size, size, 3]` in [0, 255]) and returning softmax probabilities
+`[n, classes]`. Each scorer applies its own model's normalisation, so models
+trained with different statistics can be evaluated together (ensembles).
+
+Sources:
+
+- `weights=FILE` (a `.weights.h5` file, or `imagenet` for the released
+  weights) with `architecture=NAME` (normalised like `preprocess_input`) or
+  `config=YAML` (the model and the eval data's mean/std of an experiment).
+- `checkpoint=DIR`: a training run's `model_dir` (or its `checkpoints/`
+  folder, or one checkpoint prefix); the configuration is `config=YAML` or the
+  run's `params.yaml`.
+- `saved_model=DIR`: an exported SavedModel with a `serve_images` signature
+  taking images in [0, 255] and returning `probabilities`.
+"""
+
+import dataclasses
+import os
+from typing import Callable, Optional
+
+import tensorflow as tf
+
+from polynet_tf.data import normalization
+
+SOURCE_KINDS = ("weights", "checkpoint", "saved_model")
+SPEC_KEYS = SOURCE_KINDS + ("architecture", "config", "classes", "weight")
+SERVE_IMAGES_SIGNATURE = "serve_images"
+PROBABILITIES_OUTPUT = "probabilities"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One model to evaluate.
+
+    Attributes:
+      kind: "weights", "checkpoint" or "saved_model".
+      path: the weights file (or "imagenet"), checkpoint directory/prefix, or
+        SavedModel directory.
+      architecture: preset name or stage spec (kind "weights" without config).
+      config: experiment YAML giving the model and its normalisation.
+      classes: number of classes (kind "weights" without config; default 1000).
+      weight: the model's weight in an ensemble (> 0; weights are normalised
+        to sum to 1).
+    """
+
+    kind: str
+    path: str
+    architecture: Optional[str] = None
+    config: Optional[str] = None
+    classes: Optional[int] = None
+    weight: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in SOURCE_KINDS:
+            raise ValueError(
+                f"Model source must be one of {list(SOURCE_KINDS)}; received {self.kind!r}.")
+        if not self.path:
+            raise ValueError(f"Model source {self.kind!r} needs a path.")
+        if not (isinstance(self.weight, (int, float)) and self.weight > 0):
+            raise ValueError(f"Model weight must be a positive number; received "
+                             f"{self.weight!r}.")
+        if self.kind == "weights" and not (self.architecture or self.config):
+            raise ValueError(
+                f"weights={self.path!r} needs architecture=NAME or config=YAML to build "
+                "the model the weights belong to.")
+
+    def describe(self) -> str:
+        """Short text naming the model, for reports."""
+        extra = "".join(f", {k}={v}" for k, v in (("architecture", self.architecture),
+                                                 ("config", self.config)) if v)
+        return f"{self.kind}={self.path}{extra}"
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    """Parses `--model` text: comma-separated `key=value` pairs.
+
+    Exactly one of `weights=`, `checkpoint=`, `saved_model=`; optional
+    `architecture=`, `config=`, `classes=`, `weight=`. Examples:
+    `checkpoint=runs/a,weight=0.6`, `weights=imagenet,architecture=very_deep`,
+    `saved_model=export/polynet/1,weight=2`.
+
+    Args:
+      text: the spec.
+
+    Returns:
+      A `ModelSpec`.
+
+    Raises:
+      ValueError: naming the malformed or unknown part.
+    """
+    values = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or not value.strip():
+            raise ValueError(
+                f"Bad model spec {text!r}: {part!r} is not key=value. Example: "
+                "'checkpoint=runs/a,weight=0.6'.")
+        if key not in SPEC_KEYS:
+            raise ValueError(
+                f"Bad model spec {text!r}: unknown key {key!r}; allowed: {list(SPEC_KEYS)}.")
+        if key in values:
+            raise ValueError(f"Bad model spec {text!r}: {key!r} given twice.")
+        values[key] = value.strip()
+    kinds = [k for k in SOURCE_KINDS if k in values]
+    if len(kinds) != 1:
+        raise ValueError(
+            f"Bad model spec {text!r}: give exactly one of weights=, checkpoint=, "
+            "saved_model=.")
+    try:
+        weight = float(values.get("weight", 1.0))
+        classes = int(values["classes"]) if "classes" in values else None
+    except ValueError:
+        raise ValueError(f"Bad model spec {text!r}: weight must be a number and classes "
+                         "an integer.") from None
+    return ModelSpec(kind=kinds[0], path=values[kinds[0]],
+                     architecture=values.get("architecture"), config=values.get("config"),
+                     classes=classes, weight=weight)
+
+
+@dataclasses.dataclass
+class Scorer:
+    """Raw crops -> probabilities for one model.
+
+    Attributes:
+      score: callable, float32 `[n, size, size, 3]` in [0, 255] ->
+        float32 `[n, classes]` probabilities.
+      num_classes: number of classes.
+      description: what was loaded, for reports.
+      input_size: the model's fixed input side, or None if it takes any size.
+      model: the Keras model, when there is one (None for SavedModels).
+    """
+
+    score: Callable
+    num_classes: int
+    description: str
+    input_size: Optional[int] = None
+    model: Optional[object] = None
+
+    def __call__(self, crops):
+        return self.score(crops)
+
+
+def keras_scorer(model, mean=normalization.IMAGENET_MEAN, std=normalization.IMAGENET_STD,
+                 from_logits=False, description="keras model") -> Scorer:
+    """A scorer from a Keras classifier.
+
+    Args:
+      model: Keras model taking normalised images.
+      mean: normalisation mean on the [0, 1] scale (`normalize_image`).
+      std: normalisation standard deviation on the [0, 1] scale.
+      from_logits: the model returns logits (softmax is applied here).
+      description: for reports.
+
+    Returns:
+      A `Scorer`.
+    """
+    mean, std = tuple(mean), tuple(std)
+
+    def score(crops):
+        outputs = model(normalization.normalize_image(crops, mean, std), training=False)
+        outputs = tf.cast(outputs, tf.float32)
+        return tf.nn.softmax(outputs, axis=-1) if from_logits else outputs
+
+    input_size = model.input_shape[1] if model.input_shape[1] == model.input_shape[2] else None
+    return Scorer(score, int(model.output_shape[-1]), description, input_size, model)
+
+
+def load_scorer(spec: ModelSpec) -> Scorer:
+    """Loads the model a spec names.
+
+    Args:
+      spec: the `ModelSpec`.
+
+    Returns:
+      A `Scorer`.
+
+    Raises:
+      FileNotFoundError: for a missing file, directory or checkpoint.
+      ValueError: for a SavedModel without the `serve_images` signature, or
+        a checkpoint that does not fit the configured model.
+    """
+    if spec.kind == "saved_model":
+        return _saved_model_scorer(spec)
+    if spec.kind == "checkpoint":
+        return _checkpoint_scorer(spec)
+    return _weights_scorer(spec)
+
+
+def load_model_config(path):
+    """The `ExperimentConfig` of a YAML file, without requiring data sources.
+
+    Args:
+      path: experiment YAML (e.g. a run's `params.yaml`).
+
+    Returns:
+      An `ExperimentConfig` (unknown keys are errors; the data fields are not
+      checked: evaluation reads its own data).
+
+    Raises:
+      FileNotFoundError: if the file does not exist.
+    """
+    # Imported here: configs import models, which the protocols do not need.
+    from polynet_tf.configs import base, experiment  # noqa: PLC0415
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Configuration file {path!r} does not exist.")
+    values = base.load_yaml(path) or {}
+    values.setdefault("train_data", {}).setdefault("is_training", True)
+    values.setdefault("eval_data", {}).setdefault("is_training", False)
+    return base.from_dict(experiment.ExperimentConfig, values)
+
+
+def _weights_scorer(spec):
+    from polynet_tf.models import PolyNet  # noqa: PLC0415
+    from polynet_tf.models.factory import build_model  # noqa: PLC0415
+
+    if spec.path != "imagenet" and not os.path.isfile(spec.path):
+        raise FileNotFoundError(f"Weights file {spec.path!r} does not exist.")
+    if spec.config:
+        config = load_model_config(spec.config)
+        model = build_model(config.model, image_size=None, classifier_activation="softmax")
+        if spec.path == "imagenet":
+            raise ValueError("weights=imagenet takes architecture=very_deep, not a config.")
+        model.load_weights(spec.path)
+        return keras_scorer(model, config.eval_data.mean, config.eval_data.std,
+                            description=spec.describe())
+    model = PolyNet(spec.architecture, weights=spec.path, input_shape=(None, None, 3),
+                    classes=spec.classes or 1000, classifier_activation="softmax")
+    # preprocess_input's statistics (the released weights').
+    return keras_scorer(model, description=spec.describe())
+
+
+def _checkpoint_scorer(spec):
+    from polynet_tf.models.factory import build_model  # noqa: PLC0415
+
+    path = spec.path
+    if os.path.isdir(path):
+        subdir = os.path.join(path, "checkpoints")
+        checkpoint_dir = subdir if os.path.isdir(subdir) else path
+        prefix = tf.train.latest_checkpoint(checkpoint_dir)
+        if prefix is None:
+            raise FileNotFoundError(
+                f"No checkpoint in {checkpoint_dir!r}; give a training model_dir, its "
+                "checkpoints/ folder or a checkpoint prefix like ckpt-600.")
+    elif tf.io.gfile.exists(path + ".index"):
+        prefix = path
+        checkpoint_dir = os.path.dirname(path)
+    else:
+        raise FileNotFoundError(f"Checkpoint {path!r} does not exist.")
+    config_path = spec.config
+    if not config_path:
+        for candidate in (os.path.join(checkpoint_dir, "params.yaml"),
+                          os.path.join(os.path.dirname(checkpoint_dir.rstrip("/")),
+                                       "params.yaml")):
+            if os.path.isfile(candidate):
+                config_path = candidate
+                break
+        else:
+            raise FileNotFoundError(
+                f"No params.yaml next to checkpoint {prefix!r}; pass config=YAML (the "
+                "training configuration).")
+    config = load_model_config(config_path)
+    model = build_model(config.model, image_size=None)
+    status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as error:
+        raise ValueError(
+            f"Checkpoint {prefix!r} does not fit the model of {config_path!r}: "
+            f"{str(error)[:300]}") from None
+    return keras_scorer(model, config.eval_data.mean, config.eval_data.std,
+                        from_logits=True, description=f"{spec.describe()} ({prefix})")
+
+
+def _saved_model_scorer(spec):
+    if not tf.saved_model.contains_saved_model(spec.path):
+        raise FileNotFoundError(f"No SavedModel in {spec.path!r}.")
+    loaded = tf.saved_model.load(spec.path)
+    if SERVE_IMAGES_SIGNATURE not in loaded.signatures:
+        raise ValueError(
+            f"SavedModel {spec.path!r} has no {SERVE_IMAGES_SIGNATURE!r} signature (it has "
+            f"{sorted(loaded.signatures)}); export it with polynet_tf's exporter.")
+    signature = loaded.signatures[SERVE_IMAGES_SIGNATURE]
+    inputs = signature.structured_input_signature[1]
+    if len(inputs) != 1:
+        raise ValueError(f"{SERVE_IMAGES_SIGNATURE!r} of {spec.path!r} must take one input; "
+                         f"it takes {sorted(inputs)}.")
+    (input_name, input_spec), = inputs.items()
+    outputs = signature.structured_outputs
+    if PROBABILITIES_OUTPUT not in outputs:
+        raise ValueError(f"{SERVE_IMAGES_SIGNATURE!r} of {spec.path!r} returns "
+                         f"{sorted(outputs)}, not {PROBABILITIES_OUTPUT!r}.")
+
+    def score(crops):
+        images = tf.cast(crops, input_spec.dtype)
+        return tf.cast(signature(**{input_name: images})[PROBABILITIES_OUTPUT], tf.float32)
+
+    shape = input_spec.shape
+    input_size = shape[1] if shape.rank == 4 and shape[1] == shape[2] else None
+    scorer = Scorer(score, int(outputs[PROBABILITIES_OUTPUT].shape[-1]), spec.describe(),
+                    input_size)
+    scorer.loaded = loaded  # Keeps the SavedModel's variables alive.
+    return scorer
