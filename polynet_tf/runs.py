@@ -14,8 +14,9 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 PARAMS_FILE = "params.yaml"
-# The evaluator (`python -m polynet_tf.evaluate`) writes its JSON result here
-# when asked to (`--output_json MODEL_DIR/evaluation_<protocol>.json`).
+# Evaluator reports (`python -m polynet_tf.evaluate ... --output FILE`) that
+# count as a run's result: JSON files named like this in the run directory
+# (the demo writes MODEL_DIR/evaluation_<protocol>.json).
 EVALUATION_JSON_PATTERN = "evaluation*.json"
 
 
@@ -89,8 +90,9 @@ def read_scalars(log_dir: str) -> Dict[str, List[Tuple[int, float]]]:
 def final_eval_result(model_dir: str, protocol: Optional[str] = None) -> EvalResult:
     """The evaluation result of a finished run.
 
-    The rule: an evaluator JSON file in `model_dir` (`evaluation*.json` with a
-    `top1` entry; with `protocol`, the one whose `protocol` matches) wins;
+    The rule: an evaluator report in `model_dir` (`evaluation*.json` with a
+    `top1_accuracy` entry; with `protocol`, the one whose protocol name
+    matches) wins;
     otherwise the trainer's last validation summaries (`eval/` top1 and top5),
     which must belong to the run's last step (`trainer.train_steps`).
 
@@ -98,6 +100,7 @@ def final_eval_result(model_dir: str, protocol: Optional[str] = None) -> EvalRes
         model_dir: the run directory.
         protocol: evaluator protocol to pick among several JSON files (e.g.
             "single"); None takes the only one, or "single" among several.
+            Only None and "single" fall back to the trainer's summaries.
 
     Returns:
         An `EvalResult`.
@@ -109,13 +112,18 @@ def final_eval_result(model_dir: str, protocol: Optional[str] = None) -> EvalRes
     result = _from_evaluator_json(model_dir, protocol)
     if result is not None:
         return result
+    if protocol not in (None, "single"):
+        raise RunError(f"Run {model_dir!r} has no {protocol} evaluation report "
+                       f"({EVALUATION_JSON_PATTERN} with that protocol); the trainer's own "
+                       "validation is a single crop. Run python -m polynet_tf.evaluate "
+                       f"--protocol {protocol} --output MODEL_DIR/evaluation_{protocol}.json.")
     params = read_params(model_dir)
     scalars = read_scalars(os.path.join(model_dir, "eval"))
     if "top1" not in scalars:
         raise RunError(
             f"Run {model_dir!r} has no evaluation result: no {EVALUATION_JSON_PATTERN} file and "
             "no validation summaries in eval/. Train with --mode train_and_eval, or evaluate it "
-            "(python -m polynet_tf.evaluate ... --output_json "
+            "(python -m polynet_tf.evaluate --checkpoint MODEL_DIR ... --output "
             f"{os.path.join(model_dir, 'evaluation_single.json')}).")
     step, top1 = scalars["top1"][-1]
     train_steps = params.get("trainer", {}).get("train_steps")
@@ -135,12 +143,12 @@ def _from_evaluator_json(model_dir, protocol):
                 data = json.load(f)
         except (OSError, json.JSONDecodeError) as error:
             raise RunError(f"Cannot read the evaluation result {path!r}: {error}") from None
-        if isinstance(data, dict) and "top1" in data:
+        if isinstance(data, dict) and "top1_accuracy" in data:
             found.append((path, data))
     if protocol is not None:
-        found = [(p, d) for p, d in found if d.get("protocol") == protocol]
+        found = [(p, d) for p, d in found if _protocol_name(d) == protocol]
     elif len(found) > 1:
-        single = [(p, d) for p, d in found if d.get("protocol") == "single"]
+        single = [(p, d) for p, d in found if _protocol_name(d) == "single"]
         if len(single) != 1:
             raise RunError(f"Run {model_dir!r} has several evaluation results "
                            f"({', '.join(os.path.basename(p) for p, _ in found)}); choose one "
@@ -152,7 +160,11 @@ def _from_evaluator_json(model_dir, protocol):
         raise RunError(f"Run {model_dir!r} has several results for protocol {protocol!r}: "
                        f"{', '.join(os.path.basename(p) for p, _ in found)}; keep one.")
     path, data = found[0]
-    top5 = data.get("top5")
-    step = data.get("step")
-    return EvalResult(float(data["top1"]), None if top5 is None else float(top5),
-                      None if step is None else int(step), path)
+    top5 = data.get("top5_accuracy")
+    return EvalResult(float(data["top1_accuracy"]), None if top5 is None else float(top5),
+                      None, path)
+
+
+def _protocol_name(report):
+    protocol = report.get("protocol")
+    return protocol.get("name") if isinstance(protocol, dict) else protocol

@@ -23,10 +23,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from polynet_tf.demo import pipeline  # noqa: E402
 
-# A smaller run (the test suite's): 40 digits per class, fewer steps.
-QUICK = {"max_per_class": 40, "train_steps": 120,
-         "overrides": "trainer.eval_interval=120,trainer.checkpoint_interval=120,"
-                      "schedule.decay_steps=90"}
+# A smaller run (the test suite's): 40 digits per class, 3 modules, fewer steps.
+QUICK = {"max_per_class": 40, "train_steps": 120, "multicrop_max_images": 10,
+         "overrides": "model.architecture=A: 2way | B: 2way | C: 2way,trainer.eval_interval=120,"
+                      "trainer.checkpoint_interval=120,schedule.decay_steps=90"}
 
 
 def parse_options(argv=None):
@@ -34,7 +34,7 @@ def parse_options(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work_dir", default="demo_output", help="new folder for everything")
     parser.add_argument("--quick", action="store_true",
-                        help="a smaller run: 40 digits per class, 120 steps")
+                        help="a smaller run: 40 digits per class, 3 modules, 120 steps")
     parser.add_argument("--max_per_class", type=int, default=None,
                         help="digits per class (default: all, about 180)")
     parser.add_argument("--train_steps", type=int, default=None,

@@ -39,8 +39,12 @@ def _write_eval_summaries(model_dir, points):
 
 
 def _write_json(model_dir, protocol, top1, top5):
+    """A report in the evaluator's format (`python -m polynet_tf.evaluate --output`)."""
+    report = {"num_images": 32, "top1_accuracy": top1, "top1_error": 1 - top1,
+              "top5_accuracy": top5, "top5_error": 1 - top5, "per_class": [],
+              "protocol": {"name": protocol, "crop_size": 75}}
     with open(os.path.join(model_dir, f"evaluation_{protocol}.json"), "w") as f:
-        json.dump({"protocol": protocol, "top1": top1, "top5": top5}, f)
+        json.dump(report, f)
 
 
 def test_points_come_from_params_and_results(tmp_path):
@@ -113,6 +117,12 @@ def test_unfinished_runs_and_runs_without_results_are_named(tmp_path):
     _write_json(ambiguous, "polynet_multicrop", 0.6, 0.9)
     with pytest.raises(RunError, match="choose one with --protocol"):
         plot_runs.run_point(ambiguous)
+    # The trainer's validation stands in for "single" only, never for a multi-crop protocol.
+    finished = _write_run(tmp_path / "finished", SMALL, 0.0625)
+    _write_eval_summaries(finished, [(100, 0.5, 0.9)])
+    assert plot_runs.run_point(finished, protocol="single").value == pytest.approx(50.0)
+    with pytest.raises(RunError, match="has no polynet_multicrop evaluation report"):
+        plot_runs.run_point(finished, protocol="polynet_multicrop")
 
 
 def test_cli_writes_a_png_atomically_and_fails_clearly(tmp_path, capsys):
