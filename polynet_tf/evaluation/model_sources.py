@@ -268,10 +268,10 @@ def _checkpoint_scorer(spec):
                 "training configuration).")
     config = load_model_config(config_path)
     model = build_model(config.model, image_size=None)
-    status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
     try:
+        status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
         status.assert_existing_objects_matched()
-    except AssertionError as error:
+    except (AssertionError, ValueError) as error:
         raise ValueError(
             f"Checkpoint {prefix!r} does not fit the model of {config_path!r}: "
             f"{str(error)[:300]}") from None

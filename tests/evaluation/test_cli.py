@@ -1,0 +1,89 @@
+"""`python -m polynet_tf.evaluate` end to end on tiny TFRecords (subprocesses)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from polynet_tf.evaluation import data, get_protocol
+from polynet_tf.evaluation.evaluator import Evaluator
+from polynet_tf.evaluation.model_sources import ModelSpec, load_scorer
+from tests.evaluation.conftest import colour_labels
+from tests.evaluation.test_model_sources import save_colour_saved_model, tiny_run  # noqa: F401
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_cli(*args):
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": REPO}
+    return subprocess.run([sys.executable, "-m", "polynet_tf.evaluate", "--noprogress", *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_saved_model_multicrop_on_two_replicas_with_figure(colour_shards, tmp_path):
+    save_colour_saved_model(tmp_path / "sm")
+    output, figure = tmp_path / "report.json", tmp_path / "crops.png"
+    result = run_cli(
+        "--saved_model", str(tmp_path / "sm"), "--data_pattern",
+        str(colour_shards / "validation-*"), "--protocol", "polynet_multicrop",
+        "--crop_size", "32", "--scales", "36,40", "--topk_fraction", "0.5",
+        "--strategy", "mirrored", "--num_cpu_devices", "2", "--batch_size", "4",
+        "--output", str(output), "--save_crops_figure", str(figure))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(output.read_text())
+    _, top1, top5 = colour_labels()
+    assert report["num_images"] == 6 and report["replicas"] == 2
+    assert report["top1_accuracy"] == pytest.approx(top1)
+    assert report["top5_accuracy"] == pytest.approx(top5)
+    assert report["protocol"]["scales"] == [36, 40] and report["protocol"]["topk"] == 18
+    assert "Top-1: accuracy 50.00%" in result.stdout
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crops.png", "report.json", "sm"]
+
+
+def test_ensemble_of_checkpoint_and_saved_model_matches_the_library(
+        colour_shards, tiny_run, tmp_path):  # noqa: F811
+    model_dir, _ = tiny_run
+    save_colour_saved_model(tmp_path / "sm")
+    specs = [f"checkpoint={model_dir},weight=1", f"saved_model={tmp_path / 'sm'},weight=3"]
+    output = tmp_path / "report.json"
+    result = run_cli("--model", specs[0], "--model", specs[1], "--data_pattern",
+                     str(colour_shards / "validation-*"), "--protocol", "single",
+                     "--crop_size", "75", "--output", str(output))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert [m["weight"] for m in report["models"]] == [0.25, 0.75]
+    # The same evaluation in this process.
+    protocol = get_protocol("single", crop_size=75)
+    scorers = [load_scorer(ModelSpec("checkpoint", str(model_dir))),
+               load_scorer(ModelSpec("saved_model", str(tmp_path / "sm")))]
+    records = data.tfrecord_records(str(colour_shards / "validation-*"))
+    expected = Evaluator(scorers, protocol, [1, 3]).evaluate(
+        data.crops_dataset(records.dataset, protocol, 4), class_names=records.class_names,
+        progress=False)
+    for key in ("num_images", "top1_accuracy", "top5_accuracy", "per_class"):
+        assert report[key] == expected[key]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--saved_model", "nowhere", "--data_pattern", "nothing-*"], "matched no TFRecord"),
+    (["--data_pattern", "x"], "No model"),
+    (["--weights", "missing.weights.h5", "--architecture", "very_deep",
+      "--data_pattern", "{shards}"], "'missing.weights.h5' does not exist"),
+    (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--protocol",
+      "polynet_multicrop", "--topk_fraction", "1.5"], r"topk_fraction must be in \(0, 1\]"),
+    (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--protocol", "released",
+      "--crop_size", "400"], "crop_size 400 is larger than scale"),
+    (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--protocol", "tencrop"],
+     "--protocol"),
+])
+def test_bad_inputs_give_clear_errors(colour_shards, args, message):
+    args = [a.replace("{shards}", str(colour_shards / "validation-*")) for a in args]
+    result = run_cli(*args)
+    assert result.returncode != 0
+    assert np.any([message in line or __import__("re").search(message, line)
+                   for line in result.stderr.splitlines()]), result.stderr[-2000:]
