@@ -21,6 +21,8 @@ _EXTRAS = {
     "plot": ["matplotlib>=3.7"],
     # Running the model code on the JAX backend.
     "jax": ["jax>=0.4.20"],
+    # The main-job demo (scripts/demo.sh): scikit-learn's digits and the report figures.
+    "demo": ["scikit-learn>=1.3", "matplotlib>=3.7"],
 }
 _EXTRAS["test"] = sorted(
     {

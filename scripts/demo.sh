@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # The README's main-job command: sets up .venv (once) and runs the demo.
+#   bash scripts/demo.sh                 # the whole demo (about 1800 digits, 600 steps)
+#   bash scripts/demo.sh --quick         # a smaller run (what the test suite runs)
+#   bash scripts/demo.sh --print_commands
+# Every other option goes to scripts/demo.py (--work_dir, --train_steps, --max_per_class, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh test
+# The demo needs only the package, scikit-learn and matplotlib (the "demo" extra);
+# POLYNET_EXTRAS=test installs the test suite's extras instead.
+bash scripts/setup_env.sh "${POLYNET_EXTRAS:-demo}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 exec .venv/bin/python scripts/demo.py "$@"
