@@ -59,8 +59,9 @@ class Trainer:
         self.is_chief = cluster.is_chief(strategy)
         self.task_id = cluster.task_id(strategy)
         self.global_batch_size = config.train_data.global_batch_size
-        if config.trainer.mixed_precision:
-            keras.mixed_precision.set_global_policy(config.trainer.mixed_precision)
+        # Always set: a policy left by an earlier Trainer in this process must
+        # not leak into a float32 run.
+        keras.mixed_precision.set_global_policy(config.trainer.mixed_precision or "float32")
         # Same initial weights on every run (and every worker) of a config.
         keras.utils.set_random_seed(config.runtime.seed)
         with strategy.scope():

@@ -1,0 +1,164 @@
+"""Memory and step time of rematerialization (not a test): PolyNet(rematerialize=True) vs not.
+
+One training step (forward, backward, RMSProp update of the paper's recipe) of
+a PolyNet on random images, each variant in its own fresh process so that one
+cannot inherit the other's heap. The variants alternate over `--rounds`, so
+both see the same machine load; ratios are remat / plain of the medians.
+
+Per process:
+- peak RSS: the highest resident memory while the timed steps ran
+  (`/proc/self/status` VmHWM after resetting it through `/proc/self/clear_refs`;
+  where that reset is not allowed, the lifetime peak `getrusage` ru_maxrss);
+- step memory: that peak minus the resident memory just before the timed
+  steps (weights, optimizer slots and the traced step are then in place, and
+  the heap freed by the warm-up step was returned with `malloc_trim`): what a
+  step needs on top of the model, mostly activations kept for the backward pass;
+- step time: mean over the timed steps, after one warm-up step (tracing).
+
+The goal (issue 5): with rematerialization, peak memory at most 0.5x and step
+time at most 1.35x of the plain network, for the very deep net at batch 2, 331x331:
+
+    python benchmarks/remat_memory.py                         # very_deep, 331, batch 2
+    python benchmarks/remat_memory.py --architecture "A: 2way*2 | B: poly3[convs], 2way | \\
+        C: 2way" --width 0.25 --image_size 151 --steps 2     # a smoke run
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _status_kib(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak():
+    """Resets VmHWM to the current RSS; False where the kernel refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure(args):
+    """Runs in the child process: prints one JSON line of measurements."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, ROOT)
+    import keras  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from polynet_tf.configs import ModelConfig, OptimizerConfig, ScheduleConfig  # noqa: PLC0415
+    from polynet_tf.models.factory import build_model  # noqa: PLC0415
+    from polynet_tf.training.optimization import build_optimizer  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    model = build_model(
+        ModelConfig(architecture=args.architecture, num_classes=args.classes,
+                    width_multiplier=args.width, rematerialize=args.rematerialize),
+        image_size=args.image_size)
+    optimizer, _ = build_optimizer(OptimizerConfig(), ScheduleConfig(), args.batch)
+    optimizer.build(model.trainable_variables)
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.normal(size=(args.batch, args.image_size, args.image_size, 3)),
+                         tf.float32)
+    labels = tf.constant(rng.integers(0, args.classes, size=args.batch))
+
+    @tf.function
+    def train_step():
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss
+
+    train_step().numpy()  # warm-up: tracing and first allocations
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    before_kib = _status_kib("VmRSS")
+    peak_was_reset = _reset_peak()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        loss = float(train_step().numpy())
+    step_seconds = (time.perf_counter() - start) / args.steps
+    peak_kib = (_status_kib("VmHWM") if peak_was_reset
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(json.dumps({
+        "peak_mib": peak_kib / 1024, "step_mib": (peak_kib - before_kib) / 1024,
+        "before_mib": before_kib / 1024, "step_seconds": step_seconds, "loss": loss,
+        "peak_is_lifetime": not peak_was_reset,
+        "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
+    }), flush=True)
+
+
+def run_variant(args, rematerialize):
+    """One measurement in a fresh process; returns its JSON result."""
+    command = [sys.executable, os.path.abspath(__file__), "--child",
+               f"--architecture={args.architecture}", f"--image_size={args.image_size}",
+               f"--batch={args.batch}", f"--width={args.width}", f"--classes={args.classes}",
+               f"--steps={args.steps}"] + (["--rematerialize"] if rematerialize else [])
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode or not lines:
+        raise RuntimeError(f"the {'remat' if rematerialize else 'plain'} run failed "
+                           f"(exit {result.returncode}):\n{result.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--architecture", default="very_deep",
+                        help="preset name or stage spec (default: very_deep)")
+    parser.add_argument("--image_size", type=int, default=331)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--width", type=float, default=1.0, help="width_multiplier")
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per process")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="plain/remat process pairs, alternating")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rematerialize", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        measure(args)
+        return
+    runs = {False: [], True: []}
+    for _ in range(args.rounds):
+        for rematerialize in (False, True):
+            runs[rematerialize].append(run_variant(args, rematerialize))
+    median = {variant: {key: statistics.median(run[key] for run in results)
+                        for key in ("peak_mib", "step_mib", "before_mib", "step_seconds")}
+              for variant, results in runs.items()}
+    plain, remat = median[False], median[True]
+    print(f"{args.architecture!r}, width {args.width}, {args.image_size}x{args.image_size}, "
+          f"batch {args.batch}, {runs[False][0]['parameters']:,} parameters; "
+          f"{args.rounds} round(s) x {args.steps} timed step(s); {os.cpu_count()} cores")
+    if runs[False][0]["peak_is_lifetime"]:
+        print("note: /proc/self/clear_refs refused; peaks are lifetime peaks (tracing included)")
+    print(f"{'':14}{'peak RSS':>12}{'step memory':>14}{'before step':>14}{'step time':>12}")
+    for name, values in (("plain", plain), ("rematerialize", remat)):
+        print(f"{name:14}{values['peak_mib']:9.0f} MiB{values['step_mib']:11.0f} MiB"
+              f"{values['before_mib']:11.0f} MiB{values['step_seconds']:10.3f} s")
+    print(f"ratios remat/plain: peak RSS {remat['peak_mib'] / plain['peak_mib']:.2f}x "
+          f"(goal <= 0.50x), step memory "
+          f"{remat['step_mib'] / max(plain['step_mib'], 1e-9):.2f}x, step time "
+          f"{remat['step_seconds'] / plain['step_seconds']:.2f}x (goal <= 1.35x)")
+
+
+if __name__ == "__main__":
+    main()
