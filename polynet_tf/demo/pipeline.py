@@ -181,7 +181,11 @@ class StepFailed(RuntimeError):
     """A step's command exited with an error."""
 
 
-def run_demo(options: DemoOptions, log=print) -> dict:
+def _print_now(text):
+    print(text, flush=True)  # before the child process writes to the same stream
+
+
+def run_demo(options: DemoOptions, log=_print_now) -> dict:
     """Runs every step, printing each command first.
 
     Args:
