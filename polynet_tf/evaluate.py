@@ -22,7 +22,8 @@ from absl import app, flags
 flags.DEFINE_multi_string(
     "model", [], "A model, repeatable for an ensemble: comma-separated key=value with exactly "
     "one of weights=FILE|imagenet, checkpoint=DIR, saved_model=DIR, and optional "
-    "architecture=, config=, classes=, weight= (ensemble weight, default 1).")
+    "architecture=, config=, classes=, width_multiplier=, weight= (ensemble weight, "
+    "default 1).")
 flags.DEFINE_string("weights", None, "Weights file (.weights.h5) or 'imagenet'; with "
                     "--architecture or --config.")
 flags.DEFINE_string("checkpoint", None, "Training model_dir, its checkpoints/ folder or a "

@@ -20,6 +20,7 @@ Sources:
 
 import dataclasses
 import os
+import re
 from typing import Callable, Optional
 
 import tensorflow as tf
@@ -27,7 +28,10 @@ import tensorflow as tf
 from polynet_tf.data import normalization
 
 SOURCE_KINDS = ("weights", "checkpoint", "saved_model")
-SPEC_KEYS = SOURCE_KINDS + ("architecture", "config", "classes", "weight")
+SPEC_KEYS = SOURCE_KINDS + ("architecture", "config", "classes", "width_multiplier", "weight")
+# Pairs are split at commas followed by `key=`, so that stage specs with
+# commas ("B: (poly3[convs], 2way)*10") stay whole.
+_SPEC_SPLIT = re.compile(r",(?=\s*[A-Za-z_]\w*\s*=)")
 SERVE_IMAGES_SIGNATURE = "serve_images"
 PROBABILITIES_OUTPUT = "probabilities"
 
@@ -43,6 +47,7 @@ class ModelSpec:
       architecture: preset name or stage spec (kind "weights" without config).
       config: experiment YAML giving the model and its normalisation.
       classes: number of classes (kind "weights" without config; default 1000).
+      width_multiplier: channel multiplier (kind "weights" without config).
       weight: the model's weight in an ensemble (> 0; weights are normalised
         to sum to 1).
     """
@@ -52,6 +57,7 @@ class ModelSpec:
     architecture: Optional[str] = None
     config: Optional[str] = None
     classes: Optional[int] = None
+    width_multiplier: Optional[float] = None
     weight: float = 1.0
 
     def __post_init__(self):
@@ -79,7 +85,8 @@ def parse_model_spec(text: str) -> ModelSpec:
     """Parses `--model` text: comma-separated `key=value` pairs.
 
     Exactly one of `weights=`, `checkpoint=`, `saved_model=`; optional
-    `architecture=`, `config=`, `classes=`, `weight=`. Examples:
+    `architecture=`, `config=`, `classes=`, `width_multiplier=`, `weight=`.
+    Commas inside a value (stage specs) are kept. Examples:
     `checkpoint=runs/a,weight=0.6`, `weights=imagenet,architecture=very_deep`,
     `saved_model=export/polynet/1,weight=2`.
 
@@ -93,7 +100,7 @@ def parse_model_spec(text: str) -> ModelSpec:
       ValueError: naming the malformed or unknown part.
     """
     values = {}
-    for part in (p.strip() for p in text.split(",")):
+    for part in (p.strip() for p in _SPEC_SPLIT.split(text)):
         if not part:
             continue
         key, sep, value = part.partition("=")
@@ -116,12 +123,13 @@ def parse_model_spec(text: str) -> ModelSpec:
     try:
         weight = float(values.get("weight", 1.0))
         classes = int(values["classes"]) if "classes" in values else None
+        width = float(values["width_multiplier"]) if "width_multiplier" in values else None
     except ValueError:
-        raise ValueError(f"Bad model spec {text!r}: weight must be a number and classes "
-                         "an integer.") from None
+        raise ValueError(f"Bad model spec {text!r}: weight and width_multiplier must be "
+                         "numbers, classes an integer.") from None
     return ModelSpec(kind=kinds[0], path=values[kinds[0]],
                      architecture=values.get("architecture"), config=values.get("config"),
-                     classes=classes, weight=weight)
+                     classes=classes, width_multiplier=width, weight=weight)
 
 
 @dataclasses.dataclass
@@ -231,8 +239,10 @@ def _weights_scorer(spec):
         model.load_weights(spec.path)
         return keras_scorer(model, config.eval_data.mean, config.eval_data.std,
                             description=spec.describe())
+    options = {} if spec.width_multiplier is None else {
+        "width_multiplier": spec.width_multiplier}
     model = PolyNet(spec.architecture, weights=spec.path, input_shape=(None, None, 3),
-                    classes=spec.classes or 1000, classifier_activation="softmax")
+                    classes=spec.classes or 1000, classifier_activation="softmax", **options)
     # preprocess_input's statistics (the released weights').
     return keras_scorer(model, description=spec.describe())
 

@@ -28,13 +28,17 @@ def test_spec_parsing():
     assert (spec.kind, spec.path, spec.weight) == ("checkpoint", "runs/a", 0.6)
     spec = parse_model_spec("weights=imagenet,architecture=very_deep")
     assert (spec.kind, spec.architecture, spec.weight) == ("weights", "very_deep", 1.0)
+    spec = parse_model_spec("weights=w.h5,architecture=A: ir | B: (poly3, 2way)*2 | C: ir,"
+                            "width_multiplier=0.5,classes=10")
+    assert spec.architecture == "A: ir | B: (poly3, 2way)*2 | C: ir"
+    assert (spec.width_multiplier, spec.classes) == (0.5, 10)
 
 
 @pytest.mark.parametrize("text, message", [
     ("runs/a", "is not key=value"),
     ("checkpoint=a,saved_model=b", "exactly one of"),
     ("checkpoint=a,colour=red", "unknown key 'colour'"),
-    ("checkpoint=a,weight=heavy", "weight must be a number"),
+    ("checkpoint=a,weight=heavy", "must be numbers"),
     ("checkpoint=a,weight=-1", "positive number"),
     ("weights=x.weights.h5", "needs architecture=NAME or config=YAML"),
 ])
@@ -99,6 +103,20 @@ def test_weights_file_with_config(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_scorer(ModelSpec("weights", str(tmp_path / "missing.weights.h5"),
                               architecture="very_deep"))
+
+
+def test_weights_file_with_architecture_uses_preprocess_input(tmp_path):
+    from polynet_tf import PolyNet
+    architecture = "A: 2way | B: (poly3[convs], ir) | C: ir"
+    model = PolyNet(architecture, input_shape=(None, None, 3), classes=10,
+                    width_multiplier=TINY_WIDTH)
+    path = str(tmp_path / "tiny.weights.h5")
+    model.save_weights(path)
+    scorer = load_scorer(parse_model_spec(
+        f"weights={path},architecture={architecture},classes=10,width_multiplier={TINY_WIDTH}"))
+    crops = np.random.default_rng(3).uniform(0, 255, (2, 75, 75, 3)).astype(np.float32)
+    np.testing.assert_allclose(scorer(crops), model(preprocess_input(crops)),
+                               rtol=1e-5, atol=1e-6)
 
 
 def save_colour_saved_model(path, signature_name="serve_images"):
