@@ -64,6 +64,11 @@ def save_crops_figure(image: np.ndarray, protocol: protocols.CropProtocol, path:
                                                         else ""), fontsize=9)
         axis.set_xlim(-0.5, scaled_width - 0.5)
         axis.set_ylim(scaled_height - 0.5, -0.5)
+    if protocol.layout == "googlenet":
+        handles = [patches.Patch(edgecolor=c, facecolor="none", label=n.replace("_", " "))
+                   for c, n in zip(_COLOURS, protocols.GOOGLENET_POSITIONS)]
+        axes[0][0].legend(handles=handles, fontsize=7, loc="lower left", framealpha=0.6,
+                          title="in each of the 3 squares", title_fontsize=7)
     for index in range(protocol.num_scales, rows * columns):
         axes[index // columns][index % columns].axis("off")
     figure.suptitle(f"{protocol.name}: {protocol.num_crops} crops of {protocol.crop_size}x"

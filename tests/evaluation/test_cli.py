@@ -14,6 +14,8 @@ from polynet_tf.evaluation.model_sources import ModelSpec, load_scorer
 from tests.evaluation.conftest import colour_labels
 from tests.evaluation.test_model_sources import save_colour_saved_model, tiny_run  # noqa: F401
 
+pytestmark = pytest.mark.slow  # several processes
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
