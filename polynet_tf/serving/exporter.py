@@ -1,0 +1,267 @@
+"""Writes a servable PolyNet: `BASE/NAME/VERSION/` in TF Serving's layout.
+
+The version directory is written under a temporary name beside it
+(`.tmp-VERSION-...`: TF Serving only loads directories named by an integer)
+and renamed when complete: the SavedModel, `assets.extra/polynet_export.json`
+and the warm-up requests are written, then the SavedModel is loaded back and
+every warm-up request is run through it, its probabilities checked against
+the Keras model. Any failure removes the temporary directory, so a version
+directory that exists is whole. An existing version is replaced only with
+`overwrite=True`. Local file systems only (directory renames).
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import re
+import shutil
+import uuid
+from typing import Dict, List, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from polynet_tf.serving import preprocessing as serving_preprocessing
+from polynet_tf.serving import signatures, warmup
+from polynet_tf.version import __version__
+
+METADATA_FILENAME = "polynet_export.json"
+METADATA_FORMAT = "polynet_tf.export"
+# Largest difference of probabilities between the written SavedModel and the
+# Keras model tolerated by the check after writing (float32 arithmetic in a
+# different graph).
+VERIFY_TOLERANCE = 1e-5
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class ExportError(RuntimeError):
+    """The export stopped; nothing was left in the output directory."""
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What `export_saved_model` wrote.
+
+    Attributes:
+      path: the version directory.
+      version: its integer version.
+      signatures: signature names.
+      metadata: the contents of `assets.extra/polynet_export.json`.
+    """
+
+    path: str
+    version: int
+    signatures: List[str]
+    metadata: Dict
+
+
+def existing_versions(model_dir: str) -> List[int]:
+    """Integer versions present in `BASE/NAME` (what TF Serving would load), sorted."""
+    if not os.path.isdir(model_dir):
+        return []
+    return sorted(int(name) for name in os.listdir(model_dir)
+                  if name.isdigit() and os.path.isdir(os.path.join(model_dir, name)))
+
+
+def next_version(model_dir: str) -> int:
+    """One more than the highest existing version; 1 for a new model."""
+    versions = existing_versions(model_dir)
+    return versions[-1] + 1 if versions else 1
+
+
+def _check_names(output_base, model_name, version):
+    if not output_base:
+        raise ValueError("output_base must name a directory, e.g. /models.")
+    if "://" in str(output_base):
+        raise ValueError(
+            f"output_base={output_base!r}: only local directories are supported (the "
+            "version directory is renamed into place); export locally, then copy.")
+    if not model_name or not _MODEL_NAME.match(model_name):
+        raise ValueError(
+            f"model_name must be letters, digits, '_', '-' or '.' (it is a directory and the "
+            f"name clients use); received {model_name!r}.")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
+                                or version < 1):
+        raise ValueError(f"version must be a positive integer; received {version!r}.")
+
+
+def export_saved_model(
+    model: keras.Model,
+    output_base: str,
+    model_name: str,
+    options: signatures.SignatureOptions,
+    version: Optional[int] = None,
+    overwrite: bool = False,
+    warmup_images: Optional[Sequence[bytes]] = None,
+    description: Optional[Dict] = None,
+    verify: bool = True,
+) -> ExportResult:
+    """Exports `model` with every serving signature, ready for TF Serving.
+
+    Args:
+      model: a Keras PolyNet with the top.
+      output_base: the directory TF Serving watches (`--model_base_path`'s parent).
+      model_name: the model's name (a directory under `output_base`).
+      options: `signatures.SignatureOptions` (preprocessing, class names, top_k,
+        multi-crop protocol).
+      version: integer version; None takes the next free one.
+      overwrite: replace an existing `version`.
+      warmup_images: encoded images for the warm-up requests; None: a
+        synthetic JPEG.
+      description: extra entries for the metadata file (architecture, source).
+      verify: load the written SavedModel and check it against `model`.
+
+    Returns:
+      An `ExportResult`.
+
+    Raises:
+      ValueError: bad names or options.
+      FileExistsError: the version exists and `overwrite` is False.
+      ExportError: writing or checking failed (the cause is chained); nothing
+        was left behind.
+    """
+    _check_names(output_base, model_name, version)
+    archive = signatures.build_export_archive(model, options)
+    model_dir = os.path.join(output_base, model_name)
+    os.makedirs(model_dir, exist_ok=True)
+    version = next_version(model_dir) if version is None else version
+    final_path = os.path.join(model_dir, str(version))
+    if os.path.exists(final_path) and not overwrite:
+        raise FileExistsError(
+            f"Version {version} of {model_name!r} already exists at {final_path!r}; pass "
+            "--overwrite to replace it, or leave --version out to write the next one.")
+    names = signatures.signature_names(options.multicrop is not None)
+    temp_path = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        archive.write_out(temp_path, verbose=False)
+        metadata = _metadata(model_name, version, options, names, description)
+        _write_json(os.path.join(temp_path, warmup.WARMUP_DIRNAME, METADATA_FILENAME), metadata)
+        requests = warmup_requests(options, warmup_images)
+        warmup.write_warmup_requests(temp_path, requests, model_name)
+        if verify:
+            verify_export(temp_path, model, options, requests)
+        _move_into_place(temp_path, final_path, overwrite)
+    except BaseException as error:
+        shutil.rmtree(temp_path, ignore_errors=True)
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise ExportError(
+            f"Exporting {model_name!r} version {version} failed, nothing was written: "
+            f"{type(error).__name__}: {_first_lines(error)}") from error
+    return ExportResult(final_path, version, names, metadata)
+
+
+def _first_lines(error, limit=600):
+    text = str(error).strip()
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _move_into_place(temp_path, final_path, overwrite):
+    if overwrite and os.path.exists(final_path):
+        old_path = f"{temp_path}.replaced"
+        os.rename(final_path, old_path)
+        os.rename(temp_path, final_path)
+        shutil.rmtree(old_path, ignore_errors=True)
+    else:
+        # Fails rather than merging if another export took the version meanwhile.
+        os.rename(temp_path, final_path)
+
+
+def _write_json(path, values):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(values, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def _metadata(model_name, version, options, names, description):
+    protocol = serving_preprocessing.crop_protocol(options.preprocessing)
+    return {
+        "format": METADATA_FORMAT,
+        "format_version": 1,
+        "model_name": model_name,
+        "model_version": version,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "num_classes": len(options.class_names),
+        "class_names": list(options.class_names),
+        "top_k": int(options.top_k),
+        "preprocessing": {**options.preprocessing.to_dict(), "crop": protocol.to_dict()},
+        "multicrop": None if options.multicrop is None else options.multicrop.to_dict(),
+        "signatures": names,
+        "versions": {"polynet_tf": __version__, "tensorflow": tf.__version__,
+                     "keras": keras.__version__},
+        **(description or {}),
+    }
+
+
+def warmup_requests(options, warmup_images=None):
+    """`(signature_name, inputs)` warm-up requests: one per signature, batch 1.
+
+    `serving_multicrop` is left out: hundreds of crops per request would make
+    every model load slow on CPUs.
+    """
+    size = int(options.preprocessing.crop_size)
+    if warmup_images:
+        encoded = [bytes(image) for image in warmup_images]
+    else:
+        image = warmup.synthetic_image(size + 37, size + 61)
+        encoded = [tf.io.encode_jpeg(image, quality=90).numpy()]
+    pixels = warmup.synthetic_image(size + 11, size + 5, seed=1)
+    crop = warmup.synthetic_image(size, size, seed=2).astype(np.float32)
+    example = warmup.image_example(encoded[0]).SerializeToString()
+    return [
+        (signatures.DEFAULT_SIGNATURE, {"images": np.array(encoded, dtype=object)}),
+        (signatures.IMAGES_SIGNATURE, {"images": pixels[None].astype(np.float32)}),
+        (signatures.IMAGES_UINT8_SIGNATURE, {"images": pixels[None]}),
+        (signatures.CROPS_SIGNATURE, {"crops": crop[None]}),
+        (signatures.EXAMPLES_SIGNATURE, {"examples": np.array([example], dtype=object)}),
+    ]
+
+
+def verify_export(path, model, options, requests):
+    """Runs the warm-up requests through the written SavedModel.
+
+    The encoded-image request's probabilities must equal the Keras model's on
+    the evaluator's crops of the same images.
+
+    Raises:
+      tf.errors.InvalidArgumentError: a request the SavedModel rejects (such
+        as a warm-up image that is not an image).
+      ValueError: the SavedModel and the Keras model disagree.
+    """
+    loaded = tf.saved_model.load(path)
+    protocol = serving_preprocessing.crop_protocol(options.preprocessing)
+    for signature_name, inputs in requests:
+        outputs = loaded.signatures[signature_name](
+            **{name: tf.constant(value) for name, value in inputs.items()})
+        if signature_name != signatures.DEFAULT_SIGNATURE:
+            continue
+        crops = tf.stack([
+            serving_preprocessing.single_crop(tf.io.decode_image(
+                data, channels=3, expand_animations=False), protocol)
+            for data in inputs["images"]])
+        expected = model(serving_preprocessing.normalize(crops, options.preprocessing),
+                         training=False)
+        expected = tf.cast(expected, tf.float32)
+        if options.model_outputs == "logits":
+            expected = tf.nn.softmax(expected, axis=-1)
+        difference = float(np.max(np.abs(outputs["probabilities"].numpy() - expected.numpy())))
+        if not difference <= VERIFY_TOLERANCE:
+            raise ValueError(
+                f"The written SavedModel's probabilities differ from the Keras model's by "
+                f"{difference:.3g} (> {VERIFY_TOLERANCE}) on the warm-up images.")
+
+
+def read_metadata(version_dir: str) -> Dict:
+    """The `assets.extra/polynet_export.json` of an exported version."""
+    path = os.path.join(version_dir, warmup.WARMUP_DIRNAME, METADATA_FILENAME)
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+__all__ = [
+    "ExportError", "ExportResult", "export_saved_model", "existing_versions", "next_version",
+    "read_metadata", "verify_export", "warmup_requests",
+]

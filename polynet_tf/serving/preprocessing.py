@@ -1,0 +1,129 @@
+"""In-graph decoding and preprocessing of the serving signatures.
+
+Request images are decoded whole (any size, JPEG, PNG, GIF or BMP), checked
+(an empty string or bytes that are not an image stop the request with an
+`InvalidArgumentError` naming the position in the batch), cropped with an
+evaluator protocol (`polynet_tf.evaluation.protocols`) and normalised with the
+mean and standard deviation the model was trained with.
+"""
+
+import dataclasses
+from typing import List, Optional
+
+import tensorflow as tf
+
+from polynet_tf.data import normalization
+from polynet_tf.evaluation import protocols
+
+# First bytes of the formats `tf.io.decode_image` reads.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_GIF_SIGNATURE = b"GIF8"
+_BMP_SIGNATURE = b"BM"
+SUPPORTED_FORMATS = "JPEG, PNG, GIF or BMP"
+
+
+@dataclasses.dataclass
+class ServingPreprocessing:
+    """How a request image becomes the model's input.
+
+    Attributes:
+      protocol: evaluator protocol name of the single-crop signatures
+        ("single": central square of `crop_fraction` of the shorter side;
+        "released": squash to `resize_size`, centre crop).
+      crop_size: side of the crop, the model's input size.
+      crop_fraction: "single" only.
+      resize_size: "released" only (None: crop_size x 378 / 331, the released ratio).
+      mean: per-channel RGB mean on the [0, 1] scale.
+      std: per-channel RGB standard deviation on the [0, 1] scale.
+    """
+
+    protocol: str = "single"
+    crop_size: int = 331
+    crop_fraction: float = 0.875
+    resize_size: Optional[int] = None
+    mean: List[float] = dataclasses.field(
+        default_factory=lambda: list(normalization.IMAGENET_MEAN))
+    std: List[float] = dataclasses.field(
+        default_factory=lambda: list(normalization.IMAGENET_STD))
+
+    def protocol_overrides(self):
+        """Keyword arguments of `get_protocol(self.protocol, ...)`."""
+        overrides = {"crop_size": int(self.crop_size)}
+        if self.protocol == "single":
+            overrides["crop_fraction"] = float(self.crop_fraction)
+        if self.protocol == "released":
+            # Default: the released 378 / 331 ratio at this crop size.
+            resize = self.resize_size or round(self.crop_size * 378 / 331)
+            overrides["scales"] = (int(resize),)
+        return overrides
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def decode_checked(image_bytes: tf.Tensor, position: tf.Tensor,
+                   signature_name: str) -> tf.Tensor:
+    """Decodes one encoded image after checking it is one.
+
+    Args:
+      image_bytes: scalar string tensor.
+      position: scalar int tensor, the image's index in the request batch
+        (quoted in the error).
+      signature_name: quoted in the error.
+
+    Returns:
+      uint8 `[height, width, 3]`.
+
+    Raises:
+      tf.errors.InvalidArgumentError (when run): empty string, or bytes that
+        start like none of the supported formats.
+    """
+    not_empty = tf.debugging.Assert(
+        tf.strings.length(image_bytes) > 0,
+        [f"{signature_name}: the image at this batch position is an empty string; "
+         f"send the bytes of an encoded {SUPPORTED_FORMATS} file. Position:", position],
+    )
+    header = tf.strings.substr(image_bytes, 0, 8)
+    known_format = tf.reduce_any(tf.stack([
+        tf.io.is_jpeg(image_bytes),
+        tf.equal(header, _PNG_SIGNATURE),
+        tf.equal(tf.strings.substr(header, 0, 4), _GIF_SIGNATURE),
+        tf.equal(tf.strings.substr(header, 0, 2), _BMP_SIGNATURE),
+    ]))
+    is_image = tf.debugging.Assert(
+        known_format,
+        [f"{signature_name}: the bytes at this batch position are not an encoded "
+         f"{SUPPORTED_FORMATS} image (REST clients: base64 in {{\"b64\": ...}}, "
+         "not raw pixels). Position:", position],
+    )
+    with tf.control_dependencies([not_empty, is_image]):
+        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def normalize(images: tf.Tensor, preprocessing: ServingPreprocessing) -> tf.Tensor:
+    """`(images / 255 - mean) / std` in float32, as the training pipeline does."""
+    return normalization.normalize_image(images, preprocessing.mean, preprocessing.std)
+
+
+
+def crop_protocol(preprocessing: ServingPreprocessing) -> protocols.CropProtocol:
+    """The evaluator's single-crop `CropProtocol` of `preprocessing`.
+
+    Raises:
+      ValueError: if the protocol makes more than one crop.
+    """
+    protocol = protocols.get_protocol(preprocessing.protocol,
+                                      **preprocessing.protocol_overrides())
+    if protocol.num_crops != 1:
+        raise ValueError(
+            f"the serving preprocessing must be a single-crop protocol ('single' or "
+            f"'released'); {preprocessing.protocol!r} makes {protocol.num_crops} crops. "
+            "Pass multi-crop protocols as multicrop (serving_multicrop).")
+    return protocol
+
+
+def single_crop(image: tf.Tensor, protocol: protocols.CropProtocol) -> tf.Tensor:
+    """The evaluator's crop of one decoded image: float32 `[crop, crop, 3]` in [0, 255]."""
+    return protocols.make_crops(image, protocol)[0]

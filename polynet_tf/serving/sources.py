@@ -1,0 +1,215 @@
+"""The model to export, with its preprocessing and class names.
+
+Sources:
+
+- a training run: `checkpoint` (its `model_dir`, `checkpoints/` folder or a
+  checkpoint prefix) with the experiment configuration (`config_files`, or
+  the run's `params.yaml`); the model outputs logits, softmax is added;
+- a weights file with `config_files` (model and eval data of an experiment)
+  or with a preset `architecture`;
+- `weights="imagenet"`: the released weights of a preset (`very_deep`).
+
+Preprocessing: the experiment's `eval_data` (protocol, image size, mean and
+std); for presets the released weights' protocol ("released", squash 378 ->
+centre 331 for `very_deep`) or the "single" centre crop at the preset's size,
+with the ImageNet mean and std (`preprocess_input`).
+"""
+
+import dataclasses
+import os
+from typing import Dict, List, Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from polynet_tf.configs import base, experiment
+from polynet_tf.data import normalization
+from polynet_tf.serving import labels
+from polynet_tf.serving.preprocessing import ServingPreprocessing
+
+
+@dataclasses.dataclass
+class ExportModel:
+    """A model ready for `export_saved_model`.
+
+    Attributes:
+      model: the Keras model (input `crop_size` x `crop_size`).
+      preprocessing: its `ServingPreprocessing`.
+      class_names: one name per class.
+      model_outputs: "probabilities" or "logits".
+      description: metadata entries (architecture, source).
+    """
+
+    model: keras.Model
+    preprocessing: ServingPreprocessing
+    class_names: List[str]
+    model_outputs: str
+    description: Dict
+
+
+def load_experiment_config(config_files: Sequence[str], params_override: str = ""):
+    """An `ExperimentConfig` from YAML files and overrides; data sources not required.
+
+    Raises:
+      FileNotFoundError: a missing file.
+      polynet_tf.configs.base.ConfigError: unknown keys or bad values, named.
+    """
+    values = {}
+    for path in config_files:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Configuration file {path!r} does not exist.")
+        values = base.merge_dicts(values, base.load_yaml(path) or {})
+    values = base.merge_dicts(values, base.parse_overrides(params_override))
+    values.setdefault("train_data", {}).setdefault("is_training", True)
+    values.setdefault("eval_data", {}).setdefault("is_training", False)
+    return base.from_dict(experiment.ExperimentConfig, values)
+
+
+def preprocessing_from_config(config, crop_size: Optional[int] = None) -> ServingPreprocessing:
+    """The evaluator's single-crop protocol equal to the experiment's eval pipeline."""
+    data = config.eval_data
+    size = int(crop_size or data.image_size)
+    if data.eval_protocol == "squash_center_crop":
+        return ServingPreprocessing("released", size, resize_size=data.resize_size,
+                                    mean=list(data.mean), std=list(data.std))
+    return ServingPreprocessing("single", size, crop_fraction=data.crop_fraction,
+                                mean=list(data.mean), std=list(data.std))
+
+
+def preset_preprocessing(architecture: str, crop_size: Optional[int] = None,
+                         protocol: Optional[str] = None) -> ServingPreprocessing:
+    """A preset's preprocessing: "released" for very_deep, else "single"."""
+    from polynet_tf.models.architectures import resolve_architecture  # noqa: PLC0415
+
+    preset, _ = resolve_architecture(architecture)
+    default_size = preset.default_size if preset else 299
+    protocol = protocol or ("released" if preset and preset.name == "very_deep" else "single")
+    size = int(crop_size or default_size)
+    mean, std = list(normalization.IMAGENET_MEAN), list(normalization.IMAGENET_STD)
+    if protocol == "released":
+        # Keep the released 378/331 ratio at other crop sizes.
+        resize = int(round(size * 378 / 331))
+        return ServingPreprocessing("released", size, resize_size=resize, mean=mean, std=std)
+    return ServingPreprocessing(protocol, size, mean=mean, std=std)
+
+
+def _checkpoint_prefix(path):
+    if os.path.isdir(path):
+        subdir = os.path.join(path, "checkpoints")
+        folder = subdir if os.path.isdir(subdir) else path
+        prefix = tf.train.latest_checkpoint(folder)
+        if prefix is None:
+            raise FileNotFoundError(
+                f"No checkpoint in {folder!r}; give a training model_dir, its checkpoints/ "
+                "folder or a checkpoint prefix like model_dir/checkpoints/ckpt-600.")
+        return prefix, folder
+    if tf.io.gfile.exists(path + ".index"):
+        return path, os.path.dirname(path)
+    raise FileNotFoundError(f"Checkpoint {path!r} does not exist.")
+
+
+def _run_params(folder):
+    for candidate in (os.path.join(folder, "params.yaml"),
+                      os.path.join(os.path.dirname(folder.rstrip("/")), "params.yaml")):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _class_names(class_names_file, config, num_classes):
+    if class_names_file:
+        return labels.read_class_names(class_names_file), class_names_file
+    if config is not None:
+        for data in (config.eval_data, config.train_data):
+            names = labels.class_names_beside_shards(data.file_pattern)
+            if names:
+                return names, f"class_index.json beside {data.file_pattern}"
+    if num_classes == 1000:
+        return labels.imagenet_class_names(), "imagenet"
+    return labels.index_names(num_classes), "class indices"
+
+
+def load_export_model(weights: Optional[str] = None, checkpoint: Optional[str] = None,
+                      config_files: Sequence[str] = (), params_override: str = "",
+                      architecture: Optional[str] = None, class_names_file: Optional[str] = None,
+                      crop_size: Optional[int] = None,
+                      protocol: Optional[str] = None) -> ExportModel:
+    """Builds and loads the model to export.
+
+    Args:
+      weights: a `.weights.h5` file, or "imagenet".
+      checkpoint: a training run's model_dir, checkpoints folder or prefix.
+      config_files: experiment YAML files (later win).
+      params_override: "a.b=1,c=2" applied last.
+      architecture: preset name or stage spec (weights without a config).
+      class_names_file: names of the classes (see `labels.read_class_names`).
+      crop_size: the model's input size (default: the config's eval image
+        size or the preset's size).
+      protocol: "single" or "released" instead of the config's or preset's.
+
+    Returns:
+      An `ExportModel`.
+
+    Raises:
+      ValueError: a missing or contradictory source option, or a checkpoint
+        that does not fit the configured model.
+      FileNotFoundError: missing files.
+    """
+    from polynet_tf.models import PolyNet  # noqa: PLC0415
+    from polynet_tf.models.factory import build_model  # noqa: PLC0415
+
+    if bool(weights) == bool(checkpoint):
+        raise ValueError("Give exactly one model source: --weights FILE|imagenet or "
+                         "--checkpoint DIR.")
+    if checkpoint:
+        prefix, folder = _checkpoint_prefix(checkpoint)
+        config_files = list(config_files) or [p for p in [_run_params(folder)] if p]
+        if not config_files:
+            raise ValueError(f"--checkpoint {checkpoint!r} needs --config (the training "
+                             "configuration); no params.yaml was found beside it.")
+        config = load_experiment_config(config_files, params_override)
+        preprocessing = _with_protocol(preprocessing_from_config(config, crop_size), protocol)
+        model = build_model(config.model, image_size=preprocessing.crop_size)
+        try:
+            tf.train.Checkpoint(model=model).restore(prefix).expect_partial() \
+                .assert_existing_objects_matched()
+        except (AssertionError, ValueError) as error:
+            raise ValueError(f"Checkpoint {prefix!r} does not fit the model of "
+                             f"{config_files}: {str(error)[:300]}") from None
+        names, names_source = _class_names(class_names_file, config, config.model.num_classes)
+        return ExportModel(model, preprocessing, names, "logits", {
+            "architecture": config.model.architecture, "source": f"checkpoint {prefix}",
+            "class_names_source": names_source})
+    if config_files:
+        if weights == "imagenet":
+            raise ValueError("--weights imagenet takes --architecture (a preset), not --config.")
+        config = load_experiment_config(config_files, params_override)
+        preprocessing = _with_protocol(preprocessing_from_config(config, crop_size), protocol)
+        model = build_model(config.model, image_size=preprocessing.crop_size,
+                            classifier_activation="softmax")
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"Weights file {weights!r} does not exist.")
+        model.load_weights(weights)
+        names, names_source = _class_names(class_names_file, config, config.model.num_classes)
+        return ExportModel(model, preprocessing, names, "probabilities", {
+            "architecture": config.model.architecture, "source": f"weights {weights}",
+            "class_names_source": names_source})
+    architecture = architecture or ("very_deep" if weights == "imagenet" else None)
+    if not architecture:
+        raise ValueError(f"--weights {weights!r} needs --architecture NAME or --config YAML "
+                         "to build the model the weights belong to.")
+    if weights != "imagenet" and not os.path.isfile(weights):
+        raise FileNotFoundError(f"Weights file {weights!r} does not exist.")
+    preprocessing = preset_preprocessing(architecture, crop_size, protocol)
+    size = preprocessing.crop_size
+    model = PolyNet(architecture, weights=weights, input_shape=(size, size, 3))
+    names, names_source = _class_names(class_names_file, None, int(model.output_shape[-1]))
+    return ExportModel(model, preprocessing, names, "probabilities", {
+        "architecture": architecture, "source": f"weights {weights}",
+        "class_names_source": names_source})
+
+
+def _with_protocol(preprocessing, protocol):
+    if protocol is None or protocol == preprocessing.protocol:
+        return preprocessing
+    return dataclasses.replace(preprocessing, protocol=protocol)
