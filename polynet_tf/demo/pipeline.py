@@ -106,7 +106,6 @@ def commands(options: DemoOptions, ports: Sequence[int] = README_PORTS) -> List[
               + (["--worker_hosts", hosts, "--task_index", str(index)]
                  if options.num_workers > 1 else []))
         for index in range(options.num_workers))
-    checkpoint = ["--checkpoint", f"{p['run']}/checkpoints", "--config", f"{p['run']}/params.yaml"]
     evaluate = ["python", "-m", "polynet_tf.evaluate", "--checkpoint", p["run"],
                 "--data_pattern", f"{p['records']}/validation-*", "--crop_size", CROP_SIZE,
                 "--noprogress"]
@@ -127,8 +126,9 @@ def commands(options: DemoOptions, ports: Sequence[int] = README_PORTS) -> List[
             "--output", f"{p['run']}/evaluation_{options.multicrop_protocol}.json",
             "--save_crops_figure", f"{p['report']}/crops.png"]),), "polynet_tf.evaluate"),
         Step("Export a SavedModel for TF Serving", (("python", "-m", "polynet_tf.export",
-             "--output_base", p["serving"], "--model_name", "digits", *checkpoint),),
-             "polynet_tf.export"),
+             "--output_base", p["serving"], "--model_name", "digits", "--checkpoint", p["run"],
+             "--config", f"{p['run']}/params.yaml",
+             "--class_names", f"{p['records']}/class_index.json"),), "polynet_tf.export"),
         Step("Classify held-out images through serving_default", (
             ("python", "-m", "polynet_tf.demo.predict", "--saved_model", f"{p['serving']}/digits/1",
              "--image_dir", f"{p['digits']}/held_out",

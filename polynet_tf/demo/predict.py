@@ -81,9 +81,13 @@ def serving_function(saved_model_dir: str):
 
 
 def class_probabilities(outputs) -> np.ndarray:
-    """Picks the per-class probabilities out of a signature's output dict."""
+    """Picks the per-class probabilities out of a signature's output dict.
+
+    `probabilities` (or another key naming them) wins; logits are put through
+    a softmax. Top-k outputs (`scores`, `classes`) do not cover every class.
+    """
     for key in sorted(outputs):
-        if "prob" in key or key in ("scores", "predictions"):
+        if "prob" in key:
             return outputs[key].numpy()
     for key in sorted(outputs):
         if "logit" in key:
@@ -151,12 +155,40 @@ def draw_page(predictions: Sequence[Prediction], output: str, count: int = _PAGE
         ax.set_title(f"{item.predicted_class} ({item.probability:.2f})", fontsize=9,
                      color="black" if correct else "red")
     wrong = sum(p.predicted_class != p.true_class for p in shown)
-    figure.suptitle(f"Predicted class (probability); {wrong} of {len(shown)} wrong, in red",
+    figure.suptitle(f"Predicted class (probability) of {len(shown)} held-out images; "
+                    f"{wrong} wrong, in red",
                     fontsize=10)
     figure.tight_layout()
     save_figure_atomically(figure, output)
     plt.close(figure)
     return output
+
+
+def balanced_sample(predictions: Sequence[Prediction], count: int,
+                    mistakes_first: bool = False) -> List[Prediction]:
+    """Up to `count` predictions taken from each true class in turn.
+
+    Args:
+        predictions: all predictions.
+        count: how many to return.
+        mistakes_first: include every wrong prediction (up to `count`) first.
+
+    Returns:
+        The chosen predictions, ordered by true class then file.
+    """
+    chosen = []
+    if mistakes_first:
+        chosen = [p for p in predictions if p.predicted_class != p.true_class][:count]
+    by_class = {}
+    for item in predictions:
+        if item not in chosen:
+            by_class.setdefault(item.true_class, []).append(item)
+    queues = [by_class[name] for name in sorted(by_class)]
+    while len(chosen) < count and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    return sorted(chosen, key=lambda p: (p.true_class, p.path))
 
 
 def _class_names(class_index: Optional[str], items):
@@ -184,18 +216,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     except PredictError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    # Every n-th file, so the printed examples cover all classes.
-    stride = max(1, len(predictions) // max(args.show, 1))
-    for item in predictions[::stride][:args.show]:
+    for item in balanced_sample(predictions, args.show):
         mark = "" if item.predicted_class == item.true_class else "   <- wrong"
         print(f"{os.path.relpath(item.path, args.image_dir)}: predicted {item.predicted_class} "
               f"(p={item.probability:.3f}), true {item.true_class}{mark}")
-    correct = sum(p.predicted_class == p.true_class for p in predictions)
+    wrong = [p for p in predictions if p.predicted_class != p.true_class]
+    for item in wrong:
+        print(f"mistake: {os.path.relpath(item.path, args.image_dir)} predicted "
+              f"{item.predicted_class} (p={item.probability:.3f})")
     print(f"served model accuracy on {len(predictions)} held-out images: "
-          f"{correct / len(predictions):.4f}")
+          f"{1 - len(wrong) / len(predictions):.4f}")
     if args.page:
-        page_items = predictions[::max(1, len(predictions) // _PAGE_IMAGES)]
-        draw_page(page_items, args.page)
+        draw_page(balanced_sample(predictions, _PAGE_IMAGES, mistakes_first=True), args.page)
         print(f"wrote {args.page}")
     return 0
 

@@ -59,6 +59,13 @@ def test_predict_sends_encoded_files_through_serving_default(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "served model accuracy on 6 held-out images: 0.8333" in printed
     assert "dark/2.jpg: predicted bright" in printed and "<- wrong" in printed
+    assert "mistake: dark/2.jpg predicted bright" in printed
+    # Printed and drawn samples take each class in turn, mistakes first on the page.
+    sample = predict.balanced_sample(found, 3, mistakes_first=True)
+    assert [(p.true_class, os.path.basename(p.path)) for p in sample] == [
+        ("bright", "0.jpg"), ("dark", "0.jpg"), ("dark", "2.jpg")]
+    assert [p.true_class for p in predict.balanced_sample(found, 4)] == [
+        "bright", "bright", "dark", "dark"]
     assert page.read_bytes()[:8] == PNG_SIGNATURE
     assert os.listdir(page.parent) == ["predictions.png"]
 
