@@ -51,7 +51,7 @@ class PolyInceptionModule(keras.layers.Layer):
             are unchanged: the stochastic-path masks are drawn outside the
             recomputed part, and the recomputation leaves the BatchNorm
             moving statistics alone (they are updated once per step).
-            Tested on the TensorFlow backend.
+            Training with it needs the TensorFlow backend.
         **kwargs: base layer arguments.
     """
 
@@ -178,7 +178,19 @@ class PolyInceptionModule(keras.layers.Layer):
         return self._sum_of_paths(inputs, path_scales, training)
 
     def _rematerialized_paths(self, inputs, path_scales, training):
-        """`_sum_of_paths` under `keras.remat`; the recomputation freezes BN statistics."""
+        """`_sum_of_paths` under `keras.remat`; the recomputation freezes BN statistics.
+
+        Raises:
+            NotImplementedError: on a backend other than TensorFlow.
+        """
+        if keras.backend.backend() != "tensorflow":
+            # jax.checkpoint cannot let the BatchNorm statistic updates out
+            # (UnexpectedTracerError); inference is unaffected.
+            raise NotImplementedError(
+                f"Training with `rematerialize=True` needs the TensorFlow backend; the "
+                f"backend is {keras.backend.backend()!r}. Build the model with "
+                "rematerialize=False (PolyNet option / model.rematerialize) to train on it."
+            )
         forward_done = []
 
         def sum_of_paths(inputs, *path_scales):

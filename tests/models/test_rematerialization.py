@@ -1,7 +1,12 @@
 """PolyNet(rematerialize=True): a whole network's training step is unchanged."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from polynet_tf import PolyNet
@@ -10,6 +15,7 @@ from polynet_tf.models import polyinception_modules
 from polynet_tf.models.factory import build_model
 from tests.conftest import TINY_WIDTH
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = "A: 2way | B: poly3[convs], 2way | C: mpoly2"
 
 
@@ -62,3 +68,30 @@ def test_the_option_is_saved_and_comes_from_the_model_config(tmp_path):
     plain = build_model(ModelConfig(architecture=SPEC, num_classes=3,
                                     width_multiplier=TINY_WIDTH), image_size=75)
     assert not any(m.rematerialize for m in polyinception_modules(plain))
+
+
+_JAX_SCRIPT = """
+import keras, numpy as np
+from polynet_tf import PolyNet
+assert keras.backend.backend() == "jax"
+model = PolyNet("A: 2way | B: ir | C: ir", width_multiplier=0.0625, classes=3,
+                input_shape=(75, 75, 3), rematerialize=True)
+x = np.zeros((2, 75, 75, 3), "float32")
+model.predict(x, verbose=0)  # inference is unaffected
+model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+try:
+    model.train_on_batch(x, np.zeros(2))
+except NotImplementedError as error:
+    print("refused:", error)
+"""
+
+
+def test_training_on_another_backend_is_refused_clearly():
+    pytest.importorskip("jax")
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-c", _JAX_SCRIPT], capture_output=True,
+                            text=True, env=env, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("refused:"), result.stdout
+    assert "Training with `rematerialize=True` needs the TensorFlow backend; the backend " \
+           "is 'jax'" in result.stdout
