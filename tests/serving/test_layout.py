@@ -1,0 +1,111 @@
+"""Version directories: next free version, no overwrite, no partial directory on failure;
+the warm-up requests and the metadata file."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from polynet_tf.serving import exporter, warmup
+from tests.serving.conftest import CLASS_NAMES, CROP_SIZE, signature_options
+
+
+def _entries(path):
+    return sorted(os.listdir(path))
+
+
+def test_metadata_describes_the_export(exported):
+    metadata = exporter.read_metadata(exported[2])
+    assert metadata["format"] == "polynet_tf.export"
+    assert metadata["model_name"] == "tiny" and metadata["model_version"] == 1
+    assert metadata["class_names"] == CLASS_NAMES and metadata["top_k"] == 3
+    assert metadata["preprocessing"]["protocol"] == "single"
+    assert metadata["preprocessing"]["crop"]["crop_size"] == CROP_SIZE
+    assert metadata["multicrop"]["num_crops"] == 72
+    assert metadata["architecture"].startswith("A: 2way")
+    assert {"polynet_tf", "tensorflow", "keras"} <= set(metadata["versions"])
+    assert "serving_multicrop" in metadata["signatures"]
+
+
+def test_warmup_requests_are_prediction_logs_for_each_signature(exported):
+    requests = warmup.read_warmup_requests(exported[2])
+    names = [r.model_spec.signature_name for r in requests]
+    assert names == ["serving_default", "serve_images", "serve_images_uint8", "serve_crops",
+                     "serve_examples"]
+    assert all(r.model_spec.name == "tiny" for r in requests)
+    loaded = tf.saved_model.load(exported[2])
+    for request in requests:
+        signature = loaded.signatures[request.model_spec.signature_name]
+        inputs = warmup.request_inputs(request)
+        expected = signature.structured_input_signature[1]
+        assert set(inputs) == set(expected)
+        for name, value in inputs.items():
+            assert tf.as_dtype(expected[name].dtype).as_numpy_dtype == value.dtype or (
+                expected[name].dtype == tf.string and value.dtype == object)
+        outputs = signature(**{k: tf.constant(v) for k, v in inputs.items()})
+        assert outputs["probabilities"].shape == (1, len(CLASS_NAMES))
+
+
+def test_versions_are_never_overwritten_and_failures_leave_nothing(exported, tmp_path):
+    model = exported[0]
+    options = signature_options(multicrop=False)
+    base = str(tmp_path)
+    first = exporter.export_saved_model(model, base, "m", options, verify=False)
+    assert first.version == 1 and _entries(tmp_path / "m") == ["1"]
+    stamp = os.path.getmtime(os.path.join(first.path, "saved_model.pb"))
+
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        exporter.export_saved_model(model, base, "m", options, version=1, verify=False)
+    assert os.path.getmtime(os.path.join(first.path, "saved_model.pb")) == stamp
+
+    # A warm-up image that is not an image fails only when the written model
+    # is checked: everything is written by then, and all of it must go.
+    with pytest.raises(exporter.ExportError, match="not an encoded") as failure:
+        exporter.export_saved_model(model, base, "m", options,
+                                    warmup_images=[b"GIF? no, plain text"])
+    assert isinstance(failure.value.__cause__, tf.errors.InvalidArgumentError)
+    assert _entries(tmp_path / "m") == ["1"]
+
+    second = exporter.export_saved_model(model, base, "m", options, version=5, verify=False)
+    assert second.version == 5 and exporter.next_version(str(tmp_path / "m")) == 6
+
+    # A mismatch found late (class names vs classes) is checked before anything is written.
+    bad = signature_options(multicrop=False)
+    bad.class_names = CLASS_NAMES[:-1]
+    with pytest.raises(ValueError, match="class names"):
+        exporter.export_saved_model(model, base, "m", bad)
+    assert _entries(tmp_path / "m") == ["1", "5"]
+
+    replaced = exporter.export_saved_model(model, base, "m", signature_options(False, top_k=2),
+                                           version=1, overwrite=True, verify=False)
+    assert exporter.read_metadata(replaced.path)["top_k"] == 2
+    assert _entries(tmp_path / "m") == ["1", "5"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"model_name": "a/b"}, "model_name"),
+    ({"version": 0}, "version"),
+    ({"output_base": "gs://bucket/models"}, "local"),
+])
+def test_bad_names_are_refused(exported, tmp_path, kwargs, message):
+    arguments = {"output_base": str(tmp_path), "model_name": "m", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        exporter.export_saved_model(exported[0], options=signature_options(False), **arguments)
+    assert not (tmp_path / "m").exists()
+
+
+def test_top_k_and_crop_size_must_fit_the_model(exported):
+    from polynet_tf.serving import signatures
+
+    options = signature_options(multicrop=False, top_k=len(CLASS_NAMES) + 1)
+    with pytest.raises(ValueError, match="top_k"):
+        signatures.validate_options(exported[0], options)
+    options = signature_options(multicrop=False)
+    options.preprocessing.crop_size = CROP_SIZE + 1
+    with pytest.raises(ValueError, match="crop"):
+        signatures.validate_options(exported[0], options)
+
+
+def test_synthetic_warmup_image_is_deterministic():
+    np.testing.assert_array_equal(warmup.synthetic_image(20, 30), warmup.synthetic_image(20, 30))
