@@ -118,12 +118,12 @@ def protocol_from_flags(flag_values):
     return get_protocol(flag_values.protocol, **overrides)
 
 
-def _make_strategy(tf):
-    if FLAGS.num_cpu_devices:
+def _make_strategy(tf, flag_values):
+    if flag_values.num_cpu_devices:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.num_cpu_devices)
-    if FLAGS.strategy == "default":
+            cpu, [tf.config.LogicalDeviceConfiguration()] * flag_values.num_cpu_devices)
+    if flag_values.strategy == "default":
         return tf.distribute.get_strategy()
     devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
         d.name for d in tf.config.list_logical_devices("CPU")]
@@ -134,7 +134,7 @@ def run(flag_values):
     """Loads models and data, evaluates, writes the report; returns it."""
     import tensorflow as tf  # noqa: PLC0415
 
-    strategy = _make_strategy(tf)  # Before any other op (logical devices).
+    strategy = _make_strategy(tf, flag_values)  # Before any other op (logical devices).
     from polynet_tf.evaluation import data, evaluator, metrics  # noqa: PLC0415
     from polynet_tf.evaluation.model_sources import load_scorer  # noqa: PLC0415
 

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from polynet_tf.data import preprocessing
-from polynet_tf.evaluation import data, get_protocol, metrics
+from polynet_tf.evaluation import data, get_protocol, make_crops, metrics
 from polynet_tf.evaluation.evaluator import Evaluator
 from polynet_tf.evaluation.model_sources import keras_scorer
 from polynet_tf.evaluation.protocols import CropProtocol
@@ -55,14 +55,9 @@ def test_one_scale_one_crop_equals_single_crop_evaluation():
     expected = np.stack([
         model(preprocessing.squash_center_crop(tf.io.encode_png(p), 40, 32)[None])[0]
         for p in photos])
-    crops = tf.stack([protocol_crops(p, protocol) for p in photos])
+    crops = tf.stack([make_crops(p, protocol) for p in photos])
     predicted = Evaluator([scorer], protocol).predict(crops)
     np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-6)
-
-
-def protocol_crops(image, protocol):
-    from polynet_tf.evaluation import make_crops
-    return make_crops(image, protocol)
 
 
 def test_multicrop_prediction_is_pooled_per_scale():
@@ -71,7 +66,7 @@ def test_multicrop_prediction_is_pooled_per_scale():
     model = helpers.colour_model(temperature=3.0)
     protocol = get_protocol("polynet_multicrop", crop_size=24, scales=(28, 32))
     images = [helpers.photo(40, 56, 0), helpers.photo(56, 40, 1)]
-    crops = tf.stack([protocol_crops(image, protocol) for image in images])
+    crops = tf.stack([make_crops(image, protocol) for image in images])
     predicted = Evaluator([keras_scorer(model)], protocol).predict(crops)
     for image_index in range(2):
         scores = np.stack([model(preprocess_input(c[None].numpy()))[0]
@@ -85,7 +80,7 @@ def test_multicrop_prediction_is_pooled_per_scale():
 def test_ensemble_is_the_weighted_mean_of_pooled_probabilities(colour_shards):
     protocol = get_protocol("googlenet144", crop_size=24)
     sharp, soft = (keras_scorer(helpers.colour_model(t)) for t in (0.01, 0.3))
-    images = tf.stack([protocol_crops(helpers.photo(40, 56, i), protocol) for i in (0, 1)])
+    images = tf.stack([make_crops(helpers.photo(40, 56, i), protocol) for i in (0, 1)])
     p_sharp = Evaluator([sharp], protocol).predict(images)
     p_soft = Evaluator([soft], protocol).predict(images)
     combined = Evaluator([sharp, soft], protocol, [3.0, 1.0]).predict(images)

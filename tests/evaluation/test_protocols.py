@@ -208,14 +208,18 @@ def test_pool_scores_rejects_the_wrong_crop_count():
 
 
 # ------------------------------------------------------------------ errors
+IN_UNIT_INTERVAL = r"must be in \(0, 1\]"
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: get_protocol("tencrop"), "Unknown evaluation protocol 'tencrop'"),
-    (lambda: get_protocol("polynet_multicrop", topk_fraction=0.0), r"topk_fraction must be in \(0, 1\]"),
-    (lambda: get_protocol("polynet_multicrop", topk_fraction=1.5), r"topk_fraction must be in \(0, 1\]"),
+    (lambda: get_protocol("polynet_multicrop", topk_fraction=0.0), IN_UNIT_INTERVAL),
+    (lambda: get_protocol("polynet_multicrop", topk_fraction=1.5), IN_UNIT_INTERVAL),
     (lambda: get_protocol("single", crop_fraction=1.2), r"crop_fraction must be in \(0, 1\]"),
     (lambda: get_protocol("googlenet144", scales=(200, 256)), r"larger than scale\(s\) \[200\]"),
     (lambda: get_protocol("released", crop_size=400), "crop_size 400 is larger"),
-    (lambda: get_protocol("single", crop_fraction=None), "needs layout='center' and a crop_fraction"),
+    (lambda: get_protocol("single", crop_fraction=None),
+     "needs layout='center' and a crop_fraction"),
     (lambda: get_protocol("single", scale=3), r"Unknown protocol field\(s\) \['scale'\]"),
     (lambda: CropProtocol("x", crop_size=0, scales=(8,)), "crop_size must be a positive"),
     (lambda: CropProtocol("x", crop_size=8, scales=(8,), pooling="max"), "pooling must be one of"),
