@@ -14,8 +14,11 @@ Sources:
 - `checkpoint=DIR`: a training run's `model_dir` (or its `checkpoints/`
   folder, or one checkpoint prefix); the configuration is `config=YAML` or the
   run's `params.yaml`.
-- `saved_model=DIR`: an exported SavedModel with a `serve_images` signature
-  taking images in [0, 255] and returning `probabilities`.
+- `saved_model=DIR`: an exported SavedModel. Its `serve_crops` signature
+  (crops in [0, 255], used as they are) is preferred; otherwise
+  `serve_images` (images in [0, 255]); either must return `probabilities`.
+  polynet_tf exports have both, and their `serve_images` cuts its own
+  single crop, which is why the evaluator's crops go to `serve_crops`.
 """
 
 import dataclasses
@@ -32,7 +35,10 @@ SPEC_KEYS = SOURCE_KINDS + ("architecture", "config", "classes", "width_multipli
 # Pairs are split at commas followed by `key=`, so that stage specs with
 # commas ("B: (poly3[convs], 2way)*10") stay whole.
 _SPEC_SPLIT = re.compile(r",(?=\s*[A-Za-z_]\w*\s*=)")
+SERVE_CROPS_SIGNATURE = "serve_crops"
 SERVE_IMAGES_SIGNATURE = "serve_images"
+# In order of preference: crops as they are, then whole images.
+SAVED_MODEL_SIGNATURES = (SERVE_CROPS_SIGNATURE, SERVE_IMAGES_SIGNATURE)
 PROBABILITIES_OUTPUT = "probabilities"
 
 
@@ -293,20 +299,22 @@ def _saved_model_scorer(spec):
     if not tf.saved_model.contains_saved_model(spec.path):
         raise FileNotFoundError(f"No SavedModel in {spec.path!r}.")
     loaded = tf.saved_model.load(spec.path)
-    if SERVE_IMAGES_SIGNATURE not in loaded.signatures:
+    name = next((n for n in SAVED_MODEL_SIGNATURES if n in loaded.signatures), None)
+    if name is None:
         raise ValueError(
-            f"SavedModel {spec.path!r} has no {SERVE_IMAGES_SIGNATURE!r} signature (it has "
-            f"{sorted(loaded.signatures)}); export it with polynet_tf's exporter.")
-    signature = loaded.signatures[SERVE_IMAGES_SIGNATURE]
+            f"SavedModel {spec.path!r} has no {SERVE_CROPS_SIGNATURE!r} or "
+            f"{SERVE_IMAGES_SIGNATURE!r} signature (it has {sorted(loaded.signatures)}); "
+            "export it with python -m polynet_tf.export.")
+    signature = loaded.signatures[name]
     inputs = signature.structured_input_signature[1]
     if len(inputs) != 1:
-        raise ValueError(f"{SERVE_IMAGES_SIGNATURE!r} of {spec.path!r} must take one input; "
-                         f"it takes {sorted(inputs)}.")
+        raise ValueError(f"{name!r} of {spec.path!r} must take one input; it takes "
+                         f"{sorted(inputs)}.")
     (input_name, input_spec), = inputs.items()
     outputs = signature.structured_outputs
     if PROBABILITIES_OUTPUT not in outputs:
-        raise ValueError(f"{SERVE_IMAGES_SIGNATURE!r} of {spec.path!r} returns "
-                         f"{sorted(outputs)}, not {PROBABILITIES_OUTPUT!r}.")
+        raise ValueError(f"{name!r} of {spec.path!r} returns {sorted(outputs)}, not "
+                         f"{PROBABILITIES_OUTPUT!r}.")
 
     def score(crops):
         images = tf.cast(crops, input_spec.dtype)
@@ -314,7 +322,7 @@ def _saved_model_scorer(spec):
 
     shape = input_spec.shape
     input_size = shape[1] if shape.rank == 4 and shape[1] == shape[2] else None
-    scorer = Scorer(score, int(outputs[PROBABILITIES_OUTPUT].shape[-1]), spec.describe(),
-                    input_size)
+    scorer = Scorer(score, int(outputs[PROBABILITIES_OUTPUT].shape[-1]),
+                    f"{spec.describe()} (signature {name})", input_size)
     scorer.loaded = loaded  # Keeps the SavedModel's variables alive.
     return scorer

@@ -119,8 +119,13 @@ def test_weights_file_with_architecture_uses_preprocess_input(tmp_path):
                                rtol=1e-5, atol=1e-6)
 
 
-def save_colour_saved_model(path, signature_name="serve_images"):
-    """A SavedModel of the colour classifier with a `serve_images` signature."""
+def save_colour_saved_model(path, signature_name="serve_images", with_serve_crops=False):
+    """A SavedModel of the colour classifier with a `serve_images` signature.
+
+    With `with_serve_crops`, a `serve_crops` signature serves the colour model
+    and `serve_images` a different one (uniform probabilities), as an export
+    whose `serve_images` re-crops would differ.
+    """
     model = helpers.colour_model()
 
     class Exported(tf.Module):
@@ -132,8 +137,14 @@ def save_colour_saved_model(path, signature_name="serve_images"):
         def serve(self, images):
             return {"probabilities": self.model(preprocess_input(images))}
 
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        def uniform(self, images):
+            return {"probabilities": tf.fill([tf.shape(images)[0], 10], 0.1)}
+
     module = Exported()
-    tf.saved_model.save(module, str(path), signatures={signature_name: module.serve})
+    signatures = ({"serve_crops": module.serve, "serve_images": module.uniform}
+                  if with_serve_crops else {signature_name: module.serve})
+    tf.saved_model.save(module, str(path), signatures=signatures)
     return model
 
 
@@ -145,9 +156,17 @@ def test_saved_model_scorer(tmp_path):
     assert scorer.num_classes == 10
 
 
+def test_saved_model_crops_go_to_serve_crops(tmp_path):
+    model = save_colour_saved_model(tmp_path / "sm", with_serve_crops=True)
+    scorer = load_scorer(ModelSpec("saved_model", str(tmp_path / "sm")))
+    assert "signature serve_crops" in scorer.description
+    crops = np.random.default_rng(4).uniform(0, 255, (3, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(scorer(crops), model(preprocess_input(crops)), rtol=1e-6)
+
+
 def test_saved_model_without_serve_images_is_refused(tmp_path):
     save_colour_saved_model(tmp_path / "sm", signature_name="serving_default")
-    with pytest.raises(ValueError, match="no 'serve_images' signature"):
+    with pytest.raises(ValueError, match="no 'serve_crops' or 'serve_images' signature"):
         load_scorer(ModelSpec("saved_model", str(tmp_path / "sm")))
     with pytest.raises(FileNotFoundError, match="No SavedModel"):
         load_scorer(ModelSpec("saved_model", str(tmp_path / "nothing")))
