@@ -38,7 +38,9 @@ def _parser():
     source.add_argument("--params_override", default="", help="'a.b=1,c=2', applied last")
     source.add_argument("--architecture", help="preset name or stage spec (with --weights)")
     options = parser.add_argument_group("signatures")
-    options.add_argument("--top_k", type=int, default=5, help="classes in classes/labels/scores")
+    options.add_argument("--top_k", type=int, default=None,
+                         help="classes in classes/labels/scores (default: 5, or fewer if the "
+                              "model has fewer classes)")
     options.add_argument("--class_names", help="class_index.json, ImageNet index JSON, JSON "
                          "list or text file with one name per line")
     options.add_argument("--crop_size", type=int, default=None,
@@ -85,7 +87,7 @@ def main(argv=None):
                                             loaded.preprocessing.crop_size)
         options = signatures.SignatureOptions(
             preprocessing=loaded.preprocessing, class_names=loaded.class_names,
-            top_k=args.top_k, model_outputs=loaded.model_outputs, multicrop=multicrop)
+            top_k=args.top_k or min(5, len(loaded.class_names)), model_outputs=loaded.model_outputs, multicrop=multicrop)
         warmup_images = []
         for path in args.warmup_image:
             with open(path, "rb") as f:
@@ -98,10 +100,11 @@ def main(argv=None):
             loaded.model, args.output_base, args.model_name, options, version=args.version,
             overwrite=args.overwrite, warmup_images=warmup_images or None,
             description=loaded.description, verify=not args.no_verify)
-    except FileExistsError as error:
+    except (FileExistsError, ValueError) as error:
+        # Raised before anything is written: bad arguments.
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (ValueError, exporter.ExportError) as error:
+    except exporter.ExportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"Exported {args.model_name!r} version {result.version} to {result.path}")
