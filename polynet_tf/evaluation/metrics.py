@@ -132,7 +132,7 @@ def summary_text(report: Dict[str, Any], worst_classes: int = 5) -> str:
         f"Images: {report['num_images']}",
         f"Top-1: accuracy {100 * report['top1_accuracy']:.2f}%, error "
         f"{100 * report['top1_error']:.2f}%",
-        f"{k.split('_')[0].capitalize()}: accuracy {100 * report[k]:.2f}%, error "
+        f"Top-{k.split('_')[0][3:]}: accuracy {100 * report[k]:.2f}%, error "
         f"{100 * (1 - report[k]):.2f}%",
     ]
     if "images_per_second" in report:
