@@ -124,7 +124,8 @@ def crops_dataset(records: tf.data.Dataset, protocol: protocols.CropProtocol,
     return (records
             .map(to_crops, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE))
+            # Bounded: one image's 288 crops of 331x331 are 378 MB.
+            .prefetch(2))
 
 
 def _basename(path):
