@@ -318,9 +318,10 @@ def get_protocol(name: str, **overrides) -> CropProtocol:
       name: "single", "released", "googlenet144" or "polynet_multicrop".
       **overrides: `CropProtocol` fields to change, e.g. `crop_size=299`,
         `scales=(320, 352)`, `topk_fraction=0.5`; for "single" also
-        `crop_fraction`. For "googlenet144" and "polynet_multicrop" a changed
-        `crop_size` without `scales` keeps the default scales' ratio to the
-        crop (GoogLeNet: 256/224 ... 352/224).
+        `crop_fraction`. For the other protocols a changed `crop_size`
+        without `scales` keeps the default scales' ratio to the crop
+        (released: 378/331; GoogLeNet: 256/224 ... 352/224; PolyNet
+        multi-crop: 352/331 ... 576/331), rounded to the nearest pixel.
 
     Returns:
       A validated `CropProtocol`.
@@ -350,8 +351,7 @@ def get_protocol(name: str, **overrides) -> CropProtocol:
         values = dict(crop_size=preprocessing.RELEASED_CROP_SIZE,
                       scales=POLYNET_MULTICROP_SCALES, layout="googlenet", mirror=True,
                       pooling="topk", topk_fraction=POLYNET_TOPK_FRACTION)
-    if name in ("googlenet144", "polynet_multicrop") and "crop_size" in overrides and (
-            "scales" not in overrides):
+    if name != "single" and "crop_size" in overrides and "scales" not in overrides:
         ratio = overrides["crop_size"] / values["crop_size"]
         values["scales"] = tuple(int(round(s * ratio)) for s in values["scales"])
     values.update(overrides)

@@ -108,7 +108,7 @@ def parsed_flags():
     (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--protocol",
       "polynet_multicrop", "--topk_fraction", "1.5"], r"topk_fraction must be in \(0, 1\]"),
     (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--protocol", "released",
-      "--crop_size", "400"], "crop_size 400 is larger than scale"),
+      "--crop_size", "400", "--scales", "378"], "crop_size 400 is larger than scale"),
     (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--crop_fraction", "0.9",
       "--protocol", "released"], "--crop_fraction applies to --protocol single only"),
 ])

@@ -91,6 +91,8 @@ def test_overrides_and_derived_scales():
     assert protocol.scales == (400,) and protocol.topk == 18
     scaled = get_protocol("googlenet144", crop_size=112)
     assert scaled.scales == (128, 144, 160, 176)
+    assert get_protocol("released", crop_size=100).scales == (114,)  # 100 * 378 / 331
+    assert get_protocol("polynet_multicrop", crop_size=75).scales[0] == 80  # 75 * 352 / 331
     assert get_protocol("polynet_multicrop", topk_fraction=1.0).topk == 36
 
 
@@ -217,7 +219,7 @@ IN_UNIT_INTERVAL = r"must be in \(0, 1\]"
     (lambda: get_protocol("polynet_multicrop", topk_fraction=1.5), IN_UNIT_INTERVAL),
     (lambda: get_protocol("single", crop_fraction=1.2), r"crop_fraction must be in \(0, 1\]"),
     (lambda: get_protocol("googlenet144", scales=(200, 256)), r"larger than scale\(s\) \[200\]"),
-    (lambda: get_protocol("released", crop_size=400), "crop_size 400 is larger"),
+    (lambda: get_protocol("released", crop_size=400, scales=(378,)), "crop_size 400 is larger"),
     (lambda: get_protocol("single", crop_fraction=None),
      "needs layout='center' and a crop_fraction"),
     (lambda: get_protocol("single", scale=3), r"Unknown protocol field\(s\) \['scale'\]"),
