@@ -1,4 +1,4 @@
-"""The main job end to end: image folders -> TFRecords -> 2 workers -> evaluate -> export -> predict.
+"""The main job end to end: image folders, TFRecords, 2 workers, evaluate, export, predict.
 
 Every step is a command a user would type (`commands`); the demo prints each
 one before running it, and `python scripts/demo.py --print_commands` prints

@@ -101,4 +101,5 @@ def test_quick_demo_runs_every_step_and_learns(tmp_path):
         assert os.path.exists(os.path.join(report, "predictions.png"))
         served = re.search(r"served model accuracy on (\d+) held-out images: ([0-9.]+)",
                            result.stdout)
-        assert served and int(served.group(1)) == 40 and float(served.group(2)) >= 0.5, output[-3000:]
+        assert served, output[-3000:]
+        assert int(served.group(1)) == 40 and float(served.group(2)) >= 0.5, served.group(0)
