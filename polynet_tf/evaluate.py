@@ -15,6 +15,7 @@ of images, protocol, models) as JSON to `--output` and prints a summary.
 Exit status: 0 done, 2 bad arguments or inputs.
 """
 
+import re
 import sys
 
 from absl import app, flags
@@ -184,10 +185,18 @@ def _save_figure(tf, records, protocol, flag_values):
 def main(argv):
     if len(argv) > 1:
         _fail(f"Unexpected arguments {argv[1:]}; every option is a --flag.")
+    import tensorflow as tf  # noqa: PLC0415
+
     try:
         run(FLAGS)
     except (UsageError, ValueError, FileNotFoundError, ImportError) as error:
         _fail(str(error))
+    except tf.errors.OpError as error:
+        # Typically an undecodable image or a truncated shard; no report is written.
+        message = re.sub(r"\{\{.*?\}\}\s*", "", error.message.strip()).splitlines()[0]
+        _fail(f"evaluation stopped: {message} (a corrupt "
+              "image or TFRecord file? check the data with polynet_tf.data's "
+              "on_error='fail' pipeline, which names the file and record)")
 
 
 def _fail(message):

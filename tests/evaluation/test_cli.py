@@ -119,3 +119,22 @@ def test_bad_inputs_give_clear_errors(colour_shards, parsed_flags, args, message
         *[a.replace("{shards}", str(colour_shards / "validation-*")) for a in args])
     with pytest.raises((evaluate.UsageError, ValueError, FileNotFoundError), match=message):
         evaluate.run(flag_values)
+
+
+def test_corrupt_image_stops_with_a_clear_error_and_no_report(tmp_path, parsed_flags, capsys):
+    from polynet_tf import evaluate
+    from polynet_tf.data import example_format
+    from tests.evaluation.test_model_sources import save_colour_saved_model as save
+
+    save(tmp_path / "sm")
+    example_format.write_shard(str(tmp_path / "validation-00000-of-00001"), [
+        example_format.make_example(b"not an image", 0, "c", 1, 1, "bad.jpg")
+        .SerializeToString()])
+    output = tmp_path / "report.json"
+    parsed_flags("--saved_model", str(tmp_path / "sm"), "--data_pattern",
+                 str(tmp_path / "validation-*"), "--crop_size", "16", "--output", str(output))
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["evaluate"])
+    assert exit_info.value.code == evaluate.EXIT_USAGE
+    assert "evaluation stopped: Unknown image file format" in capsys.readouterr().err
+    assert not output.exists()
