@@ -97,13 +97,16 @@ def plot_points(points: Sequence[RunPoint], output: str, metric: str = "top1_acc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
+    # Giga for ImageNet-sized networks, mega for the tiny ones of tests and demos.
+    largest = max(point.multiply_adds for point in points)
+    divisor, unit = (1e9, "G") if largest >= 1e9 else (1e6, "M")
     figure, axes = plt.subplots(figsize=(6.4, 4.8), dpi=100)
     for point in points:
-        x = point.multiply_adds / 1e9
+        x = point.multiply_adds / divisor
         axes.scatter([x], [point.value], s=36)
         axes.annotate(point.label, (x, point.value), textcoords="offset points", xytext=(5, 4),
                       fontsize=8)
-    axes.set_xlabel("multiply-adds per image (G)")
+    axes.set_xlabel(f"multiply-adds per image ({unit})")
     axes.set_ylabel(METRICS[metric][0])
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
@@ -154,7 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     plot_points(points, args.output, args.metric, args.title)
     for point in points:
-        print(f"{point.label}: {point.multiply_adds / 1e9:.4f} G multiply-adds, "
+        print(f"{point.label}: {point.multiply_adds / 1e6:,.1f} M multiply-adds, "
               f"{METRICS[args.metric][0]} {point.value:.2f} ({point.source})")
     print(f"wrote {args.output}")
     return 0

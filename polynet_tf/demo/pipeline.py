@@ -139,7 +139,7 @@ def commands(options: DemoOptions, ports: Sequence[int] = README_PORTS) -> List[
              "--model_dir", p["run"], "--output", f"{p['report']}/training_curves.png"),),
              "polynet_tf.demo.curves"),
         Step("Plot accuracy against cost (paper Fig. 6)", (("python", "-m", "polynet_tf.plot_runs",
-             p["run"], "--protocol", "single",
+             p["run"], "--protocol", "single", "--labels", "digits_demo",
              "--output", f"{p['report']}/accuracy_vs_cost.png"),),
              "polynet_tf.plot_runs"),
     ]
