@@ -34,7 +34,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from polynet_tf import PolyNet  # noqa: E402
-from polynet_tf.serving import ServingPreprocessing, SignatureOptions, export_saved_model  # noqa: E402
+from polynet_tf.serving import (  # noqa: E402
+    ServingPreprocessing,
+    SignatureOptions,
+    export_saved_model,
+)
 from polynet_tf.serving import preprocessing as serving_preprocessing  # noqa: E402
 from polynet_tf.serving.warmup import synthetic_image  # noqa: E402
 

@@ -24,7 +24,8 @@ def _parser():
                     "(OUTPUT_BASE/MODEL_NAME/VERSION).")
     where = parser.add_argument_group("where")
     where.add_argument("--output_base", required=True,
-                       help="directory TF Serving watches; the model goes in OUTPUT_BASE/MODEL_NAME")
+                       help="directory TF Serving watches; the model goes in "
+                            "OUTPUT_BASE/MODEL_NAME")
     where.add_argument("--model_name", required=True, help="the name clients use")
     where.add_argument("--version", type=int, default=None,
                        help="integer version (default: one more than the highest existing)")
@@ -87,7 +88,8 @@ def main(argv=None):
                                             loaded.preprocessing.crop_size)
         options = signatures.SignatureOptions(
             preprocessing=loaded.preprocessing, class_names=loaded.class_names,
-            top_k=args.top_k or min(5, len(loaded.class_names)), model_outputs=loaded.model_outputs, multicrop=multicrop)
+            top_k=args.top_k or min(5, len(loaded.class_names)),
+            model_outputs=loaded.model_outputs, multicrop=multicrop)
         warmup_images = []
         for path in args.warmup_image:
             with open(path, "rb") as f:
@@ -109,8 +111,9 @@ def main(argv=None):
         return 1
     print(f"Exported {args.model_name!r} version {result.version} to {result.path}")
     print(f"signatures: {', '.join(result.signatures)}")
-    print(f"classes: {len(loaded.class_names)} ({loaded.description['class_names_source']}), "
-          f"preprocessing: {loaded.preprocessing.protocol} at {loaded.preprocessing.crop_size}")
+    names_source = loaded.description["class_names_source"]
+    print(f"classes: {len(loaded.class_names)} ({names_source}), preprocessing: "
+          f"{loaded.preprocessing.protocol} at {loaded.preprocessing.crop_size}")
     return 0
 
 

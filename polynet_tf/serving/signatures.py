@@ -5,8 +5,8 @@
 | `serving_default` | `images`: string `[batch]`, encoded JPEG/PNG/GIF/BMP of any size |
 | `serve_images` | `images`: float32 `[batch, height, width, 3]`, RGB in [0, 255], any size |
 | `serve_images_uint8` | `images`: uint8 `[batch, height, width, 3]`, any size |
-| `serve_crops` | `crops`: float32 `[batch, crop, crop, 3]` in [0, 255], already cropped (no crop) |
-| `serve_examples` | `examples`: string `[batch]`, serialized `tf.train.Example` with `image/encoded` |
+| `serve_crops` | `crops`: float32 `[batch, crop, crop, 3]` in [0, 255], already cropped |
+| `serve_examples` | `examples`: string `[batch]`, `tf.train.Example`s with `image/encoded` |
 | `serving_multicrop` | `images`: as `serving_default`; only with a multi-crop protocol |
 
 Every signature returns `classes` (int32 `[batch, top_k]`, best first),
@@ -160,11 +160,18 @@ class _SignatureBuilder:
         def one(args):
             data, position = args
             image = serving_preprocessing.decode_checked(data, position, MULTICROP_SIGNATURE)
-            crops = protocols.make_crops(image, protocol)
-            crops = serving_preprocessing.normalize(crops, self.preprocessing)
-            return self._probabilities(crops)
+            scores = []
+            for scale_index in range(protocol.num_scales):
+                # One scale at a time (DESIGN section 4: 288 crops of 331 pixels
+                # are 378 MB per image): the next scale's crops are cut only
+                # after this scale's scores exist.
+                with tf.control_dependencies(scores[-1:]):
+                    crops = protocols.make_scale_crops(image, protocol, scale_index)
+                crops = serving_preprocessing.normalize(crops, self.preprocessing)
+                scores.append(self._probabilities(crops))
+            return tf.concat(scores, axis=0)
 
-        # One image at a time: hundreds of crops per image already fill a batch.
+        # One image at a time: each scale's crops already fill a batch.
         scores = tf.map_fn(one, (images, positions), parallel_iterations=1,
                            fn_output_signature=tf.TensorSpec([None, num_classes], tf.float32))
         return self._outputs(protocols.pool_scores(scores, protocol))

@@ -109,3 +109,12 @@ def test_params_yaml_written_by_training_round_trips(run):
     root, _ = run
     values = yaml.safe_load((root / "model_dir" / "params.yaml").read_text())
     assert values["eval_data"]["mean"] == MEAN
+
+
+def test_multicrop_option_builds_the_evaluator_protocol():
+    protocol = export._multicrop_protocol("polynet_multicrop", "scales=[80,96]", 75)
+    assert (protocol.crop_size, protocol.scales, protocol.num_crops) == (75, (80, 96), 72)
+    # Without scales, the default scales keep their ratio to the crop.
+    assert export._multicrop_protocol("googlenet144", "", 112).scales == (128, 144, 160, 176)
+    with pytest.raises(ValueError, match="Unknown evaluation protocol"):
+        export._multicrop_protocol("tencrop", "", 75)
