@@ -118,3 +118,17 @@ def test_multicrop_option_builds_the_evaluator_protocol():
     assert export._multicrop_protocol("googlenet144", "", 112).scales == (128, 144, 160, 176)
     with pytest.raises(ValueError, match="Unknown evaluation protocol"):
         export._multicrop_protocol("tencrop", "", 75)
+
+
+def test_presets_use_the_released_protocol_and_imagenet_statistics():
+    from polynet_tf.data import normalization
+    from polynet_tf.serving import preprocessing as serving_preprocessing
+    from polynet_tf.serving.sources import preset_preprocessing
+
+    released = preset_preprocessing("very_deep")
+    protocol = serving_preprocessing.crop_protocol(released)
+    assert (released.protocol, protocol.crop_size, protocol.scales) == ("released", 331, (378,))
+    assert released.mean == list(normalization.IMAGENET_MEAN)
+    assert released.std == list(normalization.IMAGENET_STD)
+    single = serving_preprocessing.crop_protocol(preset_preprocessing("ir_5_10_5"))
+    assert (single.crop_size, single.crop_fraction) == (299, 0.875)
