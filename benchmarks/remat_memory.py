@@ -6,21 +6,25 @@ cannot inherit the other's heap. The variants alternate over `--rounds`, so
 both see the same machine load; ratios are remat / plain of the medians.
 
 Per process:
-- peak RSS: the highest resident memory while the timed steps ran
-  (`/proc/self/status` VmHWM after resetting it through `/proc/self/clear_refs`;
-  where that reset is not allowed, the lifetime peak `getrusage` ru_maxrss);
-- step memory: that peak minus the resident memory just before the timed
-  steps (weights, optimizer slots and the traced step are then in place, and
-  the heap freed by the warm-up step was returned with `malloc_trim`): what a
-  step needs on top of the model, mostly activations kept for the backward pass;
-- step time: mean over the timed steps, after one warm-up step (tracing).
+- peak RSS: the highest resident memory while the steps ran, the first
+  one included (`/proc/self/status` VmHWM after resetting it through
+  `/proc/self/clear_refs`; where that reset is not allowed, the lifetime peak
+  `getrusage` ru_maxrss);
+- step memory: that peak minus the resident memory once the model, the
+  optimizer slots and the traced step function exist, before any step ran
+  (the heap returned with `malloc_trim`): what training needs on top of the
+  model, mostly the activations kept for the backward pass. It is measured
+  from the first step on because the allocator keeps memory a step freed
+  (RSS after a step stays near its peak), so a later step would show nothing;
+  the first step also includes TensorFlow's one-time graph optimisation;
+- step time: mean over the timed steps after the first.
 
 The goal (issue 5): with rematerialization, peak memory at most 0.5x and step
 time at most 1.35x of the plain network, for the very deep net at batch 2, 331x331:
 
     python benchmarks/remat_memory.py                         # very_deep, 331, batch 2
-    python benchmarks/remat_memory.py --architecture "A: 2way*2 | B: poly3[convs], 2way | \\
-        C: 2way" --width 0.25 --image_size 151 --steps 2     # a smoke run
+    python benchmarks/remat_memory.py --architecture "A: 2way*2 | B: ir | C: ir" \\
+        --width 0.25 --image_size 331 --batch 4 --steps 1    # a smoke run
 """
 
 import argparse
@@ -88,10 +92,11 @@ def measure(args):
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
 
-    train_step().numpy()  # warm-up: tracing and first allocations
+    train_step.get_concrete_function()  # tracing, before the baseline
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     before_kib = _status_kib("VmRSS")
     peak_was_reset = _reset_peak()
+    train_step().numpy()  # first step: graph optimisation, first allocations
     start = time.perf_counter()
     for _ in range(args.steps):
         loss = float(train_step().numpy())
