@@ -50,7 +50,8 @@ class ModelSpec:
       kind: "weights", "checkpoint" or "saved_model".
       path: the weights file (or "imagenet"), checkpoint directory/prefix, or
         SavedModel directory.
-      architecture: preset name or stage spec (kind "weights" without config).
+      architecture: preset name or stage spec (kind "weights" without config;
+        "very_deep" for `weights=imagenet`).
       config: experiment YAML giving the model and its normalisation.
       classes: number of classes (kind "weights" without config; default 1000).
       width_multiplier: channel multiplier (kind "weights" without config).
@@ -75,6 +76,10 @@ class ModelSpec:
         if not (isinstance(self.weight, (int, float)) and self.weight > 0):
             raise ValueError(f"Model weight must be a positive number; received "
                              f"{self.weight!r}.")
+        if self.kind == "weights" and self.path == "imagenet" and not (
+                self.architecture or self.config):
+            # The only network with published weights (frozen: set directly).
+            object.__setattr__(self, "architecture", "very_deep")
         if self.kind == "weights" and not (self.architecture or self.config):
             raise ValueError(
                 f"weights={self.path!r} needs architecture=NAME or config=YAML to build "

@@ -26,7 +26,7 @@ EVAL_STATS = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 def test_spec_parsing():
     spec = parse_model_spec("checkpoint=runs/a, weight=0.6")
     assert (spec.kind, spec.path, spec.weight) == ("checkpoint", "runs/a", 0.6)
-    spec = parse_model_spec("weights=imagenet,architecture=very_deep")
+    spec = parse_model_spec("weights=imagenet")
     assert (spec.kind, spec.architecture, spec.weight) == ("weights", "very_deep", 1.0)
     spec = parse_model_spec("weights=w.h5,architecture=A: ir | B: (poly3, 2way)*2 | C: ir,"
                             "width_multiplier=0.5,classes=10")
