@@ -40,9 +40,12 @@ import math
 from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
-import tensorflow as tf
 
 from polynet_tf.data import preprocessing
+# The graph half of the protocols lives in its own modules; imported here so
+# that `protocols.make_crops` / `protocols.pool_scores` are the public names.
+from polynet_tf.evaluation.crops import make_crops, make_scale_crops  # noqa: F401
+from polynet_tf.evaluation.pooling import pool_scores  # noqa: F401
 
 RESIZE_MODES = ("none", "shorter_side", "squash")
 LAYOUTS = ("center", "googlenet")
@@ -358,120 +361,3 @@ def get_protocol(name: str, **overrides) -> CropProtocol:
     if "scales" in values and values["scales"] is not None:
         values["scales"] = tuple(values["scales"])
     return CropProtocol(name=name, **values)
-
-
-# ------------------------------------------------------------------- crops
-def make_crops(image, protocol: CropProtocol) -> tf.Tensor:
-    """All crops of one decoded image, in crop order.
-
-    Graph-compatible: works eagerly, inside `tf.function` with an unknown image
-    shape, inside `tf.data` and `tf.map_fn`.
-
-    Args:
-      image: one decoded RGB image, `[height, width, 3]`, uint8 or float in
-        [0, 255].
-      protocol: the `CropProtocol`.
-
-    Returns:
-      float32 `[num_crops, crop_size, crop_size, 3]`, RGB in [0, 255], not
-      normalised.
-    """
-    crops = [make_scale_crops(image, protocol, i) for i in range(protocol.num_scales)]
-    return crops[0] if len(crops) == 1 else tf.concat(crops, axis=0)
-
-
-def make_scale_crops(image, protocol: CropProtocol, scale_index: int) -> tf.Tensor:
-    """The crops of one scale: float32 `[crops_per_scale, crop_size, crop_size, 3]`."""
-    image = tf.convert_to_tensor(image)
-    image.shape.assert_has_rank(3)
-    size = protocol.crop_size
-    scaled = _resize_for_scale(image, protocol, scale_index)
-    height, width = tf.shape(scaled)[0], tf.shape(scaled)[1]
-    if protocol.layout == "center":
-        if protocol.crop_fraction is None:
-            side = tf.constant(size)
-        else:
-            side = preprocessing.center_crop_window(tf.shape(scaled), protocol.crop_fraction)[2]
-        y0 = (height - side + 1) // 2
-        x0 = (width - side + 1) // 2
-        box = scaled[y0:y0 + side, x0:x0 + side, :]
-        if protocol.crop_fraction is not None:
-            box = _resize(box, size, protocol.antialias)
-        crops = tf.cast(box, tf.float32)[tf.newaxis]
-    else:
-        crops = _googlenet_crops(scaled, height, width, size, protocol.antialias)
-    if protocol.mirror:
-        # [n, 2, ...] then [2n, ...]: each crop followed by its mirror.
-        crops = tf.reshape(tf.stack([crops, tf.reverse(crops, axis=[2])], axis=1),
-                           [-1, size, size, 3])
-    return tf.ensure_shape(crops, [protocol.crops_per_scale, size, size, 3])
-
-
-def _googlenet_crops(scaled, height, width, size, antialias):
-    square = tf.minimum(height, width)
-    squares = tf.stack([
-        scaled[y:y + square, x:x + square, :]
-        for y, x in zip([0, (height - square + 1) // 2, height - square],
-                        [0, (width - square + 1) // 2, width - square])
-    ])
-    squares = tf.cast(squares, tf.float32)
-    far, mid = square - size, (square - size + 1) // 2
-    windows = [squares[:, y:y + size, x:x + size, :]
-               for y, x in ((0, 0), (0, far), (far, 0), (far, far), (mid, mid))]
-    windows.append(_resize(squares, size, antialias))
-    # [3 squares, 6 positions, size, size, 3] -> square-major crop order.
-    return tf.reshape(tf.stack(windows, axis=1), [-1, size, size, 3])
-
-
-def _resize(images, size, antialias):
-    """Bilinear resize to `size` (an int for a square, or a `[height, width]` tensor)."""
-    target = [size, size] if isinstance(size, int) else size
-    return tf.image.resize(images, target, method="bilinear", antialias=antialias)
-
-
-def _resize_for_scale(image, protocol, scale_index):
-    if protocol.resize == "none":
-        return image
-    scale = protocol.scales[scale_index]
-    if protocol.resize == "squash":
-        target = tf.constant([scale, scale])
-    else:
-        shape = tf.cast(tf.shape(image)[:2], tf.float64)
-        shorter = tf.reduce_min(shape)
-        longer = tf.cast(tf.floor(shape * scale / shorter + 0.5), tf.int32)
-        # The shorter side is exactly the scale (no rounding); square images too.
-        target = tf.where(shape == shorter, scale, longer)
-    return _resize(image, target, protocol.antialias)
-
-
-# ----------------------------------------------------------------- pooling
-def pool_scores(scores, protocol: CropProtocol) -> tf.Tensor:
-    """Pools crop scores into one score per image and class.
-
-    Args:
-      scores: `[batch, num_crops, classes]` (softmax probabilities), crops
-        in the protocol's crop order.
-      protocol: the `CropProtocol`.
-
-    Returns:
-      float32 `[batch, classes]`: for "topk" pooling, per scale and class the
-      mean of the `protocol.topk` best crop scores, then the mean over scales;
-      for "mean" pooling the mean over all crops.
-
-    Raises:
-      ValueError: if the crop axis does not have `protocol.num_crops` entries.
-    """
-    scores = tf.convert_to_tensor(scores, dtype=tf.float32)
-    scores.shape.assert_has_rank(3)
-    if scores.shape[1] is not None and scores.shape[1] != protocol.num_crops:
-        raise ValueError(
-            f"scores have {scores.shape[1]} crops per image, protocol {protocol.name!r} "
-            f"makes {protocol.num_crops}.")
-    if protocol.pooling == "mean" or protocol.topk == protocol.crops_per_scale:
-        return tf.reduce_mean(scores, axis=1)
-    batch, classes = tf.shape(scores)[0], tf.shape(scores)[2]
-    per_scale = tf.reshape(scores, [batch, protocol.num_scales, protocol.crops_per_scale,
-                                    classes])
-    # top_k works on the last axis: put the crops there.
-    best = tf.math.top_k(tf.transpose(per_scale, [0, 1, 3, 2]), k=protocol.topk).values
-    return tf.reduce_mean(tf.reduce_mean(best, axis=-1), axis=1)
