@@ -9,7 +9,7 @@ command a user would type, then run.
 
 Usage:
     python scripts/demo.py [--work_dir demo_output] [--quick] [--train_steps N]
-        [--max_per_class N] [--num_workers 2] [--params_override "a.b=1"]
+        [--max_per_class N] [--num_workers 2] [--params_override "a.b=1"] [--fresh]
     python scripts/demo.py --print_commands     # the README's command list
 """
 
@@ -42,6 +42,8 @@ def parse_options(argv=None):
     parser.add_argument("--num_workers", type=int, default=2, help="local training workers")
     parser.add_argument("--params_override", default="",
                         help="further training overrides, e.g. 'model.width_multiplier=0.0625'")
+    parser.add_argument("--fresh", action="store_true",
+                        help="replace the --work_dir of an earlier demo run")
     parser.add_argument("--print_commands", action="store_true",
                         help="print the commands (as in the README) and exit")
     args = parser.parse_args(argv)
@@ -55,7 +57,7 @@ def parse_options(argv=None):
     if args.num_workers < 1:
         parser.error("--num_workers must be >= 1")
     options = pipeline.DemoOptions(work_dir=args.work_dir, num_workers=args.num_workers,
-                                   **values)
+                                   fresh=args.fresh, **values)
     return options, args.print_commands
 
 

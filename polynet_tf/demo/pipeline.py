@@ -11,6 +11,7 @@ import dataclasses
 import importlib.util
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -42,6 +43,8 @@ class DemoOptions:
         multicrop_protocol: the evaluator's multi-crop protocol.
         multicrop_max_images: evaluate multi-crop on the first N validation
             images only (None: all; 288 crops per image are slow on a CPU).
+        fresh: first delete `work_dir` if an earlier demo made it (never a
+            folder without the demo's marker file).
     """
 
     work_dir: str = "demo_output"
@@ -53,6 +56,7 @@ class DemoOptions:
     num_workers: int = 2
     multicrop_protocol: str = "polynet_multicrop"
     multicrop_max_images: Optional[int] = None
+    fresh: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +203,9 @@ def run_demo(options: DemoOptions, log=_print_now) -> dict:
         StepFailed: naming the command and its exit status.
         FileExistsError: `work_dir` exists and is not an earlier demo's.
     """
+    if options.fresh and os.path.isfile(os.path.join(options.work_dir, MARKER_FILE)):
+        log(f"$ rm -r {shlex.quote(options.work_dir)}")
+        shutil.rmtree(options.work_dir)
     _prepare_work_dir(options.work_dir)
     steps = commands(options, free_ports(options.num_workers))
     seconds, skipped, missing = {}, [], set()
@@ -231,8 +238,9 @@ def _prepare_work_dir(work_dir):
         if not os.path.exists(os.path.join(work_dir, MARKER_FILE)):
             raise FileExistsError(f"--work_dir {work_dir!r} exists and was not made by the demo: "
                                   "choose another folder.")
-        raise FileExistsError(f"--work_dir {work_dir!r} holds an earlier demo run: delete it "
-                              f"(rm -r {shlex.quote(work_dir)}) or choose another folder.")
+        raise FileExistsError(f"--work_dir {work_dir!r} holds an earlier demo run: pass --fresh "
+                              f"to replace it, delete it (rm -r {shlex.quote(work_dir)}) or "
+                              "choose another folder.")
     os.makedirs(work_dir, exist_ok=True)
     with open(os.path.join(work_dir, MARKER_FILE), "w") as f:
         f.write("made by polynet_tf.demo\n")

@@ -63,6 +63,24 @@ def test_an_existing_work_dir_is_refused(tmp_path):
     with pytest.raises(FileExistsError, match="was not made by the demo"):
         pipeline.run_demo(pipeline.DemoOptions(work_dir=str(tmp_path / "mine")), log=lambda _: 0)
     assert os.listdir(tmp_path / "mine") == ["notes.txt"]
+    # --fresh replaces only a folder the demo made (it holds the marker file).
+    with pytest.raises(FileExistsError, match="was not made by the demo"):
+        pipeline.run_demo(pipeline.DemoOptions(work_dir=str(tmp_path / "mine"), fresh=True),
+                          log=lambda _: 0)
+    assert os.listdir(tmp_path / "mine") == ["notes.txt"]
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / pipeline.MARKER_FILE).write_text("")
+    (earlier / "old.txt").write_text("")
+    with pytest.raises(FileExistsError, match="pass --fresh"):
+        pipeline.run_demo(pipeline.DemoOptions(work_dir=str(earlier)), log=lambda _: 0)
+    # With --fresh the earlier run goes; a failing first step (bad size) then stops the demo.
+    lines = []
+    with pytest.raises(pipeline.StepFailed, match="polynet_tf.demo.digits .* exited with status 2"):
+        pipeline.run_demo(pipeline.DemoOptions(work_dir=str(earlier), fresh=True,
+                                               max_per_class=1), log=lines.append)
+    assert sorted(os.listdir(earlier)) == [pipeline.MARKER_FILE]
+    assert lines[0] == f"$ rm -r {earlier}"
 
 
 @pytest.mark.slow
