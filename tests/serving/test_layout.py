@@ -35,6 +35,8 @@ def test_warmup_requests_are_prediction_logs_for_each_signature(exported):
                      "serve_examples"]
     assert all(r.model_spec.name == "tiny" for r in requests)
     loaded = tf.saved_model.load(exported[2])
+    # One copy of the weights, shared by every signature.
+    assert len(loaded.variables) == len(exported[0].variables)
     for request in requests:
         signature = loaded.signatures[request.model_spec.signature_name]
         inputs = warmup.request_inputs(request)
