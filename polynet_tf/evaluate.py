@@ -1,4 +1,4 @@
-"""Evaluates PolyNets under single-crop or multi-crop protocols: `python -m polynet_tf.evaluate`.
+r"""Evaluates PolyNets under single-crop or multi-crop protocols: `python -m polynet_tf.evaluate`.
 
 The released weights, their published protocol (squash 378, centre 331):
     python -m polynet_tf.evaluate --weights imagenet --architecture very_deep \

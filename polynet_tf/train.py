@@ -1,4 +1,4 @@
-"""Trains (and evaluates) a PolyNet: `python -m polynet_tf.train`.
+r"""Trains (and evaluates) a PolyNet: `python -m polynet_tf.train`.
 
 One machine:
     python -m polynet_tf.train --config official_configs/tiny_cpu.yaml --model_dir /tmp/run

@@ -1,4 +1,4 @@
-"""Command line of initialization by insertion (paper section 4, Fig. 9).
+r"""Command line of initialization by insertion (paper section 4, Fig. 9).
 
 Usage:
 
