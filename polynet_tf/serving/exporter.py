@@ -162,7 +162,11 @@ def _move_into_place(temp_path, final_path, overwrite):
     if overwrite and os.path.exists(final_path):
         old_path = f"{temp_path}.replaced"
         os.rename(final_path, old_path)
-        os.rename(temp_path, final_path)
+        try:
+            os.rename(temp_path, final_path)
+        except OSError:
+            os.rename(old_path, final_path)  # Keep the version that was there.
+            raise
         shutil.rmtree(old_path, ignore_errors=True)
     else:
         # Fails rather than merging if another export took the version meanwhile.
