@@ -79,7 +79,7 @@ def split_indices(labels, held_out_fraction: float, seed: int,
 
 def upscale(image, image_size: int) -> Image.Image:
     """An 8x8 uint8 digit as a bicubic-upscaled RGB PIL image."""
-    grey = Image.fromarray(image, mode="L").resize((image_size, image_size), Image.BICUBIC)
+    grey = Image.fromarray(image).resize((image_size, image_size), Image.Resampling.BICUBIC)
     return grey.convert("RGB")
 
 
