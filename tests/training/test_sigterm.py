@@ -21,8 +21,8 @@ def _last_summary_step(model_dir):
     step = -1
     for path in glob.glob(os.path.join(model_dir, "train", "events.out.tfevents.*")):
         try:
-            for event in tf.compat.v1.train.summary_iterator(path):
-                step = max(step, event.step)
+            for record in tf.data.TFRecordDataset(path):
+                step = max(step, tf.compat.v1.Event.FromString(record.numpy()).step)
         except tf.errors.DataLossError:
             pass  # the writer is in the middle of a record
     return step
