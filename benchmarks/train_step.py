@@ -113,7 +113,8 @@ def two_workers(train, steps, batch, model_dir):
     for worker in workers:
         worker.wait(timeout=1800)
     if any(worker.returncode for worker in workers):
-        raise RuntimeError("a worker failed; the chief's log:\n" + open(logs[0].name).read()[-2000:])
+        log = open(logs[0].name).read()
+        raise RuntimeError("a worker failed; the chief's log:\n" + log[-2000:])
     return _reported_rate(model_dir, 2 * steps)  # the chief's summaries
 
 
