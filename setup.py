@@ -49,7 +49,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["polynet_tf", "polynet_tf.*"]),
-    package_data={"polynet_tf": ["resources/*.json"]},
+    package_data={"polynet_tf.resources": ["*.json"]},
     include_package_data=True,
     install_requires=[
         "tensorflow>=2.16",
