@@ -21,9 +21,10 @@ _EXTRAS = {
     "plot": ["matplotlib>=3.7"],
     # Running the model code on the JAX backend.
     "jax": ["jax>=0.4.20"],
-    # The main-job demo (scripts/demo.sh): scikit-learn's digits and the report figures.
-    "demo": ["scikit-learn>=1.3", "matplotlib>=3.7"],
 }
+# The main-job demo (scripts/demo.sh): scikit-learn's digits, the report figures, and the
+# export's TF Serving warm-up requests.
+_EXTRAS["demo"] = sorted({"scikit-learn>=1.3", *_EXTRAS["plot"], *_EXTRAS["serving"]})
 _EXTRAS["test"] = sorted(
     {
         "pytest>=7.4",

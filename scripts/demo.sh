@@ -6,7 +6,7 @@
 # Every other option goes to scripts/demo.py (--work_dir, --train_steps, --max_per_class, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The demo needs only the package, scikit-learn and matplotlib (the "demo" extra);
+# The demo needs the package, scikit-learn, matplotlib and tensorflow-serving-api (the "demo" extra);
 # POLYNET_EXTRAS=test installs the test suite's extras instead.
 bash scripts/setup_env.sh "${POLYNET_EXTRAS:-demo}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
