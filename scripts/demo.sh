@@ -10,4 +10,6 @@ cd "$(dirname "$0")/.."
 # POLYNET_EXTRAS=test installs the test suite's extras instead.
 bash scripts/setup_env.sh "${POLYNET_EXTRAS:-demo}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-exec .venv/bin/python scripts/demo.py "$@"
+# --fresh: a second run replaces the output of the first (only a folder the demo
+# made, marked by its .polynet_demo file; any other folder is refused).
+exec .venv/bin/python scripts/demo.py --fresh "$@"
