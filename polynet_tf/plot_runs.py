@@ -124,11 +124,19 @@ def save_figure_atomically(figure, output: str):
     os.close(handle)
     try:
         figure.savefig(temporary, format="png")
+        # mkstemp makes the file private (0600); give it the usual umask permissions.
+        _chmod_as_new_file(temporary)
         os.replace(temporary, output)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def _chmod_as_new_file(path):
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

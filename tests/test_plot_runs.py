@@ -135,6 +135,9 @@ def test_cli_writes_a_png_atomically_and_fails_clearly(tmp_path, capsys):
     with open(output, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert sorted(os.listdir(output.parent)) == ["fig6.png"]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(output).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
     printed = capsys.readouterr().out
     assert "IR:" in printed and "Poly:" in printed and "top-1 accuracy (%) 75.00" in printed
 

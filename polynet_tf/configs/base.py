@@ -207,8 +207,16 @@ def write_yaml(values, path):
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             yaml.safe_dump(values, stream, sort_keys=False, default_flow_style=None)
+        # mkstemp makes the file private (0600); give it the usual umask permissions.
+        _chmod_as_new_file(temporary)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def _chmod_as_new_file(path):
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

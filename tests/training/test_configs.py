@@ -94,3 +94,16 @@ def test_only_the_data_a_mode_uses_must_be_set():
 def test_an_architecture_spec_can_be_overridden():
     config = load_experiment([TINY_CONFIG], DATA + ",model.architecture=A: 2way | B: poly3 | C: ir")
     assert config.model.architecture == "A: 2way | B: poly3 | C: ir"
+
+
+def test_written_yaml_has_the_permissions_of_a_new_file(tmp_path):
+    from polynet_tf.configs import write_yaml  # noqa: PLC0415
+
+    path = tmp_path / "run" / "params.yaml"
+    write_yaml({"model": {"num_classes": 3}}, str(path))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+    assert yaml.safe_load(path.read_text()) == {"model": {"num_classes": 3}}
+    assert os.listdir(path.parent) == ["params.yaml"]
+
