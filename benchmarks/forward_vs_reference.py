@@ -22,6 +22,9 @@ Our variants (TensorFlow 2 / Keras 3, channels-last):
                conv by hand (and beta into the last projection of each path)
   folded_merged  folded, plus sibling 1x1 convs and 2-way projections merged
   keras_bf16   the Keras model built under the "mixed_bfloat16" policy
+  keras_folded  the package's inference model: polynet_tf.models.fold_batch_norms
+               (a Keras model, every BatchNorm folded into its conv)
+  keras_folded_bf16  the same with dtype_policy="mixed_bfloat16"
   folded_bf16  the folded graph computed in bfloat16
 Prefixes select a worker with other oneDNN settings:
   nodnn_       TF_ENABLE_ONEDNN_OPTS=0 (Eigen kernels instead of oneDNN)
@@ -151,7 +154,7 @@ def tf_worker(threads, inter_op, checkpoint, variants):
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(inter_op)
-    from polynet_tf.models.polynet import PolyNet  # pylint: disable=import-outside-toplevel
+    from polynet_tf.models import PolyNet, fold_batch_norms  # pylint: disable=import-outside-toplevel
     from polynet_tf.weights import assign_state_dict, read_checkpoint  # pylint: disable=import-outside-toplevel
 
     state = read_checkpoint(checkpoint)
@@ -189,6 +192,8 @@ def tf_worker(threads, inter_op, checkpoint, variants):
         "folded_merged": lambda: folded_forward(model, "float32", input_signature=spec,
                                                 merge=("heads", "projections")),
         "keras_bf16": lambda: keras_fn(bf16_model, False),
+        "keras_folded": lambda: keras_fn(fold_batch_norms(model), False),
+        "keras_folded_bf16": lambda: keras_fn(fold_batch_norms(model, "mixed_bfloat16"), False),
         "folded_bf16": lambda: folded_forward(model, "bfloat16", input_signature=spec),
     }
     functions, data, done = {}, {}, set()
@@ -454,8 +459,8 @@ def _print_outputs(logits, batch):
     base = logits["torch"]
     for variant, values in logits.items():
         error = np.max(np.abs(values - base)) / np.std(base)
-        counterpart = {"torch_bf16": "torch", "keras_bf16": "keras",
-                       "folded_bf16": "folded"}.get(variant, "torch")
+        counterpart = {"torch_bf16": "torch", "keras_bf16": "keras", "folded_bf16": "folded",
+                       "keras_folded_bf16": "keras_folded"}.get(variant, "torch")
         own = logits.get(counterpart, base)
         agree = np.mean([a == b for a, b in zip(_top5(values), _top5(own))])
         print(f"  {variant:>14}: max|logits - torch| / std = {error:.1e}; top-5 sets equal "

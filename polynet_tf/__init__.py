@@ -23,6 +23,7 @@ _LAZY_ATTRIBUTES = {
     "list_architectures": "polynet_tf.models.architectures",
     "get_architecture": "polynet_tf.models.architectures",
     "set_path_drop_rates": "polynet_tf.models.polynet",
+    "fold_batch_norms": "polynet_tf.models.folding",
 }
 
 __all__ = ["__version__", *_LAZY_ATTRIBUTES]

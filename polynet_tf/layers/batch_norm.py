@@ -19,11 +19,15 @@ class BatchNormSettings:
         synchronized: average batch statistics across replicas
             (`tf.distribute`; TensorFlow backend only). The paper keeps them
             per GPU, so the default is False.
+        folded: an inference network whose BatchNorms are folded into the
+            convolutions (a conv with bias per BatchNorm, see
+            `polynet_tf.models.fold_batch_norms`); it has no BatchNorm layers.
     """
 
     epsilon: float = 1e-5
     momentum: float = 0.99
     synchronized: bool = False
+    folded: bool = False
 
     def __post_init__(self):
         if not 0.0 < self.epsilon < 1.0:

@@ -63,17 +63,16 @@ class ConvBN(keras.layers.Layer):
         self.num_norms = int(num_norms)
         self.batch_norm = BatchNormSettings.from_value(batch_norm)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.conv = keras.layers.Conv2D(
-            self.filters,
-            self.kernel_size,
-            strides=self.strides,
-            padding=self.padding,
-            use_bias=False,
-            data_format="channels_last",
-            kernel_initializer=self.kernel_initializer,
-            dtype=self.dtype_policy,
-            name="conv",
-        )
+        if self.batch_norm.folded:
+            # Inference form: each BatchNorm folded into a copy of the conv
+            # (kernel * s, bias beta - mean * s); see models.fold_batch_norms.
+            self.conv = None
+            set_indexed(self, "conv", [
+                self._make_conv(True, "conv" if self.num_norms == 1 else f"conv_{i}")
+                for i in range(self.num_norms)
+            ])
+            return
+        self.conv = self._make_conv(False, "conv")
         set_indexed(self, "norm", [
             make_batch_norm(
                 self.batch_norm,
@@ -83,12 +82,37 @@ class ConvBN(keras.layers.Layer):
             for i in range(self.num_norms)
         ])
 
+    def _make_conv(self, use_bias, name):
+        return keras.layers.Conv2D(
+            self.filters,
+            self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            use_bias=use_bias,
+            data_format="channels_last",
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name=name,
+        )
+
     @property
     def norms(self):
-        """The BatchNorms sharing this conv, in application order."""
-        return get_indexed(self, "norm", self.num_norms)
+        """The BatchNorms sharing this conv, in application order (none when folded)."""
+        return [] if self.batch_norm.folded else get_indexed(self, "norm", self.num_norms)
+
+    @property
+    def folded_convs(self):
+        """The convs with bias of a folded unit, one per BatchNorm it replaces."""
+        if not self.batch_norm.folded:
+            raise ValueError(f"ConvBN {self.name!r} is not folded; it has one conv, `conv`.")
+        return get_indexed(self, "conv", self.num_norms)
 
     def build(self, input_shape):
+        if self.batch_norm.folded:
+            for conv in self.folded_convs:
+                conv.build(input_shape)
+            self.built = True
+            return
         self.conv.build(input_shape)
         conv_shape = self.conv.compute_output_shape(input_shape)
         for norm in self.norms:
@@ -96,18 +120,22 @@ class ConvBN(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, norm_index=0, training=None):
-        x = self.conv(inputs)
-        norm = self.norms[norm_index]
-        if training and norm.trainable and statistics_frozen():
-            x = normalize_with_batch_statistics(norm, x)
+        if self.batch_norm.folded:
+            x = self.folded_convs[norm_index](inputs)
         else:
-            x = norm(x, training=training)
+            x = self.conv(inputs)
+            norm = self.norms[norm_index]
+            if training and norm.trainable and statistics_frozen():
+                x = normalize_with_batch_statistics(norm, x)
+            else:
+                x = norm(x, training=training)
         if self.activation:
             x = keras.ops.relu(x)
         return x
 
     def compute_output_shape(self, input_shape):
-        return self.conv.compute_output_shape(input_shape)
+        conv = self.folded_convs[0] if self.batch_norm.folded else self.conv
+        return conv.compute_output_shape(input_shape)
 
     def get_config(self):
         config = super().get_config()

@@ -1,4 +1,4 @@
-"""The model code is backend-neutral: the tiny network on JAX as on TensorFlow."""
+"""The model code is backend-neutral: the tiny network, and its folded copy, on JAX as on TF."""
 
 import os
 import subprocess
@@ -18,12 +18,13 @@ _JAX_SCRIPT = textwrap.dedent(
     import numpy as np
     import keras
     assert keras.backend.backend() == "jax", keras.backend.backend()
-    from polynet_tf import PolyNet
-    weights, inputs, outputs = sys.argv[1:4]
+    from polynet_tf import PolyNet, fold_batch_norms
+    weights, inputs, outputs, folded_outputs = sys.argv[1:5]
     model = PolyNet("ir_3_6_3_b_mpoly2", width_multiplier=0.0625, classes=10,
                     input_shape=(75, 75, 3), drop_path_rate=0.3, weights=weights)
     x = np.load(inputs)
     np.save(outputs, model.predict(x, verbose=0))
+    np.save(folded_outputs, fold_batch_norms(model).predict(x, verbose=0))
     # One gradient step, stochastic paths on.
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     before = [np.array(w) for w in model.trainable_weights]
@@ -51,11 +52,13 @@ def test_tiny_network_on_jax_matches_tensorflow_and_trains(tmp_path):
                PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     result = subprocess.run(
         [sys.executable, str(script), str(weights), str(tmp_path / "x.npy"),
-         str(tmp_path / "y.npy")],
+         str(tmp_path / "y.npy"), str(tmp_path / "folded.npy")],
         env=env, capture_output=True, text=True, timeout=600,
         cwd=root,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "jax-ok" in result.stdout
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model.predict(x, verbose=0),
-                               rtol=1e-4, atol=1e-5)
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-5)
+    # The BatchNorm-folded inference network, folded on JAX.
+    np.testing.assert_allclose(np.load(tmp_path / "folded.npy"), expected, rtol=1e-4, atol=1e-5)
