@@ -57,6 +57,9 @@ def _parser():
     options.add_argument("--warmup_image", action="append", default=[],
                          help="an image file for the warm-up requests (repeatable; "
                               "default: a synthetic JPEG)")
+    options.add_argument("--fold_batch_norms", action="store_true",
+                         help="serve the network with every BatchNorm folded into its conv "
+                              "(same outputs, faster on CPU; checked against the original)")
     options.add_argument("--no_verify", action="store_true",
                          help="skip loading the written SavedModel to check it")
     return parser
@@ -101,7 +104,8 @@ def main(argv=None):
         result = exporter.export_saved_model(
             loaded.model, args.output_base, args.model_name, options, version=args.version,
             overwrite=args.overwrite, warmup_images=warmup_images or None,
-            description=loaded.description, verify=not args.no_verify)
+            description=loaded.description, verify=not args.no_verify,
+            fold_batch_norms=args.fold_batch_norms)
     except (FileExistsError, ValueError) as error:
         # Raised before anything is written: bad arguments.
         print(f"error: {error}", file=sys.stderr)

@@ -149,6 +149,8 @@ class ExperimentConfig:
                 (None, "mixed_float16", "mixed_bfloat16"))
         _in_range("trainer.adaptive_drop_path.max_rate",
                   self.trainer.adaptive_drop_path.max_rate, 0.0, 1.0)
+        _in_range("trainer.adaptive_drop_path.gap_threshold",
+                  self.trainer.adaptive_drop_path.gap_threshold, 0.0, 1.0)
         _choice("runtime.distribution_strategy", self.runtime.distribution_strategy,
                 ("auto", "mirrored", "multi_worker", "one_device"))
         _choice("runtime.communication", self.runtime.communication, ("auto", "ring", "nccl"))

@@ -97,6 +97,7 @@ def export_saved_model(
     warmup_images: Optional[Sequence[bytes]] = None,
     description: Optional[Dict] = None,
     verify: bool = True,
+    fold_batch_norms: bool = False,
 ) -> ExportResult:
     """Exports `model` with every serving signature, ready for TF Serving.
 
@@ -112,6 +113,9 @@ def export_saved_model(
         synthetic JPEG.
       description: extra entries for the metadata file (architecture, source).
       verify: load the written SavedModel and check it against `model`.
+      fold_batch_norms: serve `polynet_tf.models.fold_batch_norms(model)`: the
+        same function with every BatchNorm folded into its conv (faster on
+        CPU); the check still compares against `model` itself.
 
     Returns:
       An `ExportResult`.
@@ -123,7 +127,8 @@ def export_saved_model(
         was left behind.
     """
     _check_names(output_base, model_name, version)
-    archive = signatures.build_export_archive(model, options)
+    served = _folded(model) if fold_batch_norms else model
+    archive = signatures.build_export_archive(served, options)
     model_dir = os.path.join(output_base, model_name)
     os.makedirs(model_dir, exist_ok=True)
     version = next_version(model_dir) if version is None else version
@@ -136,7 +141,8 @@ def export_saved_model(
     temp_path = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         archive.write_out(temp_path, verbose=False)
-        metadata = _metadata(model_name, version, options, names, description)
+        metadata = _metadata(model_name, version, options, names,
+                             {"batch_norms_folded": bool(fold_batch_norms), **(description or {})})
         _write_json(os.path.join(temp_path, warmup.WARMUP_DIRNAME, METADATA_FILENAME), metadata)
         requests = warmup_requests(options, warmup_images)
         warmup.write_warmup_requests(temp_path, requests, model_name)
@@ -151,6 +157,12 @@ def export_saved_model(
             f"Exporting {model_name!r} version {version} failed, nothing was written: "
             f"{type(error).__name__}: {_first_lines(error)}") from error
     return ExportResult(final_path, version, names, metadata)
+
+
+def _folded(model):
+    from polynet_tf.models import fold_batch_norms  # noqa: PLC0415
+
+    return fold_batch_norms(model)
 
 
 def _first_lines(error, limit=600):

@@ -221,18 +221,20 @@ class Trainer:
                 window += totals
                 reporter.train_loop_done(self.step, steps, self.global_batch_size * steps, metrics)
                 step = self.step
+                # Evaluation first: a checkpoint at this step then also holds
+                # the stochastic-path switch decided here.
+                if evaluate_during_training and not self._sigterm and (
+                        step % cfg.eval_interval == 0 or step == cfg.train_steps):
+                    eval_metrics = self.evaluate(reporter)
+                    self._maybe_switch_on_drop_path(_metrics(window), eval_metrics, reporter)
+                    window = np.zeros(4)
+                    reporter.reset_clock()
                 if step % cfg.checkpoint_interval == 0 or step == cfg.train_steps or self._sigterm:
                     self.save()
                     last_saved = step
                 if self._sigterm:
                     reporter.message("SIGTERM: saved a checkpoint at step %d and stopped.", step)
                     raise SystemExit(143)
-                if evaluate_during_training and (step % cfg.eval_interval == 0
-                                                 or step == cfg.train_steps):
-                    eval_metrics = self.evaluate(reporter)
-                    self._maybe_switch_on_drop_path(_metrics(window), eval_metrics, reporter)
-                    window = np.zeros(4)
-                    reporter.reset_clock()
             if last_saved != self.step:
                 self.save()
             # Stop the preemption watchers before the chief (which hosts the

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from polynet_tf.serving import exporter, warmup
-from tests.serving.conftest import CLASS_NAMES, CROP_SIZE, signature_options
+from tests.serving.conftest import CLASS_NAMES, CROP_SIZE, random_image, signature_options
 
 
 def _entries(path):
@@ -111,3 +111,23 @@ def test_top_k_and_crop_size_must_fit_the_model(exported):
 
 def test_synthetic_warmup_image_is_deterministic():
     np.testing.assert_array_equal(warmup.synthetic_image(20, 30), warmup.synthetic_image(20, 30))
+
+
+def test_folded_export_serves_the_same_probabilities(exported, tmp_path):
+    model, _, _ = exported
+    options = signature_options(multicrop=False)
+    result = exporter.export_saved_model(model, str(tmp_path), "folded", options,
+                                         fold_batch_norms=True)
+    assert result.metadata["batch_norms_folded"] is True
+    loaded = tf.saved_model.load(result.path)
+    # The served graph has no BatchNorms left (the check after writing
+    # compared it with the unfolded Keras model).
+    assert not any("moving_" in v.name for v in loaded.variables)
+    images = np.stack([random_image(90, 120, seed) for seed in range(3)]).astype(np.float32)
+    served = loaded.signatures["serve_images"](images=tf.constant(images))["probabilities"]
+    original = exporter.read_metadata(exported[2])
+    assert original["batch_norms_folded"] is False
+    plain = exporter.export_saved_model(model, str(tmp_path), "plain", options, verify=False)
+    expected = tf.saved_model.load(plain.path).signatures["serve_images"](
+        images=tf.constant(images))["probabilities"]
+    np.testing.assert_allclose(served.numpy(), expected.numpy(), atol=1e-5)

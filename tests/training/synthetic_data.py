@@ -33,8 +33,14 @@ def synthetic_image(label, rng, size=80):
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def write_dataset(directory, num_train=256, num_val=64, train_shards=4, seed=0, size=80):
-    """Writes train-*/validation-* shards and the class index; returns the patterns."""
+def write_dataset(directory, num_train=256, num_val=64, train_shards=4, seed=0, size=80,
+                  validation_label_shift=0):
+    """Writes train-*/validation-* shards and the class index; returns the patterns.
+
+    `validation_label_shift` k labels each validation image with the class k
+    after its own (mod 4): a validation set that training cannot fit, so that
+    the gap between training and validation accuracy grows as a network learns.
+    """
     rng = np.random.default_rng(seed)
     os.makedirs(directory, exist_ok=True)
     classes = [f"n0000000{i}" for i in range(len(PATTERNS))]
@@ -44,6 +50,8 @@ def write_dataset(directory, num_train=256, num_val=64, train_shards=4, seed=0, 
             label = i % len(PATTERNS)
             buffer = io.BytesIO()
             Image.fromarray(synthetic_image(label, rng, size)).save(buffer, "JPEG", quality=95)
+            if split == "validation":
+                label = (label + validation_label_shift) % len(PATTERNS)
             example = make_example(buffer.getvalue(), label, classes[label], size, size,
                                    f"{split}_{i}.jpg")
             records.append(example.SerializeToString())

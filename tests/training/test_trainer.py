@@ -1,15 +1,20 @@
 """The training loop on one worker, in process: learning, resuming, divergence."""
 
+import logging
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import logging as absl_logging
 
 from polynet_tf.configs import load_experiment
 from polynet_tf.data import build_dataset
+from polynet_tf.models import polyinception_modules
+from polynet_tf.training.reporting import Reporter
 from polynet_tf.training.trainer import Trainer, TrainingDivergedError
 from tests.training.conftest import TINY_CONFIG, overrides
+from tests.training.synthetic_data import write_dataset
 
 
 def _trainer(shards, model_dir, **values):
@@ -96,3 +101,67 @@ def test_init_from_grows_a_fresh_run_from_a_smaller_checkpoint(synthetic_shards,
     np.testing.assert_allclose(grown.model(images, training=False).numpy(),
                                small.model(images, training=False).numpy(), atol=1e-4)
     assert os.path.exists(tmp_path / "grown" / "init_from.mapping.txt")
+
+
+class _LogRecords(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.texts = []
+
+    def emit(self, record):
+        self.texts.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def overfitting_shards(tmp_path_factory):
+    """Learnable training shards, validation labels shifted by one class."""
+    return write_dataset(str(tmp_path_factory.mktemp("overfitting")), num_train=256, num_val=64,
+                         validation_label_shift=1)
+
+
+@pytest.mark.slow
+def test_stochastic_paths_switch_on_when_training_outruns_validation(overfitting_shards,
+                                                                     tmp_path):
+    settings = {"trainer.train_steps": 80, "trainer.steps_per_loop": 10,
+                "trainer.checkpoint_interval": 40, "trainer.eval_interval": 40,
+                "trainer.adaptive_drop_path.enabled": True,
+                "trainer.adaptive_drop_path.gap_threshold": 0.15,
+                "trainer.adaptive_drop_path.max_rate": 0.25}
+    trainer = _trainer(overfitting_shards, tmp_path, **settings)
+    modules = polyinception_modules(trainer.model)
+    assert [m.drop_path_rate for m in modules] == [0.0] * len(modules)
+    messages = _LogRecords()
+    # On absl's own logger, at INFO: what earlier tests in this process left
+    # of absl's verbosity must not matter.
+    absl_logger, verbosity = absl_logging.get_absl_logger(), absl_logging.get_verbosity()
+    absl_logger.addHandler(messages)
+    absl_logging.set_verbosity(absl_logging.INFO)
+    try:
+        trainer.train(evaluate_during_training=True)
+    finally:
+        absl_logger.removeHandler(messages)
+        absl_logging.set_verbosity(verbosity)
+    assert int(trainer.drop_path_switched_on.numpy()) == 1
+    # The paper's linear schedule: 0 at the bottom module, max_rate at the top.
+    np.testing.assert_allclose([m.drop_path_rate for m in modules],
+                               np.linspace(0.0, 0.25, len(modules)), atol=1e-6)
+    switched = [text for text in messages.texts if "stochastic paths on" in text]
+    assert len(switched) == 1, messages.texts
+    assert "exceeds validation top-1" in switched[0]
+    # Remembered across a restart: the resumed run trains with the same rates.
+    resumed = _trainer(overfitting_shards, tmp_path, **settings)
+    np.testing.assert_allclose([m.drop_path_rate for m in polyinception_modules(resumed.model)],
+                               np.linspace(0.0, 0.25, len(modules)), atol=1e-6)
+
+
+def test_stochastic_paths_stay_off_below_the_threshold(synthetic_shards, tmp_path):
+    trainer = _trainer(synthetic_shards, tmp_path, **{
+        "trainer.adaptive_drop_path.enabled": True,
+        "trainer.adaptive_drop_path.gap_threshold": 0.05})
+    reporter = Reporter(str(tmp_path), False, 1, 0)
+    trainer._maybe_switch_on_drop_path({"top1": 0.80}, {"top1": 0.76}, reporter)
+    assert int(trainer.drop_path_switched_on.numpy()) == 0
+    assert all(m.drop_path_rate == 0.0 for m in polyinception_modules(trainer.model))
+    trainer._maybe_switch_on_drop_path({"top1": 0.80}, {"top1": 0.70}, reporter)
+    assert int(trainer.drop_path_switched_on.numpy()) == 1
+    assert polyinception_modules(trainer.model)[-1].drop_path_rate == pytest.approx(0.1)
