@@ -25,6 +25,7 @@ Our variants (TensorFlow 2 / Keras 3, channels-last):
   keras_folded  the package's inference model: polynet_tf.models.fold_batch_norms
                (a Keras model, every BatchNorm folded into its conv)
   keras_folded_bf16  the same with dtype_policy="mixed_bfloat16"
+  frozen_folded  keras_folded with its variables frozen to constants
   folded_bf16  the folded graph computed in bfloat16
 Prefixes select a worker with other oneDNN settings:
   nodnn_       TF_ENABLE_ONEDNN_OPTS=0 (Eigen kernels instead of oneDNN)
@@ -176,18 +177,19 @@ def tf_worker(threads, inter_op, checkpoint, variants):
         return tf.function(lambda x: net(x, training=False), jit_compile=jit,
                            input_signature=spec)
 
-    def frozen_fn():
+    def frozen_fn(net):
         from tensorflow.python.framework.convert_to_constants import (  # pylint: disable=import-outside-toplevel
             convert_variables_to_constants_v2,
         )
 
-        frozen = convert_variables_to_constants_v2(keras_fn(model, False).get_concrete_function())
+        frozen = convert_variables_to_constants_v2(keras_fn(net, False).get_concrete_function())
         return lambda x: frozen(x)[0]
 
     builders = {
         "keras": lambda: keras_fn(model, False),
         "keras_xla": lambda: keras_fn(model, True),
-        "frozen": frozen_fn,
+        "frozen": lambda: frozen_fn(model),
+        "frozen_folded": lambda: frozen_fn(fold_batch_norms(model)),
         "folded": lambda: folded_forward(model, "float32", input_signature=spec),
         "folded_merged": lambda: folded_forward(model, "float32", input_signature=spec,
                                                 merge=("heads", "projections")),
