@@ -9,7 +9,8 @@ Batch-1 requests of one JPEG, timed side by side in one run, in alternating roun
    normalisation in a `tf.function`, then the model's call traced once in a
    `tf.function` (the fastest in-process path: the reference of the goal);
 3. (for information) the same with `model.predict_on_batch`, and with an
-   eager `model(x, training=False)` (Python overhead per layer).
+   eager `model(x, training=False)` (Python overhead per layer);
+4. (for information) the SavedModel of `export --fold_batch_norms`.
 
 Prints median and p99 latency of each and the ratio SavedModel / Keras
 (goal <= 1.1x against 2).
@@ -90,11 +91,14 @@ def main():
 
     with tempfile.TemporaryDirectory() as folder:
         result = export_saved_model(model, folder, "bench", options, verify=False)
-        loaded = tf.saved_model.load(result.path)
-        serve = loaded.signatures["serving_default"]
+        serve = tf.saved_model.load(result.path).signatures["serving_default"]
+        folded = export_saved_model(model, folder, "bench_folded", options, verify=False,
+                                    fold_batch_norms=True)
+        serve_folded = tf.saved_model.load(folded.path).signatures["serving_default"]
         compiled = tf.function(lambda x: model(x, training=False))
         variants = {
             "savedmodel": lambda: serve(images=batch)["probabilities"].numpy(),
+            "savedmodel_folded": lambda: serve_folded(images=batch)["probabilities"].numpy(),
             "keras_tf_function": lambda: compiled(decode(batch)).numpy(),
             "keras_eager_call": lambda: model(decode(batch), training=False).numpy(),
             "keras_predict_on_batch": lambda: model.predict_on_batch(decode(batch)),
@@ -121,6 +125,8 @@ def main():
         ratio99 = summary["savedmodel"][1] / summary[reference][1]
         print(f"savedmodel / {reference}: median {ratio:.2f}x, p99 {ratio99:.2f}x"
               + ("   (goal <= 1.1x)" if reference == "keras_tf_function" else ""))
+    ratio = summary["savedmodel_folded"][0] / summary["savedmodel"][0]
+    print(f"savedmodel_folded (export --fold_batch_norms) / savedmodel: median {ratio:.2f}x")
 
 
 if __name__ == "__main__":
