@@ -6,11 +6,11 @@ it is one conv with a bias:
     BN(conv(x, W)) = conv(x, W * s) + (beta - mean * s),  s = gamma / sqrt(var + eps)
 
 The folded network computes the same function as the original in inference
-mode (up to float rounding), with a third fewer ops, no BatchNorm statistics
-to read and, on CPU, convs that oneDNN fuses with their bias and ReLU. A
-released poly-3 block shares each conv between three BatchNorms; folding
-gives each application its own conv with bias (the folded network holds
-those convs' kernels three times, 95.4 M -> 113 M parameters for very_deep).
+mode (up to float rounding), with a third fewer ops and no BatchNorm
+statistics to read. A released poly-3 block shares each conv between three
+BatchNorms; folding gives each application its own conv with bias, so the
+folded network holds those kernels three times (very_deep: 95.7 M parameters,
+statistics included, become 120.6 M).
 """
 
 import keras
@@ -19,8 +19,8 @@ import numpy as np
 from polynet_tf.layers import ConvBN
 
 # The top classifier stays in float32 under a low-precision policy, so that
-# the probabilities (and logits) come back in float32, as keras.applications
-# models built under mixed precision are usually finished.
+# logits and probabilities come back in float32 (the usual end of a Keras
+# mixed-precision model).
 _FLOAT32_LAYERS = ("predictions",)
 _SEED_STATE = "seed_generator_state"
 
