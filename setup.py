@@ -21,6 +21,9 @@ _EXTRAS = {
     "plot": ["matplotlib>=3.7"],
     # Running the model code on the JAX backend.
     "jax": ["jax>=0.4.20"],
+    # PolyNet as a keras-hub backbone / image classifier with presets (polynet_tf.hub).
+    # keras-hub itself requires tensorflow-text (matching TensorFlow's version).
+    "hub": ["keras-hub>=0.32"],
 }
 # The main-job demo (scripts/demo.sh): scikit-learn's digits, the report figures, and the
 # export's TF Serving warm-up requests.
@@ -34,6 +37,7 @@ _EXTRAS["test"] = sorted(
         *_EXTRAS["tfds"],
         *_EXTRAS["plot"],
         *_EXTRAS["jax"],
+        *_EXTRAS["hub"],
     }
 )
 
