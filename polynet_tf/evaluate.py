@@ -1,6 +1,7 @@
 r"""Evaluates PolyNets under single-crop or multi-crop protocols: `python -m polynet_tf.evaluate`.
 
-The released weights, their published protocol (squash 378, centre 331):
+The released weights, their published protocol (shorter side to 378, centre 331;
+`released_pytorchcv`: 379; `released_squash`: the image squashed to 378x378):
     python -m polynet_tf.evaluate --weights imagenet --architecture very_deep \
         --data_pattern "val/validation-*" --label_offset 1 --protocol released
 A training run, the paper's multi-crop (8 scales x 36 crops, top-30% pooling):
@@ -12,6 +13,8 @@ An ensemble (weights are normalised to sum to 1):
 
 Writes the report (top-1/top-5 accuracy and error, per-class accuracy, number
 of images, protocol, models) as JSON to `--output` and prints a summary.
+Every path (models, data, `--output`, figures) may be a URI such as
+`gs://bucket/run`: files are read and written through `tf.io.gfile`.
 Exit status: 0 done, 2 bad arguments or inputs.
 """
 
@@ -42,7 +45,8 @@ flags.DEFINE_string("tfds_split", "validation", "TFDS split.")
 flags.DEFINE_string("tfds_data_dir", "", "TFDS data directory.")
 flags.DEFINE_string("tfds_manual_dir", "", "Prepare the TFDS dataset from the files here.")
 flags.DEFINE_enum("protocol", "single",
-                  ["single", "released", "googlenet144", "polynet_multicrop"], "Crop protocol.")
+                  ["single", "released", "released_pytorchcv", "released_squash",
+                   "googlenet144", "polynet_multicrop"], "Crop protocol.")
 flags.DEFINE_integer("crop_size", None, "Crop side (default: the protocol's: 331, 224 for "
                      "googlenet144).")
 flags.DEFINE_float("crop_fraction", None, "single: fraction of the shorter side kept "
@@ -170,11 +174,11 @@ def run(flag_values):
 
 
 def _save_figure(tf, records, protocol, flag_values):
+    from polynet_tf import fileio  # noqa: PLC0415
     from polynet_tf.evaluation.figure import save_crops_figure  # noqa: PLC0415
 
     if flag_values.figure_image:
-        with open(flag_values.figure_image, "rb") as f:
-            encoded = f.read()
+        encoded = fileio.read_bytes(flag_values.figure_image)
     else:
         encoded = next(iter(records.take(1)))[0].numpy()
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()

@@ -4,14 +4,18 @@ A run directory (`--model_dir` of `python -m polynet_tf.train`) holds
 `params.yaml` (the merged configuration), TensorBoard summaries in `train/`
 and `eval/` (tags in `polynet_tf.training.reporting`: loss, top1, top5,
 learning_rate, images_per_second) and checkpoints. These helpers read them
-back without building a model, for figures and comparisons.
+back without building a model, for figures and comparisons. `model_dir` may be
+any TensorFlow filesystem URI (`gs://bucket/run`): everything is read through
+`tf.io.gfile`.
 """
 
 import dataclasses
-import glob
 import json
-import os
 from typing import Dict, List, Optional, Tuple
+
+import tensorflow as tf
+
+from polynet_tf import fileio
 
 PARAMS_FILE = "params.yaml"
 # Evaluator reports (`python -m polynet_tf.evaluate ... --output FILE`) that
@@ -49,12 +53,11 @@ def read_params(model_dir: str) -> dict:
     """
     import yaml  # noqa: PLC0415
 
-    path = os.path.join(model_dir, PARAMS_FILE)
-    if not os.path.isfile(path):
+    path = fileio.join(model_dir, PARAMS_FILE)
+    if not fileio.isfile(path):
         raise RunError(f"{model_dir!r} is not a training run: it has no {PARAMS_FILE} "
                        "(python -m polynet_tf.train writes it into --model_dir).")
-    with open(path) as f:
-        params = yaml.safe_load(f)
+    params = yaml.safe_load(fileio.read_text(path))
     if not isinstance(params, dict) or "model" not in params:
         raise RunError(f"{path!r} is not a polynet_tf configuration (no 'model' section).")
     return params
@@ -70,10 +73,8 @@ def read_scalars(log_dir: str) -> Dict[str, List[Tuple[int, float]]]:
         tag -> [(step, value)] sorted by step; a step written twice (a resumed
         run) keeps its last value. Empty if the folder has no event files.
     """
-    import tensorflow as tf  # noqa: PLC0415
-
     values: Dict[str, Dict[int, float]] = {}
-    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+    for path in fileio.glob(fileio.join(log_dir, "events.out.tfevents.*")):
         for record in tf.data.TFRecordDataset(path):
             event = tf.compat.v1.Event.FromString(record.numpy())
             for value in event.summary.value:
@@ -118,13 +119,13 @@ def final_eval_result(model_dir: str, protocol: Optional[str] = None) -> EvalRes
                        "validation is a single crop. Run python -m polynet_tf.evaluate "
                        f"--protocol {protocol} --output MODEL_DIR/evaluation_{protocol}.json.")
     params = read_params(model_dir)
-    scalars = read_scalars(os.path.join(model_dir, "eval"))
+    scalars = read_scalars(fileio.join(model_dir, "eval"))
     if "top1" not in scalars:
         raise RunError(
             f"Run {model_dir!r} has no evaluation result: no {EVALUATION_JSON_PATTERN} file and "
             "no validation summaries in eval/. Train with --mode train_and_eval, or evaluate it "
             "(python -m polynet_tf.evaluate --checkpoint MODEL_DIR ... --output "
-            f"{os.path.join(model_dir, 'evaluation_single.json')}).")
+            f"{fileio.join(model_dir, 'evaluation_single.json')}).")
     step, top1 = scalars["top1"][-1]
     train_steps = params.get("trainer", {}).get("train_steps")
     if train_steps is not None and step < train_steps:
@@ -132,16 +133,15 @@ def final_eval_result(model_dir: str, protocol: Optional[str] = None) -> EvalRes
                        f"{step} of {train_steps}. Finish training (run the same command again) "
                        "or evaluate it.")
     top5 = dict(scalars.get("top5", [])).get(step)
-    return EvalResult(top1, top5, step, os.path.join(model_dir, "eval"))
+    return EvalResult(top1, top5, step, fileio.join(model_dir, "eval"))
 
 
 def _from_evaluator_json(model_dir, protocol):
     found = []
-    for path in sorted(glob.glob(os.path.join(model_dir, EVALUATION_JSON_PATTERN))):
+    for path in fileio.glob(fileio.join(model_dir, EVALUATION_JSON_PATTERN)):
         try:
-            with open(path) as f:
-                data = json.load(f)
-        except (OSError, json.JSONDecodeError) as error:
+            data = fileio.read_json(path)
+        except (OSError, tf.errors.OpError, json.JSONDecodeError) as error:
             raise RunError(f"Cannot read the evaluation result {path!r}: {error}") from None
         if isinstance(data, dict) and "top1_accuracy" in data:
             found.append((path, data))
@@ -151,14 +151,14 @@ def _from_evaluator_json(model_dir, protocol):
         single = [(p, d) for p, d in found if _protocol_name(d) == "single"]
         if len(single) != 1:
             raise RunError(f"Run {model_dir!r} has several evaluation results "
-                           f"({', '.join(os.path.basename(p) for p, _ in found)}); choose one "
+                           f"({', '.join(fileio.basename(p) for p, _ in found)}); choose one "
                            "with --protocol.")
         found = single
     if not found:
         return None
     if len(found) > 1:
         raise RunError(f"Run {model_dir!r} has several results for protocol {protocol!r}: "
-                       f"{', '.join(os.path.basename(p) for p, _ in found)}; keep one.")
+                       f"{', '.join(fileio.basename(p) for p, _ in found)}; keep one.")
     path, data = found[0]
     top5 = data.get("top5_accuracy")
     return EvalResult(float(data["top1_accuracy"]), None if top5 is None else float(top5),

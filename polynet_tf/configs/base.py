@@ -6,11 +6,11 @@ key or ill-typed value an error that names the dotted key.
 """
 
 import dataclasses
-import os
-import tempfile
 import typing
 
 import yaml
+
+from polynet_tf import fileio
 
 
 class ConfigError(ValueError):
@@ -190,33 +190,18 @@ def load_yaml(path):
     Raises:
         ConfigError: missing file or not a mapping.
     """
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
         raise ConfigError(f"Configuration file not found: {path}")
-    with open(path, encoding="utf-8") as stream:
-        values = yaml.safe_load(stream) or {}
+    values = yaml.safe_load(fileio.read_text(path)) or {}
     if not isinstance(values, dict):
         raise ConfigError(f"Configuration file {path} must hold a mapping at the top level")
     return values
 
 
 def write_yaml(values, path):
-    """Writes `values` as YAML atomically (temporary name, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".params-", suffix=".yaml")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            yaml.safe_dump(values, stream, sort_keys=False, default_flow_style=None)
-        # mkstemp makes the file private (0600); give it the usual umask permissions.
-        _chmod_as_new_file(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    """Writes `values` as YAML atomically (temporary name, then rename).
 
-
-def _chmod_as_new_file(path):
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    `path` may be any TensorFlow filesystem URI (`gs://...`).
+    """
+    fileio.atomic_write_text(path, yaml.safe_dump(values, sort_keys=False,
+                                                  default_flow_style=None))

@@ -24,6 +24,9 @@ the sorted folder names gets label `i + label_offset`. `OUT` receives
   `--on_error skip` leaves them out and lists them all at the end (and in
   `class_index.json`).
 - Each shard is written under a temporary name and renamed when complete.
+- `DIR` and `OUT` may be any TensorFlow filesystem URI (`gs://bucket/images`):
+  every file is read and written through `tf.io.gfile`. Readers match only
+  the final shard names, never the hidden temporary ones (`polynet_tf.fileio`).
 """
 
 import argparse
@@ -35,8 +38,10 @@ import re
 import sys
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
+import tensorflow as tf
 from tqdm import tqdm
 
+from polynet_tf import fileio
 from polynet_tf.data import example_format
 from polynet_tf.data import image_conversion
 
@@ -84,25 +89,26 @@ def list_images(image_dir: str) -> Tuple[List[str], List[ImageItem]]:
     Raises:
       BuildError: if the folder does not exist or has no class sub-folders.
     """
-    if not os.path.isdir(image_dir):
+    if not fileio.isdir(image_dir):
         raise BuildError(f"--image_dir {image_dir!r} is not a folder.")
     classes = sorted(
-        name for name in os.listdir(image_dir)
-        if not name.startswith(".") and os.path.isdir(os.path.join(image_dir, name)))
+        name for name in fileio.listdir(image_dir)
+        if not name.startswith(".") and fileio.isdir(fileio.join(image_dir, name)))
     if not classes:
         raise BuildError(
             f"--image_dir {image_dir!r} has no sub-folders; it must hold one "
             "sub-folder per class (DIR/<class>/<image>).")
     items = []
     for class_index, name in enumerate(classes):
-        class_dir = os.path.join(image_dir, name)
-        for root, dirs, files in os.walk(class_dir):
+        class_dir = fileio.join(image_dir, name)
+        # tf.io.gfile.walk, like os.walk, descends only into the `dirs` left in place.
+        for root, dirs, files in tf.io.gfile.walk(class_dir):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            folder = fileio.join(name, root[len(class_dir):].strip("/"))
             for file_name in sorted(files):
                 if file_name.startswith("."):
                     continue
-                path = os.path.relpath(os.path.join(root, file_name), image_dir)
-                items.append(ImageItem(path.replace(os.sep, "/"), class_index))
+                items.append(ImageItem(fileio.join(folder, file_name), class_index))
     items.sort()
     return classes, items
 
@@ -142,11 +148,12 @@ def assign_shards(items: Sequence[ImageItem], num_shards: int, seed: int,
 
 
 def _convert(image_dir: str, item: ImageItem, quality: int):
-    path = os.path.join(image_dir, item.relative_path)
+    path = fileio.join(image_dir, item.relative_path)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = fileio.read_bytes(path)
         return image_conversion.to_rgb_jpeg(data, quality), None
+    except tf.errors.OpError as error:
+        return None, error.message
     except (image_conversion.UnreadableImageError, OSError) as error:
         return None, str(error)
 
@@ -169,7 +176,7 @@ def _ordered_results(executor, function, items, max_in_flight: int) -> Iterator:
 
 def _check_output_dir(output_dir: str, planned: Sequence[str]) -> None:
     shard_pattern = re.compile(r"^(train|validation)-\d{5}-of-\d{5}$")
-    stale = sorted(name for name in os.listdir(output_dir)
+    stale = sorted(name for name in fileio.listdir(output_dir)
                    if shard_pattern.match(name) and name not in planned)
     if stale:
         raise BuildError(
@@ -238,7 +245,7 @@ def build_tfrecords(
         count = max(1, min(count, len(split_items)))
         for index, shard_items in enumerate(assign_shards(split_items, count, seed, split)):
             shards.append((example_format.shard_name(split, index, count), shard_items))
-    os.makedirs(output_dir, exist_ok=True)
+    fileio.makedirs(output_dir)
     _check_output_dir(output_dir, [name for name, _ in shards])
 
     skipped: List[Tuple[str, str]] = []
@@ -260,7 +267,7 @@ def build_tfrecords(
                     if jpeg is None:
                         if on_error == "fail":
                             raise BuildError(
-                                f"Cannot read image {os.path.join(image_dir, item.relative_path)!r}: "
+                                f"Cannot read image {fileio.join(image_dir, item.relative_path)!r}: "
                                 f"{error}. Fix or remove the file, or pass --on_error=skip "
                                 "to leave unreadable files out (they are listed at the end).")
                         skipped.append((item.relative_path, error))
@@ -274,7 +281,7 @@ def build_tfrecords(
 
             try:
                 shard_sizes[name] = example_format.write_shard(
-                    os.path.join(output_dir, name), records())
+                    fileio.join(output_dir, name), records())
             except BaseException:
                 bar.close()
                 executor.shutdown(wait=True, cancel_futures=True)

@@ -16,8 +16,11 @@ existing ImageNet shards are read unchanged:
 | `image/filename` | bytes | the source file (relative to the image folder) |
 
 Shards are named `<split>-<index:05d>-of-<count:05d>` like the ImageNet tools'
-and are written under a temporary name (`.<name>.tmp-<pid>`) that is renamed
-once the shard is complete, so a shard that exists is whole.
+and are written under a temporary name (`.tmp-<pid>-<random>-<name>`,
+`polynet_tf.fileio`) that is renamed once the shard is complete, so a shard
+that exists is whole (on object stores such as GCS the rename is a copy, and
+the final object appears only once complete). Readers skip names starting
+with `.`. Paths may be any TensorFlow filesystem URI (`gs://...`).
 
 Class index: `class_index.json` next to the shards, a JSON object::
 
@@ -38,10 +41,11 @@ resumed pipeline skip whole epochs without reading them.
 """
 
 import json
-import os
 from typing import Dict, List, Mapping, NamedTuple, Optional
 
 import tensorflow as tf
+
+from polynet_tf import fileio
 
 CLASS_INDEX_FILENAME = "class_index.json"
 CLASS_INDEX_FORMAT = "polynet_tf.class_index"
@@ -143,19 +147,12 @@ def write_shard(path: str, serialized_examples) -> int:
     Returns:
       The number of records written.
     """
-    directory, name = os.path.split(path)
-    temp_path = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
     count = 0
-    try:
+    with fileio.atomic_output(path) as temp_path:
         with tf.io.TFRecordWriter(temp_path) as writer:
             for record in serialized_examples:
                 writer.write(record)
                 count += 1
-        tf.io.gfile.rename(temp_path, path, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(temp_path):
-            tf.io.gfile.remove(temp_path)
-        raise
     return count
 
 
@@ -195,12 +192,8 @@ def write_class_index(directory: str, classes: List[str], label_offset: int,
         "classes": list(classes),
         **extra,
     }
-    path = os.path.join(directory, CLASS_INDEX_FILENAME)
-    temp_path = os.path.join(directory, f".{CLASS_INDEX_FILENAME}.tmp-{os.getpid()}")
-    with tf.io.gfile.GFile(temp_path, "w") as f:
-        json.dump(contents, f, indent=2, sort_keys=True)
-        f.write("\n")
-    tf.io.gfile.rename(temp_path, path, overwrite=True)
+    path = fileio.join(directory, CLASS_INDEX_FILENAME)
+    fileio.write_json(path, contents)
     return path
 
 
@@ -217,17 +210,16 @@ def read_class_index(path: str) -> ClassIndex:
       FileNotFoundError: if the file does not exist.
       ValueError: if it is not a class index (no `classes` list of strings).
     """
-    if tf.io.gfile.isdir(path):
-        path = os.path.join(path, CLASS_INDEX_FILENAME)
-    if not tf.io.gfile.exists(path):
+    if fileio.isdir(path):
+        path = fileio.join(path, CLASS_INDEX_FILENAME)
+    if not fileio.exists(path):
         raise FileNotFoundError(
             f"No class index at {path!r}; build_tfrecords writes one next to the shards."
         )
-    with tf.io.gfile.GFile(path) as f:
-        try:
-            raw = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path!r} is not valid JSON: {error}") from None
+    try:
+        raw = fileio.read_json(path)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path!r} is not valid JSON: {error}") from None
     classes = raw.get("classes") if isinstance(raw, dict) else None
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise ValueError(
@@ -243,5 +235,5 @@ def find_class_index(shard_paths: List[str]) -> Optional[ClassIndex]:
     """Returns the class index next to the first shard, or None if there is none."""
     if not shard_paths:
         return None
-    path = os.path.join(os.path.dirname(shard_paths[0]), CLASS_INDEX_FILENAME)
-    return read_class_index(path) if tf.io.gfile.exists(path) else None
+    path = fileio.join(fileio.dirname(shard_paths[0]), CLASS_INDEX_FILENAME)
+    return read_class_index(path) if fileio.exists(path) else None

@@ -1,9 +1,8 @@
 """Drawing a protocol's crop boxes on one image (matplotlib, the `[plot]` extra)."""
 
-import os
-
 import numpy as np
 
+from polynet_tf import fileio
 from polynet_tf.evaluation import protocols
 
 # One colour per position of the googlenet layout (corners, centre, whole square).
@@ -15,13 +14,13 @@ def save_crops_figure(image: np.ndarray, protocol: protocols.CropProtocol, path:
     """Draws the crop boxes of one image, one panel per scale, and saves a PNG.
 
     Each panel shows the image resized for that scale with its boxes; mirrored
-    crops share their twin's box (the title says so). The file is written under
-    a temporary name and renamed.
+    crops share their twin's box (the title says so). The PNG is rendered in
+    memory, written under a temporary name and renamed.
 
     Args:
       image: uint8 `[height, width, 3]`, the decoded image.
       protocol: the `CropProtocol`.
-      path: the PNG to write.
+      path: the PNG to write (a local path or URI).
       columns: panels per row.
 
     Returns:
@@ -74,14 +73,8 @@ def save_crops_figure(image: np.ndarray, protocol: protocols.CropProtocol, path:
     figure.suptitle(f"{protocol.name}: {protocol.num_crops} crops of {protocol.crop_size}x"
                     f"{protocol.crop_size} from a {height}x{width} image")
     figure.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temp_path = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
     try:
-        figure.savefig(temp_path, format="png", dpi=80)
-        os.replace(temp_path, path)
+        fileio.write_figure(figure, path, format="png", dpi=80)
     finally:
         pyplot.close(figure)
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
     return path

@@ -1,10 +1,10 @@
 """Top-1 / top-5 accuracy, per class, and the evaluation report (JSON and text)."""
 
-import json
-import os
 from typing import Any, Dict, List, Optional
 
 import numpy as np
+
+from polynet_tf import fileio
 
 
 class AccuracyCounter:
@@ -87,23 +87,12 @@ def write_json_atomically(values: Dict[str, Any], path: str) -> str:
 
     Args:
       values: JSON-serialisable dict.
-      path: final path.
+      path: final path or URI (`gs://...`).
 
     Returns:
       `path`.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temp_path = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        with open(temp_path, "w", encoding="utf-8") as f:
-            json.dump(values, f, indent=2)
-            f.write("\n")
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
+    fileio.write_json(path, values, sort_keys=False)
     return path
 
 

@@ -22,12 +22,12 @@ Sources:
 """
 
 import dataclasses
-import os
 import re
 from typing import Callable, Optional
 
 import tensorflow as tf
 
+from polynet_tf import fileio
 from polynet_tf.data import normalization
 
 SOURCE_KINDS = ("weights", "checkpoint", "saved_model")
@@ -228,7 +228,7 @@ def load_model_config(path):
     # Imported here: configs import models, which the protocols do not need.
     from polynet_tf.configs import base, experiment  # noqa: PLC0415
 
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
         raise FileNotFoundError(f"Configuration file {path!r} does not exist.")
     values = base.load_yaml(path) or {}
     values.setdefault("train_data", {}).setdefault("is_training", True)
@@ -240,20 +240,27 @@ def _weights_scorer(spec):
     from polynet_tf.models import PolyNet  # noqa: PLC0415
     from polynet_tf.models.factory import build_model  # noqa: PLC0415
 
-    if spec.path != "imagenet" and not os.path.isfile(spec.path):
+    if spec.path != "imagenet" and not fileio.isfile(spec.path):
         raise FileNotFoundError(f"Weights file {spec.path!r} does not exist.")
     if spec.config:
         config = load_model_config(spec.config)
         model = build_model(config.model, image_size=None, classifier_activation="softmax")
         if spec.path == "imagenet":
             raise ValueError("weights=imagenet takes architecture=very_deep, not a config.")
-        model.load_weights(spec.path)
+        with fileio.local_file_for_reading(spec.path) as local:  # h5py reads local files.
+            model.load_weights(local)
         return keras_scorer(model, config.eval_data.mean, config.eval_data.std,
                             description=spec.describe())
     options = {} if spec.width_multiplier is None else {
         "width_multiplier": spec.width_multiplier}
-    model = PolyNet(spec.architecture, weights=spec.path, input_shape=(None, None, 3),
-                    classes=spec.classes or 1000, classifier_activation="softmax", **options)
+    if spec.path == "imagenet":
+        model = PolyNet(spec.architecture, weights="imagenet", input_shape=(None, None, 3),
+                        classes=spec.classes or 1000, classifier_activation="softmax", **options)
+    else:
+        with fileio.local_file_for_reading(spec.path) as local:
+            model = PolyNet(spec.architecture, weights=local, input_shape=(None, None, 3),
+                            classes=spec.classes or 1000, classifier_activation="softmax",
+                            **options)
     # preprocess_input's statistics (the released weights').
     return keras_scorer(model, description=spec.describe())
 
@@ -262,9 +269,9 @@ def _checkpoint_scorer(spec):
     from polynet_tf.models.factory import build_model  # noqa: PLC0415
 
     path = spec.path
-    if os.path.isdir(path):
-        subdir = os.path.join(path, "checkpoints")
-        checkpoint_dir = subdir if os.path.isdir(subdir) else path
+    if fileio.isdir(path):
+        subdir = fileio.join(path, "checkpoints")
+        checkpoint_dir = subdir if fileio.isdir(subdir) else path
         prefix = tf.train.latest_checkpoint(checkpoint_dir)
         if prefix is None:
             raise FileNotFoundError(
@@ -272,15 +279,14 @@ def _checkpoint_scorer(spec):
                 "checkpoints/ folder or a checkpoint prefix like ckpt-600.")
     elif tf.io.gfile.exists(path + ".index"):
         prefix = path
-        checkpoint_dir = os.path.dirname(path)
+        checkpoint_dir = fileio.dirname(path)
     else:
         raise FileNotFoundError(f"Checkpoint {path!r} does not exist.")
     config_path = spec.config
     if not config_path:
-        for candidate in (os.path.join(checkpoint_dir, "params.yaml"),
-                          os.path.join(os.path.dirname(checkpoint_dir.rstrip("/")),
-                                       "params.yaml")):
-            if os.path.isfile(candidate):
+        for candidate in (fileio.join(checkpoint_dir, "params.yaml"),
+                          fileio.join(fileio.dirname(checkpoint_dir), "params.yaml")):
+            if fileio.isfile(candidate):
                 config_path = candidate
                 break
         else:
