@@ -5,11 +5,13 @@ One machine:
 Several machines (the same command on each, with its own --task_index):
     python -m polynet_tf.train --config official_configs/very_deep_imagenet.yaml \
         --model_dir gs://bucket/run --worker_hosts=h1:2222,h2:2222 --task_index=0
-A `TF_CONFIG` in the environment (Kubernetes, ...) takes precedence over the
-flags. A restarted job resumes from the latest checkpoint in `--model_dir`.
+A `TF_CONFIG` in the environment (Kubeflow's TFJob: a chief and workers,
+...) takes precedence over the flags. A restarted job resumes from the latest
+checkpoint in `--model_dir`. Exit statuses: 0 done, 2 bad configuration, 3 a
+peer worker failed, 4 diverged, 143 preempted (SIGTERM to any worker: every
+worker saved the same step). docs/cluster.md has the details.
 """
 
-import os
 import sys
 
 from absl import app, flags, logging
@@ -45,8 +47,13 @@ def main(argv):
 
     try:
         num_workers, task = cluster.configure_cluster(FLAGS.worker_hosts, FLAGS.task_index)
+    except cluster.EvaluatorTaskError as error:
+        logging.warning(str(error))
+        print(f"note: {error}", file=sys.stderr, flush=True)
+        sys.exit(0)
     except ValueError as error:
         _fail(str(error), EXIT_CONFIG)
+    from polynet_tf import fileio  # noqa: PLC0415
     from polynet_tf.configs import ConfigError, load_experiment, write_yaml  # noqa: PLC0415
 
     try:
@@ -56,13 +63,21 @@ def main(argv):
     import tensorflow as tf  # noqa: PLC0415
 
     _check_data_files(config, FLAGS.mode, tf)
+    checkpoint_dir = fileio.join(FLAGS.model_dir, "checkpoints")
+    if FLAGS.mode == "eval" and not tf.train.latest_checkpoint(checkpoint_dir):
+        _fail(f"--mode=eval found no checkpoint in {checkpoint_dir}: evaluating the random "
+              "initial weights would mean nothing. Point --model_dir at a training run "
+              "(its checkpoints/ folder), or train first.", EXIT_CONFIG)
     strategy = cluster.make_strategy(config.runtime, num_workers)
+    if config.runtime.deterministic_ops:
+        # After the strategy: a multi-worker context must be configured first.
+        tf.config.experimental.enable_op_determinism()
     from polynet_tf.training.trainer import Trainer, TrainingDivergedError  # noqa: PLC0415
 
     chief = cluster.is_chief(strategy)
     if chief:
-        os.makedirs(FLAGS.model_dir, exist_ok=True)
-        write_yaml(config.to_dict(), os.path.join(FLAGS.model_dir, "params.yaml"))
+        tf.io.gfile.makedirs(FLAGS.model_dir)
+        write_yaml(config.to_dict(), fileio.join(FLAGS.model_dir, "params.yaml"))
     _log_startup(config, strategy, num_workers, task, chief)
     try:
         trainer = Trainer(config, FLAGS.model_dir, strategy, num_workers, FLAGS.init_from,
@@ -85,8 +100,8 @@ def main(argv):
         _fail(
             f"A peer worker failed or could not be reached ({type(error).__name__}: "
             f"{str(error).splitlines()[0][:300]}). Restart every worker with the same "
-            "command: training resumes from the latest checkpoint in "
-            f"{os.path.join(FLAGS.model_dir, 'checkpoints')}.", cluster.EXIT_PEER_FAILED)
+            f"command: training resumes from the latest checkpoint in {checkpoint_dir}.",
+            cluster.EXIT_PEER_FAILED)
 
 
 def _check_data_files(config, mode, tf):

@@ -1,7 +1,15 @@
 """Cluster set-up: `--worker_hosts`/`--task_index` to TF_CONFIG, and the strategy.
 
 As TF Model Garden's `configure_cluster`: a TF_CONFIG already in the
-environment wins; otherwise several worker hosts become one.
+environment wins; otherwise several worker hosts become one. TF_CONFIG may
+describe workers only, or a `chief` plus `worker` tasks (as Kubeflow's TFJob
+writes it), optionally with an `evaluator`: the chief (else worker 0) writes;
+the chief and the workers train together; an evaluator takes no part (see
+`EvaluatorTaskError`).
+
+Exit statuses of `python -m polynet_tf.train`: 0 done, 2 bad configuration
+or command line, `EXIT_PEER_FAILED` (3) a peer died or could not be reached,
+4 training diverged, `EXIT_PREEMPTED` (143) stopped by SIGTERM after saving.
 """
 
 import json
@@ -15,6 +23,15 @@ from absl import logging
 # Exit status of a worker that lost its peers during training. One that never
 # reached them is killed by the start-up watchdog (status -9 / 137).
 EXIT_PEER_FAILED = 3
+# Exit status of every worker after a SIGTERM (to any one of them) made them
+# all save a checkpoint at the same step: 128 + SIGTERM, as a killed process.
+EXIT_PREEMPTED = 143
+
+_TRAINING_TASK_TYPES = ("chief", "worker")
+
+
+class EvaluatorTaskError(RuntimeError):
+    """This process is TF_CONFIG's `evaluator`, which training does not use."""
 
 
 def configure_cluster(worker_hosts="", task_index=0):
@@ -36,11 +53,33 @@ def configure_cluster(worker_hosts="", task_index=0):
             tf_config = json.loads(os.environ["TF_CONFIG"])
         except json.JSONDecodeError as error:
             raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from None
-        workers = tf_config.get("cluster", {}).get("worker", [])
-        chief = tf_config.get("cluster", {}).get("chief", [])
+        cluster_spec = tf_config.get("cluster", {})
+        workers = cluster_spec.get("worker", [])
+        chief = cluster_spec.get("chief", [])
         task = tf_config.get("task", {})
+        task_type = task.get("type", "worker")
         index = int(task.get("index", 0))
-        if task.get("type") == "worker" and chief:
+        if task_type == "evaluator":
+            raise EvaluatorTaskError(
+                "This task is TF_CONFIG's 'evaluator'. polynet_tf.train evaluates during "
+                "training on every replica of the chief and the workers "
+                "(--mode=train_and_eval), so an evaluator has nothing to do and exits. "
+                "Remove the Evaluator replica from the TFJob, or evaluate checkpoints "
+                "separately with --mode=eval (no TF_CONFIG).")
+        unknown = sorted(set(cluster_spec) - set(_TRAINING_TASK_TYPES) - {"evaluator"})
+        if task_type not in _TRAINING_TASK_TYPES or unknown:
+            raise ValueError(
+                f"TF_CONFIG task type {task_type!r} / cluster jobs {sorted(cluster_spec)}: "
+                "only 'chief', 'worker' and 'evaluator' are supported (synchronous "
+                "training; no parameter servers).")
+        if len(chief) > 1:
+            raise ValueError(f"TF_CONFIG has {len(chief)} chief tasks; at most one is allowed.")
+        if "evaluator" in cluster_spec:
+            # The evaluator must not join the collective group: the strategy
+            # would wait for it at start-up.
+            tf_config["cluster"] = {k: v for k, v in cluster_spec.items() if k != "evaluator"}
+            os.environ["TF_CONFIG"] = json.dumps(tf_config)
+        if task_type == "worker" and chief:
             index += len(chief)
         if worker_hosts:
             logging.warning("TF_CONFIG is set: ignoring --worker_hosts=%s", worker_hosts)
@@ -115,8 +154,18 @@ def is_chief(strategy):
 
 
 def task_id(strategy):
+    """This task's index among all training tasks: chief 0, then the workers.
+
+    The same numbering as tf.distribute's input pipelines, so that a chief
+    and worker 0 never share an index (or a temporary directory).
+    """
     resolver = getattr(strategy, "cluster_resolver", None)
-    return 0 if resolver is None or resolver.task_id is None else int(resolver.task_id)
+    if resolver is None or resolver.task_id is None or not resolver.cluster_spec().as_dict():
+        return 0
+    index = int(resolver.task_id)
+    if resolver.task_type == "worker" and "chief" in resolver.cluster_spec().as_dict():
+        index += len(resolver.cluster_spec().as_dict()["chief"])
+    return index
 
 
 def _within_deadline(create, seconds):

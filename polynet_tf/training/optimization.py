@@ -73,3 +73,58 @@ def build_optimizer(optimizer_config, schedule_config, global_batch_size, mixed_
     if mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer, schedule
+
+
+def classification_loss(labels, logits, num_classes, label_smoothing, global_batch_size):
+    """Per-replica share of the mean softmax cross-entropy over the global batch.
+
+    Args:
+        labels: int `[batch]` class indices in `[0, num_classes)`.
+        logits: float32 `[batch, num_classes]`.
+        num_classes: width of the one-hot targets.
+        label_smoothing: `eps`: targets are `(1 - eps) * one_hot + eps / num_classes`.
+        global_batch_size: images per step over all replicas (the divisor).
+
+    Returns:
+        (loss summed over this replica's examples / global batch, per-example losses).
+    """
+    per_example = keras.losses.categorical_crossentropy(
+        tf.one_hot(labels, num_classes), logits, from_logits=True,
+        label_smoothing=label_smoothing)
+    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size), per_example
+
+
+def clip_by_global_norm_across_replicas(gradients, clip_norm, optimizer):
+    """Clips this replica's gradients so that their sum over replicas has norm <= clip.
+
+    Keras clips each replica's gradients before they are summed; the paper's
+    recipe (and `tf.clip_by_global_norm` on one device) clips the gradient of
+    the whole batch. Under `LossScaleOptimizer` the gradients arrive multiplied
+    by the loss scale: the norm is taken of the unscaled gradients, so
+    `clip_norm` means the same in mixed_float16 as in float32. The scale is a
+    power of two, so unscaling and rescaling are exact.
+
+    Must run in a replica context (inside `strategy.run`).
+
+    Args:
+        gradients: this replica's gradients (scaled when `optimizer` is a
+            `LossScaleOptimizer`).
+        clip_norm: the threshold on the global norm of the summed, unscaled
+            gradients.
+        optimizer: the optimizer that will apply them.
+
+    Returns:
+        The gradients to hand to `optimizer.apply_gradients` (still scaled
+        under loss scaling, as that optimizer expects).
+    """
+    scale = (tf.cast(optimizer.scale_loss(tf.constant(1.0)), tf.float32)
+             if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else None)
+    context = tf.distribute.get_replica_context()
+    summed = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+    if scale is not None:
+        summed = [g / tf.cast(scale, g.dtype) for g in summed]
+    norm = tf.linalg.global_norm(summed)
+    # A non-finite norm gives a NaN factor: LossScaleOptimizer then skips the
+    # step and lowers its scale, as it would for the unclipped gradients.
+    factor = tf.minimum(1.0, clip_norm / tf.maximum(norm, 1e-12))
+    return [g * tf.cast(factor, g.dtype) for g in gradients]

@@ -1,6 +1,6 @@
 """What users see: a progress bar, log lines and TensorBoard summaries (chief only)."""
 
-import os
+import posixpath
 import time
 
 import tensorflow as tf
@@ -27,10 +27,16 @@ class Reporter:
             self._bar = tqdm(total=total_steps, initial=initial_step, unit="step",
                              dynamic_ncols=True, mininterval=1.0)
             for name in ("train", "eval"):
-                self._writers[name] = tf.summary.create_file_writer(os.path.join(model_dir, name))
+                self._writers[name] = tf.summary.create_file_writer(
+                    posixpath.join(model_dir, name))
 
-    def train_loop_done(self, step, steps, images, metrics):
-        """Reports one training loop of `steps` steps and `images` images."""
+    def train_loop_done(self, step, steps, images, metrics, summary=True):
+        """Reports one training loop of `steps` steps and `images` images.
+
+        The progress bar follows every loop; the `train/` summaries only
+        loops with `summary` (the trainer: every `trainer.summary_interval`
+        steps and the last step).
+        """
         now = time.perf_counter()
         rate = images / max(now - self._last_time, 1e-9)
         self._last_time = now
@@ -39,7 +45,8 @@ class Reporter:
         self._bar.update(steps)
         self._bar.set_postfix(loss=f"{metrics['loss']:.4f}", top1=f"{metrics['top1']:.3f}",
                               lr=f"{metrics['learning_rate']:.3g}", img_s=f"{rate:.1f}")
-        self.scalars("train", step, dict(metrics, images_per_second=rate))
+        if summary:
+            self.scalars("train", step, dict(metrics, images_per_second=rate))
 
     def scalars(self, writer, step, values):
         if not self.enabled:

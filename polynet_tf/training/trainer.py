@@ -4,25 +4,31 @@
 the data package's sharded pipeline, `tf.nn.compute_average_loss`, a
 `tf.train.CheckpointManager` written by the chief (other workers write to a
 temporary directory, as tf.distribute requires every worker to save), and
-`PreemptionCheckpointHandler` on several workers. A restarted job resumes
-from the latest checkpoint and the same data stream: the input pipeline is a
-pure function of (seed, step) and skips what was consumed.
+a SIGTERM on any worker agreed on by all workers after each loop (every
+worker saves at the same step and exits with `cluster.EXIT_PREEMPTED`). A
+restarted job resumes from the latest checkpoint and the same data stream:
+the input pipeline is a pure function of (seed, step) and skips what was
+consumed. Every file goes through `tf.io.gfile`: `model_dir` may be a URI
+(`gs://...`).
 """
 
-import gc
-import os
-import shutil
 import signal
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from polynet_tf import fileio
 from polynet_tf.data import build_dataset
 from polynet_tf.models import polyinception_modules, set_path_drop_rates
 from polynet_tf.models.factory import build_model
 from polynet_tf.training import cluster
-from polynet_tf.training.optimization import build_optimizer
+from polynet_tf.training.batch_norm_sync import MovingStatisticsSync
+from polynet_tf.training.evaluation_loop import (DistributedEvaluator, batch_totals,
+                                                 input_options, metrics_from_totals,
+                                                 with_model_classes)
+from polynet_tf.training.optimization import (build_optimizer, classification_loss,
+                                              clip_by_global_norm_across_replicas)
 from polynet_tf.training.reporting import Reporter
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -80,16 +86,24 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, step=self.global_step,
             drop_path_switched_on=self.drop_path_switched_on)
-        self.checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
+        self.checkpoint_dir = fileio.join(model_dir, CHECKPOINT_SUBDIR)
+        # tf.distribute needs every worker to save; only the chief's copy is
+        # kept. A worker's copy is deleted after each save, and here too: a
+        # copy left by a killed run must never be mistaken for a checkpoint.
         self._write_dir = (self.checkpoint_dir if self.is_chief else
-                           os.path.join(model_dir, ".worker_tmp", f"worker_{self.task_id}"))
+                           fileio.join(model_dir, ".worker_tmp", f"worker_{self.task_id}"))
+        if not self.is_chief:
+            _remove_tree(self._write_dir)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self._write_dir, max_to_keep=config.trainer.max_checkpoints)
         if self.is_chief:
-            os.makedirs(model_dir, exist_ok=True)
+            tf.io.gfile.makedirs(model_dir)
+        self._sync_batch_norm = MovingStatisticsSync(strategy, self.model)
+        self._evaluator = DistributedEvaluator(
+            strategy, self.model, with_model_classes(config.eval_data, config.model.num_classes),
+            num_workers, config.trainer.eval_steps)
         self.restored_from = self._restore(init_from, init_from_architecture)
         self._train_function = None
-        self._eval_function = None
         self._sigterm = False
 
     # ----------------------------------------------------------------- state
@@ -111,7 +125,7 @@ class Trainer:
             initialize_from_checkpoint(
                 self.model, init_from, init_from_architecture or model.architecture,
                 mode=self.init_from_mode,
-                report_path=os.path.join(self.model_dir, "init_from") if self.is_chief else None,
+                report_path=fileio.join(self.model_dir, "init_from") if self.is_chief else None,
                 width_multiplier=model.width_multiplier, classes=model.num_classes,
                 bn_epsilon=model.bn_epsilon, bn_momentum=model.bn_momentum)
             return init_from
@@ -128,9 +142,11 @@ class Trainer:
         if not bool(self._state_is_finite()):
             raise TrainingDivergedError(self._divergence_message("finite, but the updated "
                                                                  "weights are not"))
+        # The checkpoint holds the mean of the replicas' moving statistics.
+        self._sync_batch_norm()
         path = self.manager.save(checkpoint_number=self.step)
         if not self.is_chief:
-            shutil.rmtree(self._write_dir, ignore_errors=True)
+            _remove_tree(self._write_dir)
         return path
 
     @tf.function
@@ -142,11 +158,9 @@ class Trainer:
 
     # ------------------------------------------------------------- functions
     def _loss(self, labels, logits):
-        depth = self.config.model.num_classes
-        smoothing = self.config.optimizer.label_smoothing
-        per_example = keras.losses.categorical_crossentropy(
-            tf.one_hot(labels, depth), logits, from_logits=True, label_smoothing=smoothing)
-        loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+        loss, per_example = classification_loss(
+            labels, logits, self.config.model.num_classes, self.config.optimizer.label_smoothing,
+            self.global_batch_size)
         decay = self.config.optimizer.weight_decay
         if decay:
             l2 = tf.add_n([tf.nn.l2_loss(tf.cast(k, tf.float32)) for k in self._kernels])
@@ -163,15 +177,10 @@ class Trainer:
         gradients = tape.gradient(scaled, variables)
         clip = self.config.optimizer.clip_global_norm
         if clip:
-            # Keras clips per replica before summing; clip the summed gradient.
-            context = tf.distribute.get_replica_context()
-            summed = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-            _, norm = tf.clip_by_global_norm(summed, clip)
-            factor = tf.minimum(1.0, clip / tf.maximum(norm, 1e-12))
-            gradients = [g * tf.cast(factor, g.dtype) for g in gradients]
+            gradients = clip_by_global_norm_across_replicas(gradients, clip, self.optimizer)
         self.optimizer.apply_gradients(zip(gradients, variables))
         self.global_step.assign_add(1)
-        return _batch_totals(labels, logits, tf.reduce_sum(per_example))
+        return batch_totals(labels, logits, tf.reduce_sum(per_example))
 
     def _make_train_function(self):
         strategy = self.strategy
@@ -187,9 +196,10 @@ class Trainer:
         return train_steps
 
     def _train_dataset(self, skip_steps):
-        data = self.config.train_data
+        data = with_model_classes(self.config.train_data, self.config.model.num_classes)
         return self.strategy.distribute_datasets_from_function(
-            lambda context: build_dataset(data, context, skip_steps=skip_steps))
+            lambda context: build_dataset(data, context, skip_steps=skip_steps),
+            input_options(self.strategy, self.num_workers))
 
     # ------------------------------------------------------------ training
     def train(self, evaluate_during_training=False):
@@ -201,7 +211,6 @@ class Trainer:
         cfg = self.config.trainer
         reporter = Reporter(self.model_dir, self.is_chief, cfg.train_steps, self.step)
         self._install_sigterm_handler()
-        preemption = self._preemption_handler()
         iterator = iter(self._train_dataset(self.step))
         self._train_function = self._train_function or self._make_train_function()
         metrics, window = {}, np.zeros(4)
@@ -209,38 +218,36 @@ class Trainer:
         try:
             while self.step < cfg.train_steps:
                 steps = self._steps_until_boundary()
-                if preemption is not None:
-                    totals = preemption.run(self._train_function, iterator, tf.constant(steps))
-                else:
-                    totals = self._train_function(iterator, tf.constant(steps))
-                totals = totals.numpy()
-                metrics = _metrics(totals)
+                totals = self._train_function(iterator, tf.constant(steps)).numpy()
+                metrics = metrics_from_totals(totals)
                 metrics["learning_rate"] = float(self.schedule(self.step - 1))
                 if not np.isfinite(metrics["loss"]):
                     raise TrainingDivergedError(self._divergence_message(metrics["loss"]))
                 window += totals
-                reporter.train_loop_done(self.step, steps, self.global_batch_size * steps, metrics)
                 step = self.step
+                reporter.train_loop_done(
+                    step, steps, self.global_batch_size * steps, metrics,
+                    summary=step % cfg.summary_interval == 0 or step == cfg.train_steps)
+                # One SIGTERM on any worker stops every worker at this step.
+                preempted = self._any_worker_preempted()
                 # Evaluation first: a checkpoint at this step then also holds
                 # the stochastic-path switch decided here.
-                if evaluate_during_training and not self._sigterm and (
+                if evaluate_during_training and not preempted and (
                         step % cfg.eval_interval == 0 or step == cfg.train_steps):
                     eval_metrics = self.evaluate(reporter)
-                    self._maybe_switch_on_drop_path(_metrics(window), eval_metrics, reporter)
+                    self._maybe_switch_on_drop_path(metrics_from_totals(window), eval_metrics,
+                                                    reporter)
                     window = np.zeros(4)
                     reporter.reset_clock()
-                if step % cfg.checkpoint_interval == 0 or step == cfg.train_steps or self._sigterm:
+                if step % cfg.checkpoint_interval == 0 or step == cfg.train_steps or preempted:
                     self.save()
                     last_saved = step
-                if self._sigterm:
+                if preempted:
                     reporter.message("SIGTERM: saved a checkpoint at step %d and stopped.", step)
-                    raise SystemExit(143)
+                    raise SystemExit(cluster.EXIT_PREEMPTED)
             if last_saved != self.step:
                 self.save()
-            # Stop the preemption watchers before the chief (which hosts the
-            # coordination service) can exit, then wait for every worker.
-            del preemption
-            gc.collect()
+            # Wait for every worker: the chief hosts the coordination service.
             self._sum_over_workers(np.zeros(1))
         finally:
             reporter.close()
@@ -251,6 +258,7 @@ class Trainer:
         step = self.step
         boundaries = [cfg.train_steps, _next_multiple(step, cfg.checkpoint_interval),
                       _next_multiple(step, cfg.eval_interval),
+                      _next_multiple(step, cfg.summary_interval),
                       step + cfg.steps_per_loop]
         return max(1, min(boundaries) - step)
 
@@ -263,9 +271,6 @@ class Trainer:
             "then restart the same command to resume from that checkpoint.")
 
     def _install_sigterm_handler(self):
-        if self.num_workers > 1:
-            return  # PreemptionCheckpointHandler coordinates all workers.
-
         def on_sigterm(signum, frame):
             self._sigterm = True
 
@@ -274,33 +279,30 @@ class Trainer:
         except ValueError:
             pass  # not the main thread (e.g. in tests): no handler
 
-    def _preemption_handler(self):
-        if self.num_workers <= 1:
-            return None
-        return tf.distribute.experimental.PreemptionCheckpointHandler(
-            self.strategy.cluster_resolver, self.manager)
+    def _any_worker_preempted(self):
+        """True on every worker when any worker received SIGTERM (a collective).
+
+        A Python signal handler runs between loops, never inside one, so a
+        loop of `steps_per_loop` steps bounds how long a preempted job takes
+        to save.
+        """
+        flags = self._sum_over_workers(np.array([float(self._sigterm)]))
+        return bool(flags[0] > 0)
 
     # ---------------------------------------------------------- evaluation
     def evaluate(self, reporter=None):
-        """Top-1 / top-5 on `eval_data`: each worker its shard, then summed.
+        """Top-1 / top-5 on `eval_data` over every replica of every worker.
+
+        A collective: every worker calls it. The moving BatchNorm statistics
+        are first averaged over replicas, so the network evaluated is the one
+        a checkpoint or an export holds.
 
         Returns:
-            dict with loss, top1, top5, num_images.
+            dict with loss, top1, top5, num_images (the validation set's size
+            unless `trainer.eval_steps` cuts it short).
         """
-        data = self.config.eval_data
-        context = tf.distribute.InputContext(
-            num_input_pipelines=self.num_workers, input_pipeline_id=self.task_id,
-            num_replicas_in_sync=self.num_workers)
-        dataset = build_dataset(data, context)
-        if self.config.trainer.eval_steps:
-            dataset = dataset.take(self.config.trainer.eval_steps)
-        if self._eval_function is None:
-            self._eval_function = tf.function(self._eval_batch)
-        totals = np.zeros(4, np.float64)
-        for images, labels in dataset:
-            totals += self._eval_function(images, labels).numpy()
-        totals = self._sum_over_workers(totals)
-        metrics = _metrics(totals)
+        self._sync_batch_norm()
+        metrics = metrics_from_totals(self._evaluator())
         if reporter is not None:
             reporter.message("step %d validation: top-1 %.4f, top-5 %.4f, loss %.4f on %d images",
                              self.step, metrics["top1"], metrics["top5"], metrics["loss"],
@@ -308,12 +310,6 @@ class Trainer:
             reporter.scalars("eval", self.step, {k: v for k, v in metrics.items()
                                                  if k != "num_images"})
         return metrics
-
-    def _eval_batch(self, images, labels):
-        logits = tf.cast(self.model(images, training=False), tf.float32)
-        per_example = keras.losses.sparse_categorical_crossentropy(labels, logits,
-                                                                   from_logits=True)
-        return _batch_totals(labels, logits, tf.reduce_sum(per_example))
 
     def _sum_over_workers(self, totals):
         if self.num_workers <= 1:
@@ -344,20 +340,9 @@ class Trainer:
                 adaptive.gap_threshold, rates[-1], len(polyinception_modules(self.model)))
 
 
-def _batch_totals(labels, logits, loss_sum):
-    """[summed loss, top-1 hits, top-5 hits, images] of one batch."""
-    labels = tf.cast(labels, tf.int32)
-    top1 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32))
-    top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, min(5, logits.shape[-1])),
-                                 tf.float32))
-    count = tf.cast(tf.shape(labels)[0], tf.float32)
-    return tf.stack([loss_sum, top1, top5, count])
-
-
-def _metrics(totals):
-    count = max(float(totals[3]), 1.0)
-    return {"loss": float(totals[0]) / count, "top1": float(totals[1]) / count,
-            "top5": float(totals[2]) / count, "num_images": int(totals[3])}
+def _remove_tree(path):
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.rmtree(path)
 
 
 def _next_multiple(step, interval):
