@@ -91,6 +91,9 @@ class RuntimeConfig:
     startup_timeout_seconds: float = 900.0  # every worker must connect within this
     communication: str = "auto"  # auto | ring | nccl
     seed: int = 0
+    # tf.config.experimental.enable_op_determinism(): with a deterministic
+    # input pipeline (DataConfig.deterministic), reruns give the same weights.
+    deterministic_ops: bool = False
 
 
 @dataclasses.dataclass
@@ -168,6 +171,15 @@ class ExperimentConfig:
                 data.validate()
             except ValueError as error:
                 raise base.ConfigError(f"In '{name}': {error}") from None
+        for name in ("train_data", "eval_data"):
+            classes = getattr(self, name).num_classes
+            if classes is not None and classes > self.model.num_classes:
+                raise base.ConfigError(
+                    f"'{name}.num_classes' is {classes} but the model has "
+                    f"'model.num_classes'={self.model.num_classes} outputs: labels up to "
+                    f"{classes - 1} would have no output. Make them equal (or leave "
+                    f"'{name}.num_classes' unset: the trainer checks labels against "
+                    "'model.num_classes').")
         if self.train_data.is_training is not True:
             raise base.ConfigError("'train_data.is_training' must be true")
         if self.eval_data.is_training is not False:
