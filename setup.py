@@ -9,8 +9,10 @@ _VERSION = {}
 exec((_HERE / "polynet_tf" / "version.py").read_text(), _VERSION)
 
 _EXTRAS = {
-    # Reading the published PyTorch checkpoints (weights converter).
-    "convert": ["torch>=2.0"],
+    # The weights converter reads PyTorch checkpoints without torch
+    # (polynet_tf.weights.torch_format); kept so that "[convert]" still installs.
+    # torch is a test-only dependency (scripts/setup_env.sh installs a CPU build).
+    "convert": [],
     # gRPC / REST client examples for TF Serving.
     "serving": ["tensorflow-serving-api>=2.16"],
     # TFDS sources (imagenet2012 with a manual download directory, ...).

@@ -60,7 +60,9 @@ def PolyNet(
             "A: 2way*5 | B: (poly3, 2way)*5 | C: ir*5".
         include_top: whether to include the classifier (pool, dropout, dense).
         weights: None (random initialization), "imagenet" (the published
-            weights of "very_deep") or the path of a weights file.
+            weights of "very_deep") or the path (or URI) of a `.weights.h5`
+            or `.keras` file that fits this model exactly: a missing,
+            unexpected or differently shaped weight is an error naming it.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the model's input.
         input_shape: optional (height, width, channels); height and width at
@@ -162,7 +164,11 @@ def PolyNet(
 
         load_imagenet_weights(model, preset.name)
     elif weights is not None:
-        model.load_weights(weights)
+        # Strict: only a file that fits this model exactly loads (Keras's
+        # load_weights ignores weights the model lacks).
+        from polynet_tf.weights.weights_file import load_weights_file
+
+        load_weights_file(model, weights)
     return model
 
 
@@ -219,7 +225,7 @@ def _validated_options(options):
 
 def _validate_weights(weights, preset, include_top, classes, options):
     if not (weights in {"imagenet", None} or (isinstance(weights, (str, os.PathLike))
-                                             and os.path.exists(weights))):
+                                             and _weights_file_exists(weights))):
         raise ValueError(
             "The `weights` argument should be either `None` (random initialization), "
             "`imagenet` (pre-training on ImageNet), or the path to the weights file "
@@ -241,6 +247,14 @@ def _validate_weights(weights, preset, include_top, classes, options):
                 'If using `weights="imagenet"` with `include_top=True`, `classes` '
                 f"should be 1000. Received classes={classes}"
             )
+
+
+def _weights_file_exists(path):
+    # Lazy import: the check goes through tf.io.gfile (paths may be URIs), which
+    # model code does not use directly.
+    from polynet_tf.weights.weights_file import exists
+
+    return exists(path)
 
 
 def _validate_head(include_top, pooling, classes, classifier_activation, weights):

@@ -2,12 +2,13 @@
 
 Usage:
 
-    pip install "polynet-tf[convert]"      # torch, needed to read .pth files
     python -m polynet_tf.weights.convert --source pretrainedmodels \\
         --checkpoint polynet-f71d82a5.pth --output polynet.weights.h5
     python -m polynet_tf.weights.convert --source pytorchcv \\
         --checkpoint polynet-0452-6a1b295d.pth --output polynet.weights.h5
 
+No PyTorch is needed: the checkpoint (zip or legacy `torch.save` format) is
+read by `polynet_tf.weights.torch_format`. Paths may be URIs (`gs://...`).
 The output loads into `PolyNet(architecture="very_deep", weights=OUTPUT)`, with
 or without the top. Every tensor must find its Keras weight and vice versa;
 otherwise nothing is written and the error names the first bad key.
@@ -39,8 +40,8 @@ def convert_checkpoint(checkpoint, output, source, model=None):
     Raises:
         CheckpointMismatchError: a missing, unused or wrongly shaped tensor
             (the message names the first bad key); nothing is written.
-        CheckpointError: the file is not a readable state dict.
-        ImportError: torch is not installed (`pip install "polynet-tf[convert]"`).
+        CheckpointError: the file is not a readable state dict (empty,
+            truncated, or pickling anything but tensors).
         ValueError: unknown source or bad output name.
     """
     if source not in LAYOUTS:
@@ -78,7 +79,7 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     try:
         path = convert_checkpoint(args.checkpoint, args.output, args.source)
-    except (ValueError, OSError, ImportError) as error:
+    except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"Wrote {path}")

@@ -6,7 +6,8 @@ fetched with `keras.utils.get_file` into a temporary folder inside the Keras
 cache (`$KERAS_HOME/models`, default `~/.keras/models`), its hash is checked,
 it is moved into the cache, converted to a Keras `.weights.h5` file (written
 atomically) and that file is loaded; later calls load the converted file
-directly and need neither the network nor torch.
+directly, without the network. Reading the checkpoint needs no PyTorch
+(`polynet_tf.weights.torch_format`).
 
 Sources of the metadata below (checked in this package's history, not fetched
 at run time):
@@ -25,18 +26,17 @@ at run time):
 import dataclasses
 import logging
 import os
-import shutil
 import tempfile
 import urllib.parse
-import warnings
 
 import keras
+import tensorflow as tf
 
-from polynet_tf.weights.checkpoint import (
-    TORCH_INSTALL_HINT,
-    extract_single_pth,
-    file_digest,
-    import_torch,
+from polynet_tf.weights.checkpoint import extract_single_pth, file_digest
+from polynet_tf.weights.weights_file import (
+    CorruptWeightsFileError,
+    WeightsMismatchError,
+    load_weights_file,
 )
 
 _LOG = logging.getLogger(__name__)
@@ -177,11 +177,10 @@ def load_imagenet_weights(model, architecture="very_deep", cache_dir=None):
     Raises:
         PretrainedWeightsError: no source could be downloaded (offline).
         HashMismatchError: a checkpoint's hash is not the published one.
-        ImportError: the first conversion needs torch, which is missing.
     """
     spec = get_pretrained(architecture)
     converted = os.path.join(cache_folder(cache_dir), spec.converted_filename)
-    if os.path.isfile(converted):
+    if _is_file(converted):
         _load_whole(model, converted)
         return converted
     if _has_imagenet_top(model):
@@ -192,26 +191,18 @@ def load_imagenet_weights(model, architecture="very_deep", cache_dir=None):
 
 
 def _load_whole(model, path):
-    """`model.load_weights(path)`, refusing a file that leaves any weight unloaded.
+    """Loads the converted file strictly; a stale or damaged one is refused with a remedy.
 
-    Keras only warns ("Skipping ...") when part of the file's structure does
-    not match, and keeps fresh weights there; a converted file from another
-    version of the layers must not load half-way.
+    A converted file from another version of the layers, or one cut short,
+    must not load half-way.
     """
-    remedy = (f"The converted weights file {path} does not fit this model (made by another "
-              "version of polynet-tf?). Delete it and call again: it is converted anew from "
-              "the checkpoint.")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model.load_weights(path)
-        except ValueError as error:
-            raise PretrainedWeightsError(f"{remedy} Keras said: {error}") from error
-    for warning in caught:
-        if issubclass(warning.category, UserWarning) and "Skipping" in str(warning.message):
-            raise PretrainedWeightsError(f"{remedy} Keras said: {warning.message}")
-        warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                               warning.lineno)
+    try:
+        load_weights_file(model, path)
+    except (WeightsMismatchError, CorruptWeightsFileError) as error:
+        raise PretrainedWeightsError(
+            f"The converted weights file {path} in the Keras cache cannot be used (made by "
+            "another version of polynet-tf, or damaged). Delete it and call again: it is "
+            f"converted anew from the checkpoint. {error}") from error
 
 
 def imagenet_weights_file(architecture="very_deep", name="imagenet", cache_dir=None):
@@ -230,9 +221,13 @@ def imagenet_weights_file(architecture="very_deep", name="imagenet", cache_dir=N
     """
     spec = get_pretrained(architecture, name)
     converted = os.path.join(cache_folder(cache_dir), spec.converted_filename)
-    if os.path.isfile(converted):
+    if _is_file(converted):
         return converted
     return _convert_into_cache(spec, cache_dir)
+
+
+def _is_file(path):
+    return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
 
 
 def _has_imagenet_top(model):
@@ -247,15 +242,7 @@ def _convert_into_cache(spec, cache_dir, target=None):
     """Obtains a checked checkpoint and writes the converted file; returns its path."""
     folder = cache_folder(cache_dir)
     converted = os.path.join(folder, spec.converted_filename)
-    try:
-        import_torch()
-    except ImportError as error:
-        raise ImportError(
-            f"The {spec.name} weights of PolyNet {spec.architecture!r} are published as "
-            f"PyTorch checkpoints; converting them once needs torch: {TORCH_INSTALL_HINT}. "
-            f"Or convert them on another machine and place the result at {converted}."
-        ) from error
-    os.makedirs(folder, exist_ok=True)
+    tf.io.gfile.makedirs(folder)
     source, checkpoint = _obtain_checkpoint(spec, folder, converted)
     _LOG.info("Converting %s (%s layout) to %s", checkpoint, source.layout, converted)
     # Imported here: convert builds a very_deep model through polynet_tf.models.
@@ -269,7 +256,7 @@ def _obtain_checkpoint(spec, folder, converted):
     failures = []
     for source in spec.sources:
         path = os.path.join(folder, source.filename)
-        if os.path.isfile(path):
+        if _is_file(path):
             digest = file_digest(path, source.hash_algorithm)
             if digest.startswith(source.file_hash):
                 return source, path
@@ -302,10 +289,11 @@ def _download(source, folder):
                 f"{source.describe_hash()} (deleted)"
             )
         final = os.path.join(folder, source.filename)
-        os.replace(checkpoint, final)
+        tf.io.gfile.rename(checkpoint, final, overwrite=True)
         return final
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if tf.io.gfile.exists(staging):
+            tf.io.gfile.rmtree(staging)
 
 
 def _unavailable_error(spec, folder, converted, failures):
