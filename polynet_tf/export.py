@@ -10,7 +10,9 @@ signatures `serving_default` (encoded images), `serve_images`,
 `serve_images_uint8`, `serve_crops`, `serve_examples` and, with
 `--multicrop`, `serving_multicrop`; warm-up requests and
 `assets.extra/polynet_export.json`. Exit status 0 on success, 1 when the
-export failed (nothing is left behind), 2 for bad arguments.
+export failed (nothing is left behind), 2 for bad arguments. Every path
+(`--output_base`, `--checkpoint`, `--weights`, `--config`, `--class_names`,
+`--warmup_image`) may be a URI such as `gs://bucket/models` (`tf.io.gfile`).
 """
 
 import argparse
@@ -46,9 +48,12 @@ def _parser():
                          "list or text file with one name per line")
     options.add_argument("--crop_size", type=int, default=None,
                          help="model input size (default: eval_data.image_size or the preset's)")
-    options.add_argument("--protocol", choices=("single", "released"), default=None,
+    options.add_argument("--protocol", default=None,
+                         choices=("single", "released", "released_pytorchcv",
+                                  "released_squash"),
                          help="single-crop protocol (default: the config's eval_protocol, "
-                              "'released' for very_deep presets)")
+                              "'released' for very_deep presets: shorter side to 378, "
+                              "centre 331)")
     options.add_argument("--multicrop", default=None,
                          help="add serving_multicrop with this evaluator protocol "
                               "(googlenet144, polynet_multicrop)")
@@ -77,6 +82,9 @@ def main(argv=None):
     """Runs the export; returns the exit status."""
     args = _parser().parse_args(argv)
     # Imported after parsing: --help answers without loading TensorFlow.
+    import tensorflow as tf  # noqa: PLC0415
+
+    from polynet_tf import fileio  # noqa: PLC0415
     from polynet_tf.serving import exporter, signatures, sources  # noqa: PLC0415
 
     try:
@@ -93,11 +101,8 @@ def main(argv=None):
             preprocessing=loaded.preprocessing, class_names=loaded.class_names,
             top_k=args.top_k or min(5, len(loaded.class_names)),
             model_outputs=loaded.model_outputs, multicrop=multicrop)
-        warmup_images = []
-        for path in args.warmup_image:
-            with open(path, "rb") as f:
-                warmup_images.append(f.read())
-    except (ValueError, FileNotFoundError, OSError) as error:
+        warmup_images = [fileio.read_bytes(path) for path in args.warmup_image]
+    except (ValueError, FileNotFoundError, OSError, tf.errors.OpError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:

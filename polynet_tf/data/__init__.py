@@ -4,8 +4,9 @@ Knows nothing about models; depends on TensorFlow only.
 
 - `DataConfig` (`config`): every knob, as validated plain data.
 - `build_dataset` (`pipeline`): the tf.data pipeline of one worker.
-- `preprocess_for_train`, `preprocess_for_eval`, `squash_center_crop`
-  (`preprocessing`): one encoded image -> float32 image.
+- `preprocess_for_train`, `preprocess_for_eval`, `shorter_side_center_crop`
+  (the released weights' protocol), `squash_center_crop` (`preprocessing`):
+  one encoded image -> float32 image.
 - `normalize_image`, `IMAGENET_MEAN`, `IMAGENET_STD` (`normalization`).
 - `make_example`, `parse_example`, `write_shard`, `read_class_index`,
   `write_class_index` (`example_format`): the record and class-index formats.
@@ -31,6 +32,7 @@ from polynet_tf.data.preprocessing import (
     preprocess_for_eval,
     preprocess_for_train,
     sample_crop_window,
+    shorter_side_center_crop,
     squash_center_crop,
 )
 from polynet_tf.data.sharding import ShardAssignment, shard_files
@@ -54,6 +56,7 @@ __all__ = [
     "sample_crop_window",
     "shard_files",
     "shard_name",
+    "shorter_side_center_crop",
     "squash_center_crop",
     "write_class_index",
     "write_shard",

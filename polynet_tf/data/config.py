@@ -11,7 +11,9 @@ from typing import Any, Dict, List, Mapping, Optional
 from polynet_tf.data import normalization
 
 ON_ERROR_POLICIES = ("fail", "skip")
-EVAL_PROTOCOLS = ("center_crop", "squash_center_crop")
+EVAL_PROTOCOLS = ("center_crop", "shorter_side_center_crop", "squash_center_crop")
+# The evaluation protocols that resize to `resize_size` first.
+RESIZING_EVAL_PROTOCOLS = ("shorter_side_center_crop", "squash_center_crop")
 COMPRESSION_TYPES = ("", "GZIP", "ZLIB")
 
 
@@ -72,11 +74,16 @@ class DataConfig:
       max_attempts: tries of the crop sampler before the centre-crop fallback.
       random_flip: horizontal flip with probability 0.5 (training).
       eval_protocol: "center_crop" (central square of `crop_fraction` of the
-        shorter side, resized to `image_size`) or "squash_center_crop" (resize
-        to `resize_size` x `resize_size` ignoring aspect, then central
-        `image_size` crop: the released weights' protocol, 378 -> 331).
+        shorter side, resized to `image_size`), "shorter_side_center_crop"
+        (shorter side to `resize_size`, aspect kept, then the central
+        `image_size` crop, as torchvision's Resize + CenterCrop: the
+        released weights' protocol, 378 -> 331, the evaluator's `released`)
+        or "squash_center_crop" (resize to `resize_size` x `resize_size`
+        ignoring aspect, then central `image_size` crop: the evaluator's
+        `released_squash`).
       crop_fraction: fraction of the shorter side kept by "center_crop".
-      resize_size: squash size of "squash_center_crop".
+      resize_size: shorter side (or squash size) of "shorter_side_center_crop"
+        and "squash_center_crop" (378; 379 for pytorchcv's protocol).
       eval_antialias: antialiased (PIL-like) resizing for evaluation.
       mean: per-channel RGB mean on the [0, 1] scale.
       std: per-channel RGB standard deviation on the [0, 1] scale.
@@ -190,10 +197,11 @@ class DataConfig:
                 "DataConfig.crop_fraction must be in (0, 1]; received "
                 f"crop_fraction={self.crop_fraction!r}."
             )
-        if self.eval_protocol == "squash_center_crop" and self.resize_size < self.image_size:
+        if (self.eval_protocol in RESIZING_EVAL_PROTOCOLS
+                and self.resize_size < self.image_size):
             raise ValueError(
                 "DataConfig.resize_size must be >= image_size for "
-                f"eval_protocol='squash_center_crop'; received resize_size="
+                f"eval_protocol={self.eval_protocol!r}; received resize_size="
                 f"{self.resize_size}, image_size={self.image_size}."
             )
         for name in ("mean", "std"):

@@ -7,8 +7,8 @@ image, normalised like `preprocess_input` unless `normalize=False` (then RGB in
 `tf.function`, and in an exported serving graph.
 
 JPEGs are decoded with `tf.io.decode_and_crop_jpeg`, which decodes only the
-crop window (TF Model Garden's approach; DESIGN section 3). Other formats are
-decoded whole and then cropped.
+crop window (TF Model Garden's approach). Other formats are decoded whole and
+then cropped.
 
 Training (the PolyNet paper, section 4, following Inception): a random crop
 covering 8%-100% of the area with width/height in [3/4, 4/3], sampled by
@@ -30,9 +30,11 @@ DEFAULT_AREA_RANGE = (0.08, 1.0)
 DEFAULT_ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
 DEFAULT_MAX_ATTEMPTS = 10
 DEFAULT_CROP_FRACTION = 0.875
-# The released PolyNet weights' protocol: squash to 378x378, centre 331x331
-# (331 / 0.875 = 378; DESIGN section 1).
+# The released PolyNet weights' protocol: shorter side to 378, centre 331x331
+# (floor(331 / 0.875) = 378, as pretrainedmodels' imagenet_eval.py); pytorchcv
+# resizes the shorter side to ceil(331 / 0.875) = 379.
 RELEASED_RESIZE_SIZE = 378
+PYTORCHCV_RESIZE_SIZE = 379
 RELEASED_CROP_SIZE = 331
 
 
@@ -239,6 +241,82 @@ def preprocess_for_eval(
     return _finish(image, normalize, mean, std)
 
 
+def shorter_side_shape(image_shape: tf.Tensor, size: int, truncate: bool = True) -> tf.Tensor:
+    """`[height, width]` after resizing the shorter side to `size`, aspect kept.
+
+    Args:
+      image_shape: `[height, width, ...]` (int tensor).
+      size: the new shorter side.
+      truncate: the longer side is `int(longer * size / shorter)`, as
+        torchvision's `Resize`; False rounds it to the nearest pixel.
+
+    Returns:
+      int32 `[2]`. The shorter side is exactly `size` (a square stays square).
+    """
+    shape = tf.cast(image_shape[:2], tf.float64)
+    shorter = tf.reduce_min(shape)
+    longer = tf.floor(shape * size / shorter + (0.0 if truncate else 0.5))
+    return tf.where(shape == shorter, size, tf.cast(longer, tf.int32))
+
+
+def torchvision_center_offset(length: tf.Tensor, size) -> tf.Tensor:
+    """Start of a centred window as torchvision's `CenterCrop`: round((n - c) / 2).
+
+    `tf.round` rounds halves to even, as Python's `round` that torchvision uses.
+    """
+    return tf.cast(tf.round(tf.cast(length - size, tf.float64) / 2.0), tf.int32)
+
+
+def shorter_side_center_crop(
+    image_bytes: tf.Tensor,
+    resize_size: int = RELEASED_RESIZE_SIZE,
+    crop_size: int = RELEASED_CROP_SIZE,
+    *,
+    antialias: bool = True,
+    normalize: bool = True,
+    mean: Sequence[float] = normalization.IMAGENET_MEAN,
+    std: Sequence[float] = normalization.IMAGENET_STD,
+) -> tf.Tensor:
+    """The released weights' protocol: shorter side to `resize_size`, centre crop.
+
+    What the PyTorch references measured the published accuracy with
+    (torchvision `Resize(resize_size)` then `CenterCrop(crop_size)`): the
+    shorter side becomes `resize_size` with the aspect ratio kept (the longer
+    side truncated to whole pixels), then the central `crop_size` square is
+    kept, starting at `round((n - crop_size) / 2)`. 378 -> 331 as
+    `pretrainedmodels` (top-1 81.0 / top-5 95.6); 379 -> 331 as `pytorchcv`.
+    The evaluator's `released` protocol cuts the same crop.
+
+    Args:
+      image_bytes: scalar string tensor, one encoded image.
+      resize_size: the resized shorter side.
+      crop_size: side of the central crop.
+      antialias: antialiased bilinear resize (as PIL does when shrinking).
+      normalize: apply `normalize_image`; False returns RGB in [0, 255].
+      mean: normalisation mean on the [0, 1] scale.
+      std: normalisation standard deviation on the [0, 1] scale.
+
+    Returns:
+      float32 `[crop_size, crop_size, 3]`.
+
+    Raises:
+      ValueError: if `crop_size > resize_size`.
+    """
+    if crop_size > resize_size:
+        raise ValueError(
+            f"crop_size ({crop_size}) must not exceed resize_size ({resize_size})."
+        )
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    target = shorter_side_shape(tf.shape(image), resize_size)
+    image = tf.image.resize(image, target, method="bilinear", antialias=antialias)
+    y0 = torchvision_center_offset(target[0], crop_size)
+    x0 = torchvision_center_offset(target[1], crop_size)
+    image = image[y0:y0 + crop_size, x0:x0 + crop_size, :]
+    image.set_shape([crop_size, crop_size, 3])
+    return _finish(image, normalize, mean, std)
+
+
 def squash_center_crop(
     image_bytes: tf.Tensor,
     resize_size: int = RELEASED_RESIZE_SIZE,
@@ -249,11 +327,12 @@ def squash_center_crop(
     mean: Sequence[float] = normalization.IMAGENET_MEAN,
     std: Sequence[float] = normalization.IMAGENET_STD,
 ) -> tf.Tensor:
-    """The released weights' protocol: squash to a square, then centre crop.
+    """Squash to a square, then centre crop (the `released_squash` protocol).
 
     The whole image is resized to `resize_size x resize_size` ignoring its
-    aspect ratio, then the central `crop_size x crop_size` is kept
-    (378 -> 331 for the Very Deep PolyNet weights).
+    aspect ratio, then the central `crop_size x crop_size` is kept. Not how
+    the released weights' accuracy was measured (that keeps the aspect
+    ratio: `shorter_side_center_crop`); kept for comparison.
 
     Args:
       image_bytes: scalar string tensor, one encoded image.

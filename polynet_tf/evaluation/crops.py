@@ -45,8 +45,12 @@ def make_scale_crops(image, protocol: "CropProtocol", scale_index: int) -> tf.Te
             side = tf.constant(size)
         else:
             side = preprocessing.center_crop_window(tf.shape(scaled), protocol.crop_fraction)[2]
-        y0 = (height - side + 1) // 2
-        x0 = (width - side + 1) // 2
+        if protocol.rounding == "torchvision":
+            y0 = preprocessing.torchvision_center_offset(height, side)
+            x0 = preprocessing.torchvision_center_offset(width, side)
+        else:
+            y0 = (height - side + 1) // 2
+            x0 = (width - side + 1) // 2
         box = scaled[y0:y0 + side, x0:x0 + side, :]
         if protocol.crop_fraction is not None:
             box = _resize(box, size, protocol.antialias)
@@ -89,9 +93,7 @@ def _resize_for_scale(image, protocol, scale_index):
     if protocol.resize == "squash":
         target = tf.constant([scale, scale])
     else:
-        shape = tf.cast(tf.shape(image)[:2], tf.float64)
-        shorter = tf.reduce_min(shape)
-        longer = tf.cast(tf.floor(shape * scale / shorter + 0.5), tf.int32)
         # The shorter side is exactly the scale (no rounding); square images too.
-        target = tf.where(shape == shorter, scale, longer)
+        target = preprocessing.shorter_side_shape(
+            tf.shape(image), scale, truncate=protocol.rounding == "torchvision")
     return _resize(image, target, protocol.antialias)

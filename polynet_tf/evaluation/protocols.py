@@ -10,9 +10,16 @@ Protocols (PolyNet paper, section 5; GoogLeNet, Szegedy et al. 2015, section 10)
 
 - `single`: the central square of `crop_fraction` of the shorter side,
   resized to `crop_size` (what `polynet_tf.data.preprocess_for_eval` does).
-- `released`: the whole image squashed to 378x378, centre 331x331 crop (the
-  protocol of the released weights' published accuracy;
-  `polynet_tf.data.squash_center_crop`).
+- `released`: shorter side resized to floor(331 / 0.875) = 378 with the
+  aspect ratio kept, then the centre 331x331 crop, with torchvision's
+  rounding: how `pretrainedmodels` (`examples/imagenet_eval.py`,
+  `preserve_aspect_ratio=True`) measured the released weights' published
+  top-1 81.0 / top-5 95.6 (`polynet_tf.data.shorter_side_center_crop`).
+- `released_pytorchcv`: the same with the shorter side to ceil(331 / 0.875) =
+  379, as `pytorchcv` measured its top-5 error of 4.52%.
+- `released_squash`: the whole image squashed to 378x378 (aspect ratio
+  ignored), centre 331x331 (`polynet_tf.data.squash_center_crop`); an earlier
+  reading of the published protocol, kept for comparison.
 - `googlenet144`: shorter side resized to 256, 288, 320 and 352; at each scale
   3 squares (left/centre/right, or top/centre/bottom for portrait images), from
   each square the 4 corner and the centre `crop_size` crops and the whole square
@@ -22,7 +29,7 @@ Protocols (PolyNet paper, section 5; GoogLeNet, Szegedy et al. 2015, section 10)
   class the mean of the top ceil(0.3 x 36) = 11 crop scores, then the mean
   over scales. The paper does not publish its scales: the default
   (shorter side 352 to 576 in steps of 32 for a 331 crop) is our assumption
-  (DESIGN section 4).
+  (docs/evaluation.md).
 
 Crop order (the `num_crops` axis of `make_crops` and of the scores given to
 `pool_scores`): scale-major; within a scale, square (left/top, centre,
@@ -32,7 +39,11 @@ centre, whole square), then mirror (unmirrored first).
 Coordinates are integer pixels `(y0, x0, y1, x1)`, end exclusive. A centred
 window of side `c` in a length `n` starts at `(n - c + 1) // 2`, as in
 `polynet_tf.data.preprocessing`. The longer side after a shorter-side resize
-to `s` is `floor(longer * s / shorter + 0.5)`.
+to `s` is `floor(longer * s / shorter + 0.5)`. With `rounding="torchvision"`
+(the `released` protocols) both follow torchvision's `Resize` and
+`CenterCrop`, which the PyTorch references used: the longer side is
+`int(longer * s / shorter)` (truncated) and a centred window starts at
+`round((n - c) / 2)`, halves rounded to even.
 """
 
 import dataclasses
@@ -50,11 +61,15 @@ from polynet_tf.evaluation.pooling import pool_scores  # noqa: F401
 RESIZE_MODES = ("none", "shorter_side", "squash")
 LAYOUTS = ("center", "googlenet")
 POOLINGS = ("mean", "topk")
-PROTOCOL_NAMES = ("single", "released", "googlenet144", "polynet_multicrop")
+ROUNDINGS = ("nearest", "torchvision")
+PROTOCOL_NAMES = ("single", "released", "released_pytorchcv", "released_squash",
+                  "googlenet144", "polynet_multicrop")
+# The single-crop protocols of the released weights' published figures.
+RELEASED_PROTOCOLS = ("released", "released_pytorchcv", "released_squash")
 
 # GoogLeNet's 144-crop scales for a 224 crop (Szegedy et al. 2015, section 10).
 GOOGLENET_SCALES = (256, 288, 320, 352)
-# Our assumption for the paper's unpublished 8 scales (DESIGN section 4): the
+# Our assumption for the paper's unpublished 8 scales (docs/evaluation.md): the
 # GoogLeNet spacing (step 32) starting just above the 331 crop.
 POLYNET_MULTICROP_SCALES = tuple(range(352, 577, 32))
 POLYNET_TOPK_FRACTION = 0.3
@@ -63,7 +78,10 @@ GOOGLENET_POSITIONS = ("top_left", "top_right", "bottom_left", "bottom_right", "
                        "whole")
 
 
-def _centered(length, size):
+def _centered(length, size, rounding="nearest"):
+    if rounding == "torchvision":
+        # torchvision CenterCrop: int(round((n - c) / 2.0)), halves to even.
+        return int(round((length - size) / 2.0))
     return (length - size + 1) // 2
 
 
@@ -92,6 +110,10 @@ class CropProtocol:
       topk_fraction: in (0, 1]; used by "topk" pooling.
       antialias: antialiased bilinear resizing (as PIL and
         `polynet_tf.data.preprocessing` do).
+      rounding: "nearest" (longer side rounded to the nearest pixel, centred
+        windows start at `(n - c + 1) // 2`) or "torchvision" (longer side
+        truncated, centred windows start at `round((n - c) / 2)`, as
+        torchvision's `Resize` and `CenterCrop`); layout "center" only.
 
     Raises:
       ValueError: from the constructor, naming the field, its value and what
@@ -108,6 +130,7 @@ class CropProtocol:
     pooling: str = "mean"
     topk_fraction: float = 1.0
     antialias: bool = True
+    rounding: str = "nearest"
 
     def __post_init__(self):
         # Frozen: normalise sequences to tuples through object.__setattr__.
@@ -121,7 +144,7 @@ class CropProtocol:
         if _not_int(self.crop_size) or self.crop_size < 1:
             fail(f"crop_size must be a positive integer; received {self.crop_size!r}.")
         for field, allowed in (("resize", RESIZE_MODES), ("layout", LAYOUTS),
-                               ("pooling", POOLINGS)):
+                               ("pooling", POOLINGS), ("rounding", ROUNDINGS)):
             if getattr(self, field) not in allowed:
                 fail(f"{field} must be one of {list(allowed)}; received "
                      f"{getattr(self, field)!r}.")
@@ -136,6 +159,9 @@ class CropProtocol:
                      "decoded image's size is unknown in advance).")
         elif not self.scales:
             fail(f"resize={self.resize!r} needs at least one scale; received scales=().")
+        if self.rounding == "torchvision" and self.layout != "center":
+            fail("rounding='torchvision' applies to layout='center' only; received "
+                 f"layout={self.layout!r}.")
         if self.crop_fraction is not None:
             if self.layout != "center":
                 fail("crop_fraction applies to layout='center' only; received "
@@ -216,9 +242,11 @@ class CropProtocol:
         scale = self.scales[scale_index]
         if self.resize == "squash":
             return scale, scale
+        # torchvision's Resize truncates the longer side (int(long * s / short)).
+        half = 0.0 if self.rounding == "torchvision" else 0.5
         if height <= width:
-            return scale, int(math.floor(width * scale / height + 0.5))
-        return int(math.floor(height * scale / width + 0.5)), scale
+            return scale, int(math.floor(width * scale / height + half))
+        return int(math.floor(height * scale / width + half)), scale
 
     def crop_boxes(self, height: int, width: int) -> np.ndarray:
         """Boxes of every crop, in crop order.
@@ -260,7 +288,8 @@ class CropProtocol:
     def _boxes_of_scale(self, height, width):
         if self.layout == "center":
             side = self._center_box_side(min(height, width))
-            y0, x0 = _centered(height, side), _centered(width, side)
+            y0 = _centered(height, side, self.rounding)
+            x0 = _centered(width, side, self.rounding)
             return [(y0, x0, y0 + side, x0 + side)]
         square = min(height, width)
         size = self.crop_size
@@ -318,13 +347,16 @@ def get_protocol(name: str, **overrides) -> CropProtocol:
     """A named protocol, with fields overridden.
 
     Args:
-      name: "single", "released", "googlenet144" or "polynet_multicrop".
+      name: one of `PROTOCOL_NAMES`: "single", "released",
+        "released_pytorchcv", "released_squash", "googlenet144" or
+        "polynet_multicrop".
       **overrides: `CropProtocol` fields to change, e.g. `crop_size=299`,
         `scales=(320, 352)`, `topk_fraction=0.5`; for "single" also
         `crop_fraction`. For the other protocols a changed `crop_size`
         without `scales` keeps the default scales' ratio to the crop
-        (released: 378/331; GoogLeNet: 256/224 ... 352/224; PolyNet
-        multi-crop: 352/331 ... 576/331), rounded to the nearest pixel.
+        (released: 378/331; released_pytorchcv: 379/331; GoogLeNet:
+        256/224 ... 352/224; PolyNet multi-crop: 352/331 ... 576/331),
+        rounded to the nearest pixel.
 
     Returns:
       A validated `CropProtocol`.
@@ -344,7 +376,13 @@ def get_protocol(name: str, **overrides) -> CropProtocol:
     if name == "single":
         values = dict(crop_size=preprocessing.RELEASED_CROP_SIZE, resize="none",
                       crop_fraction=preprocessing.DEFAULT_CROP_FRACTION)
-    elif name == "released":
+    elif name in ("released", "released_pytorchcv"):
+        # The PyTorch references' protocol: shorter side, torchvision geometry.
+        resize = (preprocessing.RELEASED_RESIZE_SIZE if name == "released"
+                  else preprocessing.PYTORCHCV_RESIZE_SIZE)
+        values = dict(crop_size=preprocessing.RELEASED_CROP_SIZE, resize="shorter_side",
+                      scales=(resize,), rounding="torchvision")
+    elif name == "released_squash":
         values = dict(crop_size=preprocessing.RELEASED_CROP_SIZE, resize="squash",
                       scales=(preprocessing.RELEASED_RESIZE_SIZE,))
     elif name == "googlenet144":

@@ -29,10 +29,12 @@ class ServingPreprocessing:
     Attributes:
       protocol: evaluator protocol name of the single-crop signatures
         ("single": central square of `crop_fraction` of the shorter side;
-        "released": squash to `resize_size`, centre crop).
+        "released" / "released_pytorchcv": shorter side to `resize_size`,
+        centre crop; "released_squash": squash to `resize_size`, centre crop).
       crop_size: side of the crop, the model's input size.
       crop_fraction: "single" only.
-      resize_size: "released" only (None: crop_size x 378 / 331, the released ratio).
+      resize_size: the released protocols only (None: the protocol's ratio
+        at `crop_size`, 378 / 331 or 379 / 331 for "released_pytorchcv").
       mean: per-channel RGB mean on the [0, 1] scale.
       std: per-channel RGB standard deviation on the [0, 1] scale.
     """
@@ -51,10 +53,9 @@ class ServingPreprocessing:
         overrides = {"crop_size": int(self.crop_size)}
         if self.protocol == "single":
             overrides["crop_fraction"] = float(self.crop_fraction)
-        if self.protocol == "released":
-            # Default: the released 378 / 331 ratio at this crop size.
-            resize = self.resize_size or round(self.crop_size * 378 / 331)
-            overrides["scales"] = (int(resize),)
+        if self.protocol in protocols.RELEASED_PROTOCOLS and self.resize_size:
+            # Without it get_protocol keeps the protocol's ratio at this crop size.
+            overrides["scales"] = (int(self.resize_size),)
         return overrides
 
     def to_dict(self):
@@ -119,7 +120,8 @@ def crop_protocol(preprocessing: ServingPreprocessing) -> protocols.CropProtocol
     if protocol.num_crops != 1:
         raise ValueError(
             f"the serving preprocessing must be a single-crop protocol ('single' or "
-            f"'released'); {preprocessing.protocol!r} makes {protocol.num_crops} crops. "
+            f"one of {list(protocols.RELEASED_PROTOCOLS)}); {preprocessing.protocol!r} "
+            f"makes {protocol.num_crops} crops. "
             "Pass multi-crop protocols as multicrop (serving_multicrop).")
     return protocol
 

@@ -10,20 +10,21 @@ Sources:
 - `weights="imagenet"`: the released weights of a preset (`very_deep`).
 
 Preprocessing: the experiment's `eval_data` (protocol, image size, mean and
-std); for presets the released weights' protocol ("released", squash 378 ->
-centre 331 for `very_deep`) or the "single" centre crop at the preset's size,
+std); for presets the released weights' protocol ("released": shorter side
+to 378, centre 331 for `very_deep`) or the "single" centre crop at the preset's size,
 with the ImageNet mean and std (`preprocess_input`).
 """
 
 import dataclasses
-import os
 from typing import Dict, List, Optional, Sequence
 
 import keras
 import tensorflow as tf
 
+from polynet_tf import fileio
 from polynet_tf.configs import base, experiment
 from polynet_tf.data import normalization
+from polynet_tf.evaluation import protocols
 from polynet_tf.serving import labels
 from polynet_tf.serving.preprocessing import ServingPreprocessing
 
@@ -56,7 +57,7 @@ def load_experiment_config(config_files: Sequence[str], params_override: str = "
     """
     values = {}
     for path in config_files:
-        if not os.path.isfile(path):
+        if not fileio.isfile(path):
             raise FileNotFoundError(f"Configuration file {path!r} does not exist.")
         values = base.merge_dicts(values, base.load_yaml(path) or {})
     values = base.merge_dicts(values, base.parse_overrides(params_override))
@@ -69,8 +70,10 @@ def preprocessing_from_config(config, crop_size: Optional[int] = None) -> Servin
     """The evaluator's single-crop protocol equal to the experiment's eval pipeline."""
     data = config.eval_data
     size = int(crop_size or data.image_size)
-    if data.eval_protocol == "squash_center_crop":
-        return ServingPreprocessing("released", size, resize_size=data.resize_size,
+    released = {"shorter_side_center_crop": "released",
+                "squash_center_crop": "released_squash"}.get(data.eval_protocol)
+    if released:
+        return ServingPreprocessing(released, size, resize_size=data.resize_size,
                                     mean=list(data.mean), std=list(data.std))
     return ServingPreprocessing("single", size, crop_fraction=data.crop_fraction,
                                 mean=list(data.mean), std=list(data.std))
@@ -86,17 +89,17 @@ def preset_preprocessing(architecture: str, crop_size: Optional[int] = None,
     protocol = protocol or ("released" if preset and preset.name == "very_deep" else "single")
     size = int(crop_size or default_size)
     mean, std = list(normalization.IMAGENET_MEAN), list(normalization.IMAGENET_STD)
-    if protocol == "released":
-        # Keep the released 378/331 ratio at other crop sizes.
-        resize = int(round(size * 378 / 331))
-        return ServingPreprocessing("released", size, resize_size=resize, mean=mean, std=std)
+    if protocol in protocols.RELEASED_PROTOCOLS:
+        # The protocol's resize / crop ratio (378 / 331, ...) at this crop size.
+        resize = protocols.get_protocol(protocol, crop_size=size).scales[0]
+        return ServingPreprocessing(protocol, size, resize_size=resize, mean=mean, std=std)
     return ServingPreprocessing(protocol, size, mean=mean, std=std)
 
 
 def _checkpoint_prefix(path):
-    if os.path.isdir(path):
-        subdir = os.path.join(path, "checkpoints")
-        folder = subdir if os.path.isdir(subdir) else path
+    if fileio.isdir(path):
+        subdir = fileio.join(path, "checkpoints")
+        folder = subdir if fileio.isdir(subdir) else path
         prefix = tf.train.latest_checkpoint(folder)
         if prefix is None:
             raise FileNotFoundError(
@@ -104,14 +107,14 @@ def _checkpoint_prefix(path):
                 "folder or a checkpoint prefix like model_dir/checkpoints/ckpt-600.")
         return prefix, folder
     if tf.io.gfile.exists(path + ".index"):
-        return path, os.path.dirname(path)
+        return path, fileio.dirname(path)
     raise FileNotFoundError(f"Checkpoint {path!r} does not exist.")
 
 
 def _run_params(folder):
-    for candidate in (os.path.join(folder, "params.yaml"),
-                      os.path.join(os.path.dirname(folder.rstrip("/")), "params.yaml")):
-        if os.path.isfile(candidate):
+    for candidate in (fileio.join(folder, "params.yaml"),
+                      fileio.join(fileio.dirname(folder), "params.yaml")):
+        if fileio.isfile(candidate):
             return candidate
     return None
 
@@ -145,7 +148,9 @@ def load_export_model(weights: Optional[str] = None, checkpoint: Optional[str] =
       class_names_file: names of the classes (see `labels.read_class_names`).
       crop_size: the model's input size (default: the config's eval image
         size or the preset's size).
-      protocol: "single" or "released" instead of the config's or preset's.
+      protocol: "single" or a released protocol ("released",
+        "released_pytorchcv", "released_squash") instead of the config's or
+        preset's.
 
     Returns:
       An `ExportModel`.
@@ -187,9 +192,10 @@ def load_export_model(weights: Optional[str] = None, checkpoint: Optional[str] =
         preprocessing = _with_protocol(preprocessing_from_config(config, crop_size), protocol)
         model = build_model(config.model, image_size=preprocessing.crop_size,
                             classifier_activation="softmax")
-        if not os.path.isfile(weights):
+        if not fileio.isfile(weights):
             raise FileNotFoundError(f"Weights file {weights!r} does not exist.")
-        model.load_weights(weights)
+        with fileio.local_file_for_reading(weights) as local:  # h5py reads local files.
+            model.load_weights(local)
         names, names_source = _class_names(class_names_file, config, config.model.num_classes)
         return ExportModel(model, preprocessing, names, "probabilities", {
             "architecture": config.model.architecture, "source": f"weights {weights}",
@@ -198,11 +204,15 @@ def load_export_model(weights: Optional[str] = None, checkpoint: Optional[str] =
     if not architecture:
         raise ValueError(f"--weights {weights!r} needs --architecture NAME or --config YAML "
                          "to build the model the weights belong to.")
-    if weights != "imagenet" and not os.path.isfile(weights):
+    if weights != "imagenet" and not fileio.isfile(weights):
         raise FileNotFoundError(f"Weights file {weights!r} does not exist.")
     preprocessing = preset_preprocessing(architecture, crop_size, protocol)
     size = preprocessing.crop_size
-    model = PolyNet(architecture, weights=weights, input_shape=(size, size, 3))
+    if weights == "imagenet":
+        model = PolyNet(architecture, weights=weights, input_shape=(size, size, 3))
+    else:
+        with fileio.local_file_for_reading(weights) as local:
+            model = PolyNet(architecture, weights=local, input_shape=(size, size, 3))
     names, names_source = _class_names(class_names_file, None, int(model.output_shape[-1]))
     return ExportModel(model, preprocessing, names, "probabilities", {
         "architecture": architecture, "source": f"weights {weights}",
@@ -212,4 +222,5 @@ def load_export_model(weights: Optional[str] = None, checkpoint: Optional[str] =
 def _with_protocol(preprocessing, protocol):
     if protocol is None or protocol == preprocessing.protocol:
         return preprocessing
-    return dataclasses.replace(preprocessing, protocol=protocol)
+    # Another protocol: its own resize / crop ratio (379 / 331 for pytorchcv's).
+    return dataclasses.replace(preprocessing, protocol=protocol, resize_size=None)

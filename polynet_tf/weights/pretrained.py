@@ -114,8 +114,8 @@ PRETRAINED_WEIGHTS = {
         ),
         description=(
             "CUHK's released Very Deep PolyNet (Caffe), as ported to PyTorch by "
-            "pretrainedmodels and pytorchcv. ImageNet val, single crop 331 of the image "
-            "squashed to 378x378: top-1 81.0 / top-5 95.6."
+            "pretrainedmodels and pytorchcv. ImageNet val, centre crop 331 after the "
+            "shorter side is resized to 378 (aspect kept): top-1 81.0 / top-5 95.6."
         ),
     ),
 }

@@ -37,6 +37,8 @@ def test_yaml_round_trip():
     ({"crop_fraction": 0}, r"crop_fraction must be in \(0, 1\]"),
     ({"eval_protocol": "squash_center_crop", "image_size": 400},
      "resize_size must be >= image_size"),
+    ({"eval_protocol": "shorter_side_center_crop", "image_size": 400},
+     "resize_size must be >= image_size for eval_protocol='shorter_side_center_crop'"),
     ({"mean": [0.5, 0.5]}, "mean must be 3 numbers"),
     ({"cache": "yes"}, "cache must be True or False"),
     ({"compression_type": "BZ2"}, "compression_type must be one of"),

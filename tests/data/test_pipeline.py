@@ -167,9 +167,10 @@ def test_non_deterministic_mode_without_seed(shard_dir):
     assert images.shape == (12, 16, 16, 3)
 
 
-def test_eval_reads_everything_once_in_order_with_partial_last_batch(shard_dir):
+@pytest.mark.parametrize("protocol", ["squash_center_crop", "shorter_side_center_crop"])
+def test_eval_reads_everything_once_in_order_with_partial_last_batch(shard_dir, protocol):
     config = _config(shard_dir, is_training=False, global_batch_size=5, cycle_length=1,
-                     eval_protocol="squash_center_crop", resize_size=20)
+                     eval_protocol=protocol, resize_size=20)
     images, labels = collect(build_dataset(config))
     assert labels.tolist() == list(range(24))
     assert images.shape == (24, 16, 16, 3)

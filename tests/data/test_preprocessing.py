@@ -106,7 +106,32 @@ def test_eval_center_crop_matches_manual_crop_and_resize():
     np.testing.assert_allclose(image.numpy(), expected.numpy(), atol=1e-3)
 
 
-def test_squash_center_crop_is_the_released_protocol():
+def test_shorter_side_center_crop_is_the_released_protocol():
+    from PIL import Image
+
+    array = image_array(300, 451, seed=6)
+    data = encode(array, "PNG")
+    image = preprocessing.shorter_side_center_crop(data, normalize=False)
+    assert image.shape == (331, 331, 3)
+    # torchvision Resize(378): 451 * 378 / 300 = 568.26 -> 568 wide; CenterCrop(331):
+    # rows round(47 / 2) = 24 (to even), columns round(237 / 2) = 118 (to even).
+    resized = tf.image.resize(array, [378, 568], antialias=True)
+    np.testing.assert_allclose(image.numpy(), resized[24:355, 118:449].numpy(), atol=1e-4)
+    pil = np.asarray(Image.fromarray(array).resize((568, 378), Image.BILINEAR), np.float32)
+    assert np.mean(np.abs(image.numpy() - pil[24:355, 118:449])) < 1.0
+    # pytorchcv's 379, and a portrait image (the width is the shorter side).
+    portrait = encode(image_array(451, 300, seed=7), "PNG")
+    tall = preprocessing.shorter_side_center_crop(portrait, 379, normalize=False)
+    resized = tf.image.resize(image_array(451, 300, seed=7), [569, 379], antialias=True)
+    np.testing.assert_allclose(tall.numpy(), resized[119:450, 24:355].numpy(), atol=1e-4)
+    normalized = preprocessing.shorter_side_center_crop(data)
+    np.testing.assert_allclose(normalized.numpy(),
+                               normalization.normalize_image(image).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="crop_size"):
+        preprocessing.shorter_side_center_crop(data, resize_size=300, crop_size=331)
+
+
+def test_squash_center_crop_ignores_the_aspect_ratio():
     array = image_array(300, 450, seed=6)
     data = encode(array, "PNG")
     image = preprocessing.squash_center_crop(data)
@@ -125,7 +150,8 @@ def test_functions_work_on_one_string_inside_tf_function():
     def serve(image_bytes):
         return (preprocessing.preprocess_for_eval(image_bytes, 24),
                 preprocessing.squash_center_crop(image_bytes, 36, 24),
+                preprocessing.shorter_side_center_crop(image_bytes, 36, 24),
                 preprocessing.preprocess_for_train(image_bytes, 24))
 
     shapes = [tuple(t.shape) for t in serve(tf.constant(data))]
-    assert shapes == [(24, 24, 3)] * 3
+    assert shapes == [(24, 24, 3)] * 4

@@ -33,11 +33,40 @@ def test_single_box_is_the_central_fraction_of_the_shorter_side():
     assert protocol.num_crops == 1
 
 
-def test_released_box_is_the_centre_331_of_the_378_square():
-    protocol = get_protocol("released")
+def test_released_squash_box_is_the_centre_331_of_the_378_square():
+    protocol = get_protocol("released_squash")
     assert protocol.scaled_size(300, 400, 0) == (378, 378)
     # (378 - 331 + 1) // 2 = 24.
     np.testing.assert_array_equal(protocol.crop_boxes(300, 400), [[24, 24, 355, 355]])
+
+
+def _torchvision_resize_crop_box(height, width, resize, crop):
+    """torchvision Resize(resize) + CenterCrop(crop), written out independently."""
+    if width <= height:
+        new_width, new_height = resize, int(resize * height / width)
+    else:
+        new_height, new_width = resize, int(resize * width / height)
+    top = int(round((new_height - crop) / 2.0))
+    left = int(round((new_width - crop) / 2.0))
+    return (new_height, new_width), [top, left, top + crop, left + crop]
+
+
+@pytest.mark.parametrize("name, resize", [("released", 378), ("released_pytorchcv", 379)])
+@pytest.mark.parametrize("height, width", [(333, 500), (500, 375), (300, 302), (378, 378),
+                                           (240, 640)])
+def test_released_box_keeps_the_aspect_ratio_like_the_references(name, resize, height, width):
+    protocol = get_protocol(name)
+    scaled, box = _torchvision_resize_crop_box(height, width, resize, 331)
+    assert protocol.scaled_size(height, width, 0) == scaled
+    np.testing.assert_array_equal(protocol.crop_boxes(height, width), [box])
+
+
+def test_released_box_by_hand():
+    protocol = get_protocol("released")
+    # 333x500: 500 * 378 / 333 = 567.57 -> 567 (truncated); (567 - 331) / 2 = 118.
+    np.testing.assert_array_equal(protocol.crop_boxes(333, 500), [[24, 118, 355, 449]])
+    # 300x302: 302 * 378 / 300 = 380.52 -> 380; (380 - 331) / 2 = 24.5 -> 24 (to even).
+    np.testing.assert_array_equal(protocol.crop_boxes(300, 302), [[24, 24, 355, 355]])
 
 
 def test_googlenet144_boxes_by_hand_landscape():
@@ -92,6 +121,8 @@ def test_overrides_and_derived_scales():
     scaled = get_protocol("googlenet144", crop_size=112)
     assert scaled.scales == (128, 144, 160, 176)
     assert get_protocol("released", crop_size=100).scales == (114,)  # 100 * 378 / 331
+    assert get_protocol("released_squash", crop_size=100).scales == (114,)
+    assert get_protocol("released_pytorchcv", crop_size=100).scales == (115,)  # x 379 / 331
     assert get_protocol("polynet_multicrop", crop_size=75).scales[0] == 80  # 75 * 352 / 331
     assert get_protocol("polynet_multicrop", topk_fraction=1.0).topk == 36
 
@@ -116,8 +147,40 @@ def test_single_crop_equals_preprocess_for_eval(jpeg_bytes):
     assert np.mean(np.abs(crop - from_jpeg)) < 0.1
 
 
-def test_released_crop_equals_squash_center_crop(jpeg_bytes):
+def test_released_crop_equals_pil_resize_of_the_shorter_side_and_centre_crop():
+    from PIL import Image
+
+    height, width = 150, 201
+    image = photo(height, width)
     protocol = get_protocol("released", crop_size=100, scales=(114,))
+    (new_height, new_width), (top, left, bottom, right) = _torchvision_resize_crop_box(
+        height, width, 114, 100)
+    assert (new_height, new_width) == (114, 152)
+    resized = Image.fromarray(image).resize((new_width, new_height), Image.BILINEAR)
+    expected = np.asarray(resized, np.float32)[top:bottom, left:right]
+    crop = make_crops(image, protocol)[0].numpy()
+    # TensorFlow's antialiased bilinear resize is PIL's up to rounding: PIL
+    # returns uint8, and their filters' edge handling differs slightly.
+    assert np.mean(np.abs(crop - expected)) < 1.0
+    assert np.percentile(np.abs(crop - expected), 99) < 4.0
+    # The crop window matters: one pixel to the side is far off.
+    shifted = np.asarray(resized, np.float32)[top:bottom, left + 1:right + 1]
+    assert np.mean(np.abs(crop - shifted)) > 2 * np.mean(np.abs(crop - expected))
+
+
+@pytest.mark.parametrize("size", [(120, 160), (160, 121)])
+def test_released_crop_equals_shorter_side_center_crop(size):
+    image = photo(*size)
+    png = tf.io.encode_png(image)
+    for name, resize in (("released", 114), ("released_pytorchcv", 115)):
+        protocol = get_protocol(name, crop_size=100)
+        assert protocol.scales == (resize,)
+        expected = preprocessing.shorter_side_center_crop(png, resize, 100, normalize=False)
+        np.testing.assert_allclose(make_crops(image, protocol)[0], expected, atol=1e-4)
+
+
+def test_released_squash_crop_equals_squash_center_crop(jpeg_bytes):
+    protocol = get_protocol("released_squash", crop_size=100, scales=(114,))
     image = tf.io.decode_jpeg(jpeg_bytes, channels=3)
     expected = preprocessing.squash_center_crop(tf.constant(jpeg_bytes), 114, 100,
                                                 normalize=False)
@@ -220,6 +283,9 @@ IN_UNIT_INTERVAL = r"must be in \(0, 1\]"
     (lambda: get_protocol("single", crop_fraction=1.2), r"crop_fraction must be in \(0, 1\]"),
     (lambda: get_protocol("googlenet144", scales=(200, 256)), r"larger than scale\(s\) \[200\]"),
     (lambda: get_protocol("released", crop_size=400, scales=(378,)), "crop_size 400 is larger"),
+    (lambda: get_protocol("googlenet144", rounding="torchvision"),
+     "rounding='torchvision' applies to layout='center' only"),
+    (lambda: get_protocol("released", rounding="up"), "rounding must be one of"),
     (lambda: get_protocol("single", crop_fraction=None),
      "needs layout='center' and a crop_fraction"),
     (lambda: get_protocol("single", scale=3), r"Unknown protocol field\(s\) \['scale'\]"),

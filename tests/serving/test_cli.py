@@ -75,7 +75,12 @@ def test_export_from_a_training_run(run, tmp_path, capsys):
     assert status == 2 and "--overwrite" in capsys.readouterr().err
 
 
-def test_export_from_weights_and_config_with_the_released_protocol(run, tmp_path, capsys):
+@pytest.mark.parametrize("protocol, crop_function", [
+    ("released", data_preprocessing.shorter_side_center_crop),
+    ("released_squash", data_preprocessing.squash_center_crop),
+])
+def test_export_from_weights_and_config_with_the_released_protocol(run, tmp_path, capsys,
+                                                                    protocol, crop_function):
     root, model = run
     weights = str(tmp_path / "tiny.weights.h5")
     model.save_weights(weights)
@@ -83,10 +88,11 @@ def test_export_from_weights_and_config_with_the_released_protocol(run, tmp_path
     names.write_text("a\nb\nc\nd\n")
     status = export.main(["--output_base", str(tmp_path / "models"), "--model_name", "w",
                           "--weights", weights, "--config", str(root / "model_dir" / "params.yaml"),
-                          "--protocol", "released", "--class_names", str(names)])
+                          "--protocol", protocol, "--class_names", str(names)])
     assert status == 0, capsys.readouterr().err
     outputs = _probabilities(str(tmp_path / "models" / "w" / "1"))
-    crop = data_preprocessing.squash_center_crop(tf.constant(IMAGE), 86, 75, mean=MEAN, std=STD)
+    # 75 x 378 / 331 = 85.6 -> 86: the protocol's ratio at the config's crop size.
+    crop = crop_function(tf.constant(IMAGE), 86, 75, mean=MEAN, std=STD)
     expected = tf.nn.softmax(model(crop[None], training=False)).numpy()
     np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5, rtol=0)
     assert set(v.decode() for v in outputs["labels"][0].numpy()) <= set("abcd")
@@ -128,6 +134,13 @@ def test_presets_use_the_released_protocol_and_imagenet_statistics():
     released = preset_preprocessing("very_deep")
     protocol = serving_preprocessing.crop_protocol(released)
     assert (released.protocol, protocol.crop_size, protocol.scales) == ("released", 331, (378,))
+    assert (protocol.resize, protocol.rounding) == ("shorter_side", "torchvision")
+    pytorchcv = serving_preprocessing.crop_protocol(
+        preset_preprocessing("very_deep", protocol="released_pytorchcv"))
+    assert (pytorchcv.scales, pytorchcv.resize) == ((379,), "shorter_side")
+    squash = serving_preprocessing.crop_protocol(
+        preset_preprocessing("very_deep", protocol="released_squash"))
+    assert (squash.scales, squash.resize) == ((378,), "squash")
     assert released.mean == list(normalization.IMAGENET_MEAN)
     assert released.std == list(normalization.IMAGENET_STD)
     single = serving_preprocessing.crop_protocol(preset_preprocessing("ir_5_10_5"))
