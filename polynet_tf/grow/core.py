@@ -8,9 +8,10 @@ def grow_model(source_model, target_model, mode="paper", source_info=None, targe
     """Initializes `target_model` from the trained, smaller `source_model`, in place.
 
     The paper's initialization by insertion (section 4, Fig. 9): stem,
-    reductions and head are copied; per stage, source module i goes to target
-    module i (same depth) or i*m (m times deeper: old units interleaved with
-    new ones); inside a module, the source's blocks become the target's
+    reductions and head are copied; per stage, the source's modules keep their
+    order and are spread evenly over the deeper target stage, new units between
+    them (source module i goes to target module floor(i * n_target / n_source):
+    i*m for m times deeper); inside a module, the source's blocks become the target's
     matching blocks (an `ir` unit's F becomes the first first-order block),
     the rest is new. Everything is validated before the first assignment.
 
@@ -31,8 +32,8 @@ def grow_model(source_model, target_model, mode="paper", source_info=None, targe
 
     Raises:
         GrowthError: naming the first target layer or weight that cannot be
-            mapped (different widths, stems or class counts, an unsupported
-            depth ratio, a path function_preserving mode cannot keep or start
+            mapped (different widths, stems or class counts, a target stage
+            shallower than the source's, a path function_preserving mode cannot keep or start
             at zero); the target is then unchanged.
         ValueError: an unknown mode.
     """

@@ -3,13 +3,14 @@
 Planning only reads the two models; `GrowthPlan.apply` is the only writer,
 so every error is raised before a single target weight changes.
 
-Rules (paper section 4, Fig. 9; DESIGN section 2):
+Rules (paper section 4, Fig. 9):
 
 * Stem, reductions and head are copied by layer name, weight by weight.
-* Per stage, target module i takes source module i when both stages have the
-  same depth; when the target is m times deeper (m >= 2), source module i
-  goes to target module i*m (interleaved: the old units at 0, m, 2m, ...,
-  new units between them). Other depths are an error.
+* Per stage, the source's modules keep their order and are spread evenly over
+  the target's (`spread_positions`): the same depth maps module i to module
+  i; a deeper target gets the old units at floor(i * n_target / n_source)
+  (0, m, 2m, ... for an integer multiple m; 0, 3, 6 for 3 -> 10) with new
+  units between them. A shallower target is an error.
 * Within a module pair, chain c of the source is matched to chain c of the
   target and, in each chain, order o to order o, as long as both have them:
   the target's block application takes the source's whole application
@@ -88,17 +89,35 @@ def _align_stage(stage, sources, targets):
     if not sources:
         raise GrowthError(first, f"the source has no stage {stage} modules.")
     n_source, n_target = len(sources), len(targets)
-    if n_target == n_source:
-        return dict(enumerate(sources))
-    if n_target < n_source or n_target % n_source:
+    if n_target < n_source:
         raise GrowthError(
             first,
             f"stage {stage} has {n_source} modules in the source and {n_target} in the "
-            "target; growth supports the same depth or an integer multiple of it (the "
-            "old modules go at interleaved positions 0, m, 2m, ..., paper Fig. 9).",
+            "target; growth cannot remove modules: build a target at least as deep as "
+            "the source in every stage.",
         )
-    ratio = n_target // n_source
-    return {i: (sources[i // ratio] if i % ratio == 0 else None) for i in range(n_target)}
+    positions = spread_positions(n_source, n_target)
+    alignment = dict.fromkeys(range(n_target))
+    alignment.update(zip(positions, sources))
+    return alignment
+
+
+def spread_positions(n_source, n_target):
+    """Target positions of the old modules when a stage grows from n_source to n_target.
+
+    The old modules keep their order and are spread evenly, with the new ones
+    between them (paper Fig. 9 (b): interleaving trained better than stacking):
+    old module i goes to position floor(i * n_target / n_source). For an
+    integer multiple m that is 0, m, 2m, ...; for 3 -> 10 it is 0, 3, 6.
+
+    Args:
+        n_source: modules of the stage in the source (>= 1).
+        n_target: modules of the stage in the target (>= n_source).
+
+    Returns:
+        A strictly increasing list of n_source positions in [0, n_target).
+    """
+    return [i * n_target // n_source for i in range(n_source)]
 
 
 def _plan_copied_layer(source_layer, layer, entries):
