@@ -1,0 +1,137 @@
+"""Writes a PolyNet as a keras-hub preset directory, ready to upload.
+
+Usage:
+
+    pip install "polynet-tf[hub]"
+    # The released Very Deep PolyNet (downloads and converts the published
+    # checkpoint once, see polynet_tf.weights.pretrained):
+    python -m polynet_tf.hub.make_preset --weights imagenet --output polynet_very_deep_imagenet
+    # Any PolyNet weights file written by `model.save_weights` (path or URI):
+    python -m polynet_tf.hub.make_preset --weights run/model.weights.h5 \\
+        --architecture ir_3_6_3 --classes 10 --output gs://bucket/presets/ir_3_6_3_cifar
+
+The directory holds keras-hub's files (config.json, model.weights.h5,
+task.json, task.weights.h5, preprocessor.json, image_converter.json,
+metadata.json) and appears complete or not at all. Load it with
+`keras_hub.models.ImageClassifier.from_preset(DIR)` after `import
+polynet_tf.hub`; upload it with `keras_hub.upload_preset(handle, DIR)`.
+"""
+
+import sys
+
+from absl import flags
+
+from polynet_tf import fileio
+from polynet_tf.hub.backbone import PolyNetBackbone
+from polynet_tf.hub.classifier import PolyNetImageClassifier
+from polynet_tf.hub.convert import copy_weights
+from polynet_tf.hub.preprocessing import (
+    PolyNetImageClassifierPreprocessor,
+    PolyNetImageConverter,
+)
+from polynet_tf.hub.presets import save_preset
+from polynet_tf.models.polynet import PolyNet
+from polynet_tf.weights.weights_file import load_weights_file
+
+_DEFINITIONS = (
+    ("string", "weights", None, "'imagenet' (the released network's weights) or a "
+                                "`.weights.h5` file of a PolyNet() model with its top."),
+    ("string", "output", None, "Preset directory to write (path or URI)."),
+    ("string", "architecture", "very_deep", "Architecture preset name or stage spec."),
+    ("float", "width_multiplier", 1.0, "Width multiplier the weights were trained with."),
+    ("integer", "classes", 1000, "Classes of the weights' top."),
+    ("enum", "activation", "softmax", "Activation of the top: softmax (probabilities, as "
+                                      "PolyNet()) or linear (logits)."),
+    ("integer", "image_size", None, "Preprocessing output side (default: the "
+                                    "architecture's, 331 for very_deep)."),
+    ("float", "crop_fraction", 0.875, "Central crop of the shorter side before resizing "
+                                      "(0.875 = 331/378, the released evaluation)."),
+    ("bool", "overwrite", False, "Replace an existing preset at --output."),
+)
+
+
+def _flag_values():
+    """The command's flags, on their own FlagValues (no clash with other commands)."""
+    values = flags.FlagValues()
+    for kind, name, default, help_text in _DEFINITIONS:
+        if kind == "enum":
+            flags.DEFINE_enum(name, default, ["softmax", "linear"], help_text, flag_values=values)
+        else:
+            getattr(flags, f"DEFINE_{kind}")(name, default, help_text, flag_values=values)
+    flags.mark_flags_as_required(["weights", "output"], flag_values=values)
+    return values
+
+
+def make_preset(weights, output, architecture="very_deep", width_multiplier=1.0,
+                classes=1000, activation="softmax", image_size=None, crop_fraction=0.875,
+                overwrite=False):
+    """Builds the classifier with its weights and preprocessing, and saves it as a preset.
+
+    Args:
+        weights: "imagenet" or the path/URI of a `.weights.h5` file of
+            `PolyNet(architecture, classes=classes, width_multiplier=...)`.
+        output: the preset directory (path or URI).
+        architecture: preset name or spec.
+        width_multiplier: width of the weights.
+        classes: classes of the top.
+        activation: "softmax" or "linear".
+        image_size: output side of the preprocessing (None: the architecture's).
+        crop_fraction: central crop before resizing.
+        overwrite: replace an existing preset.
+
+    Returns:
+        The saved `PolyNetImageClassifier`.
+
+    Raises:
+        FileExistsError: `output` exists and `overwrite` is False.
+        ValueError: weights that do not fit the architecture (the first
+            differing weight is named), bad arguments.
+        OSError: the ImageNet weights cannot be obtained, or a damaged file.
+    """
+    if fileio.exists(output) and not overwrite:
+        raise FileExistsError(f"{output!r} already exists; pass --overwrite to replace it.")
+    activation = None if activation == "linear" else activation
+    if weights == "imagenet":
+        model = PolyNet(architecture, weights="imagenet", classes=classes,
+                        classifier_activation=activation, width_multiplier=width_multiplier)
+    else:
+        model = PolyNet(architecture, weights=None, classes=classes,
+                        classifier_activation=activation, width_multiplier=width_multiplier)
+        load_weights_file(model, weights)
+    backbone = PolyNetBackbone(architecture, width_multiplier=width_multiplier)
+    size = image_size or backbone.default_image_size
+    converter = PolyNetImageConverter(image_size=(size, size), crop_fraction=crop_fraction)
+    classifier = PolyNetImageClassifier(
+        backbone, num_classes=classes, activation=activation,
+        preprocessor=PolyNetImageClassifierPreprocessor(converter),
+    )
+    copy_weights(model, classifier)
+    save_preset(classifier, output)
+    return classifier
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status (0 on success)."""
+    values = _flag_values()
+    argv = list(sys.argv if argv is None else ["make_preset", *argv])
+    try:
+        values(argv)
+    except flags.Error as error:
+        print(f"error: {error}\n\n{values.get_help()}", file=sys.stderr)
+        return 2
+    try:
+        classifier = make_preset(
+            values.weights, values.output, values.architecture, values.width_multiplier,
+            values.classes, values.activation, values.image_size, values.crop_fraction,
+            values.overwrite)
+    except (ValueError, OSError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"Wrote the keras-hub preset {values.output} ({classifier.count_params():,} "
+          f"parameters). Load it with: import polynet_tf.hub; "
+          f"keras_hub.models.ImageClassifier.from_preset({values.output!r})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
