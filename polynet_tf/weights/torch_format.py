@@ -240,9 +240,38 @@ def _contiguous_strides(size):
     return tuple(reversed(strides))
 
 
+class _PositionedFile:
+    """A read-only file that skips seeks to where it already is.
+
+    zipfile seeks before every read; `tf.io.gfile.GFile.seek` is slow to call
+    (a deprecation wrapper inspects its arguments each time), and members are
+    read in order, so most of those seeks are no-ops.
+    """
+
+    def __init__(self, handle):
+        self._handle, self._position = handle, handle.tell()
+
+    def seekable(self):
+        return True
+
+    def tell(self):
+        return self._position
+
+    def seek(self, offset, whence=0):
+        if whence != 0 or offset != self._position:
+            self._handle.seek(offset, whence)
+            self._position = self._handle.tell()
+        return self._position
+
+    def read(self, size=-1):
+        data = self._handle.read(size)
+        self._position += len(data)
+        return data
+
+
 def _read_zip(handle, source):
     try:
-        archive = zipfile.ZipFile(handle)
+        archive = zipfile.ZipFile(_PositionedFile(handle))
     except zipfile.BadZipFile as error:
         raise CheckpointError(
             f"{source} starts like a zip file but cannot be opened as one ({error}): it is "
