@@ -17,12 +17,13 @@ import signal
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from polynet_tf import fileio
 from polynet_tf.data import build_dataset
 from polynet_tf.models import polyinception_modules, set_path_drop_rates
 from polynet_tf.models.factory import build_model
-from polynet_tf.training import cluster
+from polynet_tf.training import cluster, finetune
 from polynet_tf.training.batch_norm_sync import MovingStatisticsSync
 from polynet_tf.training.evaluation_loop import (DistributedEvaluator, batch_totals,
                                                  input_options, metrics_from_totals,
@@ -72,10 +73,14 @@ class Trainer:
         keras.utils.set_random_seed(config.runtime.seed)
         with strategy.scope():
             self.model = build_model(config.model, image_size=config.train_data.image_size)
+            # Fine-tuning: frozen parts leave trainable_variables before the optimizer.
+            finetune.prepare_model(self.model, config.init)
             self.optimizer, self.schedule = build_optimizer(
                 config.optimizer, config.schedule, self.global_batch_size,
                 config.trainer.mixed_precision)
             self.optimizer.build(self.model.trainable_variables)
+            self.head_optimizer = finetune.build_head_optimizer(
+                self.model, config, self.global_batch_size)
             self.global_step = tf.Variable(
                 0, dtype=tf.int64, trainable=False, name="global_step",
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -86,6 +91,8 @@ class Trainer:
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, step=self.global_step,
             drop_path_switched_on=self.drop_path_switched_on)
+        if self.head_optimizer is not None:
+            self.checkpoint.head_optimizer = self.head_optimizer
         self.checkpoint_dir = fileio.join(model_dir, CHECKPOINT_SUBDIR)
         # tf.distribute needs every worker to save; only the chief's copy is
         # kept. A worker's copy is deleted after each save, and here too: a
@@ -118,6 +125,11 @@ class Trainer:
             if int(self.drop_path_switched_on.numpy()):
                 set_path_drop_rates(self.model, self.config.trainer.adaptive_drop_path.max_rate)
             return latest
+        if self.config.init.weights:
+            finetune.initialize_model(self.model, self.config,
+                                      self.model_dir if self.is_chief else None,
+                                      self.strategy, init_from)
+            return self.config.init.weights
         if init_from:
             from polynet_tf.grow import initialize_from_checkpoint  # noqa: PLC0415
 
@@ -178,7 +190,7 @@ class Trainer:
         clip = self.config.optimizer.clip_global_norm
         if clip:
             gradients = clip_by_global_norm_across_replicas(gradients, clip, self.optimizer)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        finetune.apply_gradients(self.optimizer, self.head_optimizer, gradients, variables)
         self.global_step.assign_add(1)
         return batch_totals(labels, logits, tf.reduce_sum(per_example))
 
@@ -197,9 +209,15 @@ class Trainer:
 
     def _train_dataset(self, skip_steps):
         data = with_model_classes(self.config.train_data, self.config.model.num_classes)
+
+        def dataset_fn(context):
+            logging.info("task %d: training input pipeline %d of %d, %d replica(s) in sync",
+                         self.task_id, context.input_pipeline_id, context.num_input_pipelines,
+                         context.num_replicas_in_sync)
+            return build_dataset(data, context, skip_steps=skip_steps)
+
         return self.strategy.distribute_datasets_from_function(
-            lambda context: build_dataset(data, context, skip_steps=skip_steps),
-            input_options(self.strategy, self.num_workers))
+            dataset_fn, input_options(self.strategy, self.num_workers))
 
     # ------------------------------------------------------------ training
     def train(self, evaluate_during_training=False):

@@ -1,5 +1,6 @@
 """Fixtures for training tests: a synthetic TFRecord dataset and CLI launchers."""
 
+import json
 import os
 import socket
 import subprocess
@@ -51,9 +52,12 @@ def train_command(model_dir, params_override, mode="train", worker_hosts=None, t
     return command
 
 
-def launch(command, log_path):
+def launch(command, log_path, tf_config=None, cwd=ROOT):
+    """Starts `command` with the package importable; TF_CONFIG only if given."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
                TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     env.pop("TF_CONFIG", None)
+    if tf_config is not None:
+        env["TF_CONFIG"] = json.dumps(tf_config)
     log = open(log_path, "w")
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)

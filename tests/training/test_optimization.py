@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -37,3 +38,41 @@ def test_rmsprop_matches_the_tensorflow_rmsprop_recipe():
         mom = 0.9 * mom + 0.1 * g / np.sqrt(ms + 1.0)
         value = value - mom
     np.testing.assert_allclose(variable.numpy(), value, rtol=1e-5)
+
+
+def _clipped_update(optimizer, gradient, clip):
+    """One SGD(lr=1) step from zero with the trainer's clipping; returns the variable."""
+    from polynet_tf.training.optimization import clip_by_global_norm_across_replicas
+
+    variable = tf.Variable(np.zeros(2, np.float32))
+    optimizer.build([variable])
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        gradient = optimizer.scale_loss(gradient)  # what the tape gives under scaling
+    clipped = clip_by_global_norm_across_replicas([tf.constant(gradient)], clip, optimizer)
+    optimizer.apply_gradients([(clipped[0], variable)])
+    return variable.numpy()
+
+
+def test_clipping_means_the_same_under_loss_scaling():
+    gradient = np.array([3.0, 4.0], np.float32)  # norm 5
+    plain = _clipped_update(keras.optimizers.SGD(1.0), gradient, 1.0)
+    np.testing.assert_allclose(plain, [-0.6, -0.8], rtol=1e-6)
+    scaled = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(1.0))
+    assert float(scaled.scale_loss(1.0)) == 2.0 ** 15
+    np.testing.assert_array_equal(_clipped_update(scaled, gradient, 1.0), plain)
+    # Below the threshold nothing changes.
+    np.testing.assert_allclose(_clipped_update(keras.optimizers.SGD(1.0), gradient, 10.0),
+                               [-3.0, -4.0], rtol=1e-6)
+
+
+def test_label_smoothing_matches_the_formula():
+    from polynet_tf.training.optimization import classification_loss
+
+    logits = np.array([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0]], np.float32)
+    labels = np.array([0, 1])
+    loss, per_example = classification_loss(tf.constant(labels), tf.constant(logits), 3, 0.3, 4)
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    targets = np.eye(3)[labels] * 0.7 + 0.3 / 3
+    expected = -(targets * log_probs).sum(axis=1)
+    np.testing.assert_allclose(per_example.numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), expected.sum() / 4, rtol=1e-5)  # global batch 4

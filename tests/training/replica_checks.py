@@ -1,0 +1,118 @@
+"""Checks that need two logical CPU devices: run as a script, before TF starts.
+
+`python -m tests.training.replica_checks CASE OUT_JSON SHARDS_JSON MODEL_DIR`
+writes what it measured to OUT_JSON; tests/training/test_replicas.py asserts.
+The logical devices must be configured before TensorFlow initialises, which
+a pytest process that already ran TensorFlow cannot do.
+"""
+
+import json
+import sys
+
+import tensorflow as tf
+
+_CPU = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(_CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import numpy as np  # noqa: E402
+
+from polynet_tf.configs import load_experiment  # noqa: E402
+from polynet_tf.data import build_dataset  # noqa: E402
+from polynet_tf.models.factory import build_model  # noqa: E402
+from polynet_tf.training.batch_norm_sync import moving_statistics  # noqa: E402
+from polynet_tf.training.trainer import Trainer  # noqa: E402
+from tests.training.conftest import TINY_CONFIG, overrides  # noqa: E402
+
+DEVICES = ["/cpu:0", "/cpu:1"]
+
+
+def _config(shards, **values):
+    return load_experiment([TINY_CONFIG], overrides(shards, **values), mode="train_and_eval")
+
+
+def batch_norm_and_evaluation(shards, model_dir):
+    """One step on two replicas fed different images; then save and evaluate."""
+    config = _config(shards, **{"train_data.global_batch_size": 8,
+                                "eval_data.global_batch_size": 8})
+    trainer = Trainer(config, model_dir, tf.distribute.MirroredStrategy(DEVICES))
+    initial = [v.numpy() for v in trainer.model.weights]
+    rng = np.random.default_rng(0)
+    halves = [rng.normal(0.0, 1.0, (4, 75, 75, 3)).astype("float32"),
+              rng.normal(1.0, 2.0, (4, 75, 75, 3)).astype("float32")]
+    labels = [np.array([0, 1, 2, 3], "int32")] * 2
+    strategy = trainer.strategy
+    images = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(halves[context.replica_id_in_sync_group]))
+    targets = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(labels[context.replica_id_in_sync_group]))
+    tf.function(lambda x, y: strategy.run(trainer._train_step, args=(x, y)))(images, targets)
+    stats = moving_statistics(trainer.model)
+    before = [[c.numpy() for c in v.value.values] for v in stats]
+    trainer.save()
+    exported = [v.numpy() for v in stats]  # what model.export / save_weights read
+    # Independent reference: what each replica computes alone from the same start.
+    reference = build_model(config.model, image_size=75)
+    per_half = []
+    for half in halves:
+        reference.set_weights(initial)
+        reference(half, training=True)
+        per_half.append([v.numpy() for v in moving_statistics(reference)])
+    # A one-device trainer restoring the checkpoint sees what was saved.
+    restored = Trainer(config, model_dir, tf.distribute.OneDeviceStrategy("/cpu:0"))
+    saved = [v.numpy() for v in moving_statistics(restored.model)]
+    mirrored_eval = trainer.evaluate()
+    single_eval = restored.evaluate()
+    return {
+        "names": [v.path for v in stats],
+        "replica_copies_differed": [float(np.max(np.abs(b[0] - b[1]))) for b in before],
+        "saved_minus_mean": [float(np.max(np.abs(s - (a + b) / 2)))
+                             for s, a, b in zip(saved, *per_half)],
+        "exported_minus_mean": [float(np.max(np.abs(e - (a + b) / 2)))
+                                for e, a, b in zip(exported, *per_half)],
+        "halves_differ": [float(np.max(np.abs(a - b))) for a, b in zip(*per_half)],
+        "mirrored_eval": mirrored_eval, "single_eval": single_eval,
+    }
+
+
+def equivalence(shards, model_dir, steps=10):
+    """10 steps on two replicas (per-replica and synchronized BatchNorm) and on one."""
+    tf.config.experimental.enable_op_determinism()
+    base = {"train_data.global_batch_size": 16, "trainer.train_steps": steps,
+            "trainer.steps_per_loop": 5, "trainer.checkpoint_interval": steps,
+            "runtime.deterministic_ops": True}
+    mirrored = Trainer(_config(shards, **base), model_dir,
+                       tf.distribute.MirroredStrategy(DEVICES))
+    initial = [v.numpy() for v in mirrored.model.trainable_weights]
+    mirrored.train()
+    moved = max(float(np.max(np.abs(v.numpy() - w))) / max(float(np.max(np.abs(w))), 1e-12)
+                for v, w in zip(mirrored.model.trainable_weights, initial))
+    # Synchronized BatchNorm: two replicas of 8 against one replica of 16
+    # made of the same two halves.
+    synced = dict(base, **{"model.synchronized_batch_norm": True})
+    two = Trainer(_config(shards, **synced), model_dir + "_sync2",
+                  tf.distribute.MirroredStrategy(DEVICES))
+    two.train()
+    config = _config(shards, **synced)
+    one = Trainer(config, model_dir + "_sync1", tf.distribute.OneDeviceStrategy("/cpu:0"))
+    pipelines = [build_dataset(config.train_data, tf.distribute.InputContext(2, i, 2))
+                 for i in range(2)]
+    whole = tf.data.Dataset.zip(*pipelines).map(
+        lambda a, b: (tf.concat([a[0], b[0]], 0), tf.concat([a[1], b[1]], 0)))
+    one._make_train_function()(iter(whole), tf.constant(steps))
+    return {"sync_two_minus_one": _relative_differences(two.model, one.model),
+            "sync_steps": [two.step, one.step], "largest_relative_change": moved}
+
+
+def _relative_differences(a, b):
+    return {v.path: float(np.max(np.abs(v.numpy() - w.numpy())) /
+                          max(float(np.max(np.abs(w.numpy()))), 1e-12))
+            for v, w in zip(a.weights, b.weights)}
+
+
+if __name__ == "__main__":
+    case, out, shards_json, directory = sys.argv[1:5]
+    shards = tuple(json.loads(shards_json))
+    result = {"batch_norm_and_evaluation": batch_norm_and_evaluation,
+              "equivalence": equivalence}[case](shards, directory)
+    with open(out, "w") as handle:
+        json.dump(result, handle)
