@@ -14,7 +14,17 @@ way for all three): (1) and (2) from the rate the loop reports (TensorBoard
 `images_per_second`, the `img_s` of the progress bar), (3) between the ends
 of two Keras epochs. Ratios against (3).
 
+`--all_reduce`: instead, the cost of the gradient all-reduce per step next to
+the compute, with `MirroredStrategy` over two logical CPU devices (one image
+per replica, global batch 2), for the tiny network (official_configs/
+tiny_cpu.yaml) and, with `--released`, the released Very Deep PolyNet at
+331x331. Each case runs in its own process (logical devices must be set
+before TensorFlow starts) and times, as medians over `--steps` steps after
+two warm-up steps: the forward and backward pass on both replicas alone, the
+all-reduce (sum) of gradient-sized tensors alone, and the two together.
+
 Usage: python benchmarks/train_step.py [--steps 40] [--batch 32]
+       python benchmarks/train_step.py --all_reduce [--released] [--steps 5]
 """
 
 import argparse
@@ -50,7 +60,7 @@ def _overrides(train, steps, batch, steps_per_loop=None):
         f"train_data.file_pattern={train}", "train_data.image_size=128",
         f"train_data.global_batch_size={batch}", f"trainer.train_steps={steps}",
         f"trainer.steps_per_loop={loop}", f"trainer.checkpoint_interval={steps}",
-        f"trainer.eval_interval={steps}",
+        f"trainer.eval_interval={steps}", f"trainer.summary_interval={loop}",
         "trainer.adaptive_drop_path.enabled=false"])
 
 
@@ -118,11 +128,78 @@ def two_workers(train, steps, batch, model_dir):
     return _reported_rate(model_dir, 2 * steps)  # the chief's summaries
 
 
+def all_reduce_case(network, steps):
+    """Prints compute, all-reduce and step times (ms) of two replicas, batch 2."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    if network == "tiny":
+        config = load_experiment([CONFIG], "train_data.file_pattern=unused")
+        size = config.train_data.image_size
+    else:
+        config = load_experiment([], "train_data.file_pattern=unused,model.dropout_rate=0")
+        size = 331
+    with strategy.scope():
+        model = build_model(config.model, image_size=size)
+    variables = model.trainable_variables
+    images = tf.random.uniform([1, size, size, 3])
+    labels = tf.constant([1])
+
+    def gradients():
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+                labels, logits, from_logits=True))
+        return tape.gradient(loss, variables)
+
+    def reduce(grads):
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+
+    def total(tensors):
+        return tf.add_n([tf.reduce_sum(g) for g in tensors])
+
+    cases = {
+        "compute": lambda: total(gradients()),
+        "all-reduce": lambda: total(reduce([tf.ones_like(v) for v in variables])),
+        "step": lambda: total(reduce(gradients())),
+    }
+    parameters = sum(int(tf.size(v)) for v in variables)
+    print(f"{network}: {parameters / 1e6:.2f} M trainable parameters "
+          f"({4 * parameters / 2**20:.1f} MiB of float32 gradients), {size}x{size}, "
+          "2 replicas x 1 image (MirroredStrategy, default cross-device ops)",
+          flush=True)
+    for name, fn in cases.items():
+        function = tf.function(lambda fn=fn: strategy.experimental_local_results(
+            strategy.run(fn)))
+        times = []
+        for index in range(steps + 2):
+            start = time.perf_counter()
+            [value.numpy() for value in function()]
+            if index >= 2:
+                times.append(time.perf_counter() - start)
+        times.sort()
+        print(f"{network}: {name:10s} {1000 * times[len(times) // 2]:9.1f} ms per step "
+              f"(median of {steps})", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--all_reduce", action="store_true",
+                        help="time the gradient all-reduce of two replicas instead")
+    parser.add_argument("--released", action="store_true",
+                        help="with --all_reduce: also the released network")
+    parser.add_argument("--all_reduce_case", choices=["tiny", "released"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.all_reduce_case:
+        all_reduce_case(args.all_reduce_case, args.steps)
+        return
+    if args.all_reduce:
+        for network in ["tiny"] + (["released"] if args.released else []):
+            subprocess.run([sys.executable, os.path.abspath(__file__), "--all_reduce_case",
+                            network, "--steps", str(args.steps)], check=True)
+        return
     with tempfile.TemporaryDirectory() as workdir:
         train, _ = write_dataset(os.path.join(workdir, "data"), num_train=512, num_val=16,
                                  size=160)
