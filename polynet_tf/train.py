@@ -72,6 +72,7 @@ def main(argv):
     if config.runtime.deterministic_ops:
         # After the strategy: a multi-worker context must be configured first.
         tf.config.experimental.enable_op_determinism()
+    from polynet_tf.training.finetune import FineTuneError  # noqa: PLC0415
     from polynet_tf.training.trainer import Trainer, TrainingDivergedError  # noqa: PLC0415
 
     chief = cluster.is_chief(strategy)
@@ -95,6 +96,8 @@ def main(argv):
                             for k, v in metrics.items()), flush=True)
     except TrainingDivergedError as error:
         _fail(str(error), EXIT_DIVERGED)
+    except FineTuneError as error:  # init.weights that do not fit: before the first step
+        _fail(f"Cannot fine-tune: {error}", EXIT_CONFIG)
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
             tf.errors.CancelledError, tf.errors.AbortedError) as error:
         _fail(

@@ -4,6 +4,7 @@ from polynet_tf.configs.base import ConfigError, parse_overrides, write_yaml
 from polynet_tf.configs.experiment import (
     AdaptiveDropPathConfig,
     ExperimentConfig,
+    InitConfig,
     ModelConfig,
     OptimizerConfig,
     RuntimeConfig,
@@ -16,6 +17,7 @@ __all__ = [
     "AdaptiveDropPathConfig",
     "ConfigError",
     "ExperimentConfig",
+    "InitConfig",
     "ModelConfig",
     "OptimizerConfig",
     "RuntimeConfig",

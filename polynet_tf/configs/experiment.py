@@ -96,6 +96,31 @@ class RuntimeConfig:
     deterministic_ops: bool = False
 
 
+# What `init.freeze` may name: PolyNet's parts bottom to top (layer names
+# `stem`, `stage_a_<i>`, `reduction_a`, ...), each freezing itself and all below.
+FREEZE_CHOICES = ("none", "stem", "stage_a", "reduction_a", "stage_b", "reduction_b",
+                  "stage_c", "backbone")
+
+
+@dataclasses.dataclass
+class InitConfig:
+    """Fine-tuning: the initial weights, what is frozen, the new head's rate.
+
+    See `polynet_tf.training.finetune` and docs/finetuning.md.
+    """
+
+    # "" (random initialization) | "imagenet" | a .weights.h5 file | a training
+    # run's model_dir or checkpoint prefix (its params.yaml tells the architecture).
+    weights: str = ""
+    architecture: Optional[str] = None  # a weights file's architecture (default: model's)
+    num_classes: Optional[int] = None  # a weights file's classes (default: read from it)
+    # none | stem | stage_a | reduction_a | stage_b | reduction_b | stage_c | backbone:
+    # that part and every one below it keep their weights (BatchNorms in inference mode).
+    freeze: str = "none"
+    batch_norm_inference: bool = False  # every BatchNorm frozen: moving statistics fixed
+    head_learning_rate_multiplier: float = 1.0  # the classifier's rate (own optimizer)
+
+
 @dataclasses.dataclass
 class ExperimentConfig:
     """Everything a training or evaluation run needs."""
@@ -109,6 +134,7 @@ class ExperimentConfig:
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    init: InitConfig = dataclasses.field(default_factory=InitConfig)
 
     def to_dict(self):
         return base.to_dict(self)
@@ -159,6 +185,7 @@ class ExperimentConfig:
         _choice("runtime.communication", self.runtime.communication, ("auto", "ring", "nccl"))
         _positive("runtime.collective_timeout_seconds", self.runtime.collective_timeout_seconds)
         _positive("runtime.startup_timeout_seconds", self.runtime.startup_timeout_seconds)
+        _validate_init(self)
         needs = {"train": ("train_data",), "eval": ("eval_data",),
                  "train_and_eval": ("train_data", "eval_data")}[mode]
         for name in needs:
@@ -185,6 +212,29 @@ class ExperimentConfig:
         if self.eval_data.is_training is not False:
             raise base.ConfigError("'eval_data.is_training' must be false")
         return self
+
+
+def _validate_init(config):
+    init = config.init
+    _choice("init.freeze", init.freeze, FREEZE_CHOICES)
+    _positive("init.head_learning_rate_multiplier", init.head_learning_rate_multiplier)
+    if init.num_classes is not None:
+        _positive("init.num_classes", init.num_classes)
+    if not init.weights and (init.architecture or init.num_classes):
+        raise base.ConfigError("'init.architecture' and 'init.num_classes' describe "
+                               "'init.weights'; set it too")
+    if init.weights == "imagenet" and (config.model.architecture != "very_deep"
+                                       or config.model.width_multiplier != 1.0):
+        raise base.ConfigError(
+            "'init.weights: imagenet' are the released very_deep weights: set "
+            "'model.architecture: very_deep' and 'model.width_multiplier: 1.0', got "
+            f"{config.model.architecture!r} at {config.model.width_multiplier}")
+    if (init.head_learning_rate_multiplier != 1.0
+            and config.trainer.mixed_precision == "mixed_float16"):
+        raise base.ConfigError(
+            "'init.head_learning_rate_multiplier' needs a second optimizer, which the "
+            "loss scaling of 'trainer.mixed_precision: mixed_float16' does not cover; "
+            "use mixed_bfloat16 (no loss scaling) or a multiplier of 1.0")
 
 
 def _positive(key, value):

@@ -1,0 +1,224 @@
+"""Fine-tuning (`init` section): transfer, freezing, BatchNorm, head rate, clear errors."""
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+from PIL import Image
+
+from polynet_tf.configs import ConfigError, load_experiment
+from polynet_tf.configs.base import write_yaml
+from polynet_tf.data import make_example, write_class_index, write_shard
+from polynet_tf.models.factory import build_model
+from polynet_tf.training import finetune
+from polynet_tf.training.trainer import Trainer
+from tests.training.conftest import SMALL_ARCHITECTURE, TINY_CONFIG, overrides
+from tests.training.synthetic_data import synthetic_image
+
+# The second task: 3 classes, stripe orientations the first task also had.
+NEW_TASK_PATTERNS = (0, 1, 3)  # horizontal, vertical, checker
+FAST = {"train_data.global_batch_size": 16, "trainer.steps_per_loop": 10,
+        "trainer.checkpoint_interval": 1000, "trainer.eval_interval": 1000,
+        "model.dropout_rate": 0.0}
+
+
+def _write_new_task(directory, num_train=96, num_val=48, seed=7):
+    rng = np.random.default_rng(seed)
+    os.makedirs(directory, exist_ok=True)
+    classes = [f"n1000000{i}" for i in range(len(NEW_TASK_PATTERNS))]
+    for split, count in (("train", num_train), ("validation", num_val)):
+        records = []
+        for i in range(count):
+            label = i % len(NEW_TASK_PATTERNS)
+            buffer = io.BytesIO()
+            Image.fromarray(synthetic_image(NEW_TASK_PATTERNS[label], rng)).save(
+                buffer, "JPEG", quality=95)
+            records.append(make_example(buffer.getvalue(), label, classes[label], 80, 80,
+                                        f"{split}_{i}.jpg").SerializeToString())
+        write_shard(os.path.join(directory, f"{split}-00000-of-00001"), records)
+    write_class_index(directory, classes, 0)
+    return os.path.join(directory, "train-*"), os.path.join(directory, "validation-*")
+
+
+def _config(shards, **values):
+    return load_experiment([TINY_CONFIG], overrides(shards, **{**FAST, **values}),
+                           mode="train_and_eval")
+
+
+def _trainer(config, model_dir):
+    return Trainer(config, str(model_dir), tf.distribute.OneDeviceStrategy("/cpu:0"))
+
+
+@pytest.fixture(scope="module")
+def source_run(synthetic_shards, tmp_path_factory):
+    """A run trained on the 4-class task: its model_dir (params.yaml, checkpoints/)."""
+    model_dir = tmp_path_factory.mktemp("source_run")
+    config = _config(synthetic_shards, **{"trainer.train_steps": 60})
+    write_yaml(config.to_dict(), str(model_dir / "params.yaml"))
+    trainer = _trainer(config, model_dir)
+    trainer.train()
+    return str(model_dir), {v.path: v.numpy() for v in trainer.model.weights}
+
+
+@pytest.fixture(scope="module")
+def new_task(tmp_path_factory):
+    return _write_new_task(str(tmp_path_factory.mktemp("new_task")))
+
+
+def _finetune_config(new_task, source, steps, **values):
+    return _config(new_task, **{"model.num_classes": 3, "init.weights": source,
+                                "trainer.train_steps": steps, **values})
+
+
+@pytest.mark.slow
+def test_finetuning_beats_training_from_scratch(source_run, new_task, tmp_path):
+    model_dir, source_weights = source_run
+    tuned = _trainer(_finetune_config(new_task, model_dir, 30), tmp_path / "tuned")
+    report = json.loads((tmp_path / "tuned" / finetune.REPORT_FILE).read_text())
+    # Everything but the 3-class head comes from the source run.
+    assert [n["weight"] for n in report["new"]] == ["predictions/kernel", "predictions/bias"]
+    assert report["new"][1] == {"weight": "predictions/bias", "shape": [3],
+                                "source_shape": [4]}
+    assert len(report["loaded"]) == len(tuned.model.weights) - 2
+    for variable in tuned.model.weights[:5]:
+        np.testing.assert_array_equal(variable.numpy(), source_weights[variable.path])
+    scratch = _trainer(_config(new_task, **{"model.num_classes": 3, "trainer.train_steps": 30}),
+                       tmp_path / "scratch")
+    tuned.train()
+    scratch.train()
+    tuned_loss, scratch_loss = tuned.evaluate()["loss"], scratch.evaluate()["loss"]
+    print(f"validation loss after 30 steps: fine-tuned {tuned_loss:.3f}, scratch "
+          f"{scratch_loss:.3f}")
+    assert tuned_loss < 0.8 * scratch_loss, (tuned_loss, scratch_loss)
+
+
+def _changed(trainer, source_weights, select):
+    return {v.path: not np.array_equal(v.numpy(), source_weights[v.path])
+            for v in trainer.model.weights
+            if select(v.path) and v.path in source_weights}
+
+
+def test_frozen_stages_stay_bit_identical(source_run, new_task, tmp_path):
+    model_dir, source_weights = source_run
+    trainer = _trainer(_finetune_config(new_task, model_dir, 3, **{"init.freeze": "stage_b"}),
+                       tmp_path)
+    frozen = ("stem/", "stage_a_", "reduction_a/", "stage_b_")
+    trainer.train()
+    changed = _changed(trainer, source_weights, lambda p: p.startswith(frozen))
+    assert changed and not any(changed.values())  # kernels and BatchNorm statistics alike
+    above = _changed(trainer, source_weights, lambda p: p.startswith(("reduction_b/",
+                                                                      "stage_c_")))
+    assert all(above[p] for p in above if p.endswith(("kernel", "moving_mean")))
+    assert {v.path for v in trainer.model.trainable_variables}.isdisjoint(changed)
+
+
+@pytest.mark.slow
+def test_head_rate_multiplier_changes_only_the_head_and_batch_norm_stays_fixed(
+        source_run, new_task, tmp_path):
+    """One step from the same weights and batch with head multipliers 1 and 8."""
+    model_dir, source_weights = source_run
+    runs = {}
+    for multiplier in (1.0, 8.0):
+        config = _config(new_task, **{
+            "trainer.train_steps": 1, "model.num_classes": 4, "init.weights": model_dir,
+            "init.batch_norm_inference": True,
+            "init.head_learning_rate_multiplier": multiplier})
+        trainer = _trainer(config, tmp_path / str(multiplier))
+        trainer.train()
+        runs[multiplier] = {v.path: v.numpy() - source_weights[v.path]
+                            for v in trainer.model.weights}
+        assert (trainer.head_optimizer is None) == (multiplier == 1.0)
+    for path, delta in runs[1.0].items():
+        scale = np.abs(delta).max()
+        if path.endswith(("moving_mean", "moving_variance")):
+            assert scale == 0 and np.abs(runs[8.0][path]).max() == 0, path
+        elif path.startswith("predictions/"):
+            assert scale > 0
+            np.testing.assert_allclose(runs[8.0][path], 8 * delta, rtol=0, atol=0.02 * 8 * scale)
+        elif path.endswith("conv/kernel"):
+            # The same update (up to float reassociation), not 8 times it.
+            assert scale > 0, path
+            np.testing.assert_allclose(runs[8.0][path], delta, rtol=0, atol=0.02 * scale,
+                                       err_msg=path)
+    # The head's optimizer is checkpointed with the rest.
+    saved = tf.train.latest_checkpoint(str(tmp_path / "8.0" / "checkpoints"))
+    assert any(name.startswith("head_optimizer/") for name, _ in tf.train.list_variables(saved))
+
+
+def test_warm_up_starts_near_zero(new_task):
+    from polynet_tf.training.optimization import build_optimizer
+
+    config = _config(new_task, **{"schedule.warmup_steps": 100})
+    _, schedule = build_optimizer(config.optimizer, config.schedule, 16)
+    # The first step already runs at peak / warmup_steps, then linearly up.
+    assert float(schedule(0)) == pytest.approx(schedule.peak / 100)
+    assert float(schedule(49)) == pytest.approx(schedule.peak / 2)
+    assert float(schedule(99)) == pytest.approx(schedule.peak)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"model.architecture": "A: 2way | B: 2way | C: 2way"},
+     r"do not fit the model .* `stage_b_0/.*` .* is missing from the source"),
+    ({"model.width_multiplier": 0.25},
+     r"`stem/conv1/conv/kernel` has shape \(3, 3, 3, 8\) in the model but \(3, 3, 3, 4\)"),
+])
+def test_a_source_that_does_not_fit_stops_before_the_first_step(source_run, new_task,
+                                                                 tmp_path, values, message):
+    model_dir, _ = source_run
+    config = _finetune_config(new_task, model_dir, 5, **values)
+    with pytest.raises(finetune.FineTuneError, match=message):
+        _trainer(config, tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+    assert not (tmp_path / finetune.REPORT_FILE).exists()
+
+
+def test_a_weights_file_missing_weights_is_refused(new_task, tmp_path):
+    smaller = _config(new_task, **{"model.architecture": "A: 2way | B: 2way | C: 2way"})
+    path = str(tmp_path / "small.weights.h5")
+    build_model(smaller.model, image_size=75).save_weights(path)
+    # The file claims to be the model's architecture but lacks its poly-3 weights.
+    config = _config(new_task, **{"init.weights": path, "model.num_classes": 3,
+                                  "init.architecture": SMALL_ARCHITECTURE})
+    with pytest.raises(finetune.FineTuneError, match="does not fit its architecture"):
+        _trainer(config, tmp_path / "run")
+    with pytest.raises(finetune.FineTuneError, match="does not exist"):
+        _trainer(_config(new_task, **{"init.weights": str(tmp_path / "none")}), tmp_path / "b")
+
+
+def test_init_section_round_trips_through_params_yaml(tmp_path):
+    values = {"init": {"weights": "runs/a", "freeze": "reduction_a",
+                       "batch_norm_inference": True, "head_learning_rate_multiplier": 10.0}}
+    path = tmp_path / "params.yaml"
+    write_yaml(values, str(path))
+    loaded = load_experiment([TINY_CONFIG, str(path)], "train_data.file_pattern=/d/t-*")
+    assert loaded.init.freeze == "reduction_a" and loaded.init.batch_norm_inference
+    write_yaml(loaded.to_dict(), str(path))
+    assert load_experiment([str(path)]).to_dict() == loaded.to_dict()
+    assert yaml.safe_load(path.read_text())["init"]["head_learning_rate_multiplier"] == 10.0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("init.freeze=stage_d", r"'init.freeze' must be one of \['none', 'stem'"),
+    ("init.head_learning_rate_multiplier=0.0", "'init.head_learning_rate_multiplier' must be"),
+    ("init.weights=imagenet", "'init.weights: imagenet' are the released very_deep weights"),
+    ("init.num_classes=5", "describe 'init.weights'; set it too"),
+    ("init.weights=x.weights.h5,init.head_learning_rate_multiplier=2.0,"
+     "trainer.mixed_precision=mixed_float16", "mixed_bfloat16"),
+])
+def test_bad_init_values_are_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_experiment([TINY_CONFIG], "train_data.file_pattern=/d/t-*," + override)
+
+
+def test_freeze_parts_follow_the_layer_names():
+    config = load_experiment([TINY_CONFIG], "train_data.file_pattern=/d/t-*")
+    model = build_model(config.model, image_size=75)
+    names = [layer.name for layer in finetune.frozen_layers(model, "reduction_a")]
+    assert names == ["stem", "stage_a_0", "stage_a_1", "reduction_a"]
+    backbone = [layer.name for layer in finetune.frozen_layers(model, "backbone")]
+    assert backbone[-1] == "stage_c_1" and "predictions" not in backbone
+    assert finetune.frozen_layers(model, "none") == []
