@@ -94,26 +94,39 @@ class PolyNetImageConverter(keras_hub.layers.ImageConverter):
 
     def _call_python(self, inputs):
         # Called on every path (the TensorFlow one wraps it): crop, then let
-        # the base class resize, scale and offset.
-        if self.crop_fraction < 1.0 and self.image_size is not None:
-            if isinstance(inputs, dict):
+        # the base class resize, scale and offset. The crop is ours also at
+        # crop_fraction=1 (Keras centres its aspect-ratio crop half a pixel
+        # off the package's evaluation crop); Keras's then has nothing to cut.
+        crop = self.image_size is not None and (
+            self.crop_fraction < 1.0 or self.crop_to_aspect_ratio)
+        if isinstance(inputs, dict):
+            if self.crop_fraction < 1.0:
                 raise ValueError(
                     "PolyNetImageConverter cannot crop images with bounding boxes; "
                     "build it with crop_fraction=1.0 for detection data."
                 )
-            if isinstance(inputs, (list, tuple)):
-                try:
-                    inputs = np.asarray(inputs)
-                except ValueError:  # Images of different sizes: one at a time.
-                    return type(inputs)(self._call_python(x) for x in inputs)
-            inputs = self._center_crop(inputs)
-        return super()._call_python(inputs)
+            return super()._call_python(inputs)
+        if isinstance(inputs, (list, tuple)):
+            try:
+                inputs = np.asarray(inputs)
+            except ValueError:  # Images of different sizes: one at a time.
+                return type(inputs)(self._call_python(x) for x in inputs)
+        images = self._as_float(inputs)
+        if crop:
+            images = self._center_crop(images)
+        return super()._call_python(images)
+
+    @staticmethod
+    def _as_float(images):
+        """float32 images: Keras resizes integer images in eager mode to integers
+        (rounded), but not inside `tf.data`; in float32 both paths agree, and
+        agree with `tf.image.resize` on decoded images."""
+        if tf.is_tensor(images):
+            return images if images.dtype == tf.float32 else tf.cast(images, tf.float32)
+        return keras.ops.cast(keras.ops.convert_to_tensor(images), "float32")
 
     def _center_crop(self, images):
         is_tensor = tf.is_tensor(images)
-        if not is_tensor:
-            images = keras.ops.convert_to_tensor(images)
-            is_tensor = tf.is_tensor(images)
         axis = -2 if self.data_format == "channels_first" else -3
         shape = tf.shape(images) if is_tensor else tuple(images.shape)
         top, left, crop_h, crop_w = _crop_window(

@@ -1,0 +1,69 @@
+"""`python -m polynet_tf.hub.make_preset` from a weights file; polynet_tf without the extra."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras_hub
+import numpy as np
+
+from polynet_tf import PolyNet
+from polynet_tf.hub import PolyNetImageClassifier, make_preset
+from tests.conftest import TINY_WIDTH
+from tests.hub.conftest import TINY_SPEC, randomize, raw_images
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_make_preset_from_a_weights_file(tmp_path, capsys):
+    model = PolyNet(TINY_SPEC, width_multiplier=TINY_WIDTH, classes=3,
+                    input_shape=(75, 75, 3))
+    randomize(model, seed=4)
+    weights = str(tmp_path / "tiny.weights.h5")
+    model.save_weights(weights)
+    output = str(tmp_path / "presets" / "tiny")
+    args = ["--weights", weights, "--architecture", TINY_SPEC, "--width_multiplier",
+            str(TINY_WIDTH), "--classes", "3", "--image_size", "75", "--output", output]
+    assert make_preset.main(args) == 0
+    assert "Wrote the keras-hub preset" in capsys.readouterr().out
+    loaded = keras_hub.models.ImageClassifier.from_preset(output)
+    assert isinstance(loaded, PolyNetImageClassifier) and loaded.activation == "softmax"
+    images = raw_images(count=2)
+    expected = model.predict(loaded.preprocessor(images), verbose=0)
+    assert np.std(expected) > 0.05
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), expected, rtol=0, atol=1e-6)
+
+    # An existing output is kept unless --overwrite is given.
+    assert make_preset.main(args) == 1
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    # Weights of another network: nothing written, the first differing weight named.
+    other = str(tmp_path / "other")
+    bad = [a if a != TINY_SPEC else "A: 2way | B: 2way | C: poly3[convs]" for a in args]
+    assert make_preset.main(bad[:-1] + [other]) == 1
+    assert "does not fit this model" in capsys.readouterr().err
+    assert not os.path.exists(other)
+    assert make_preset.main(["--output", other]) == 2  # --weights is required
+    assert "weights" in capsys.readouterr().err
+
+
+def test_polynet_tf_without_keras_hub():
+    # keras_hub made unimportable, as when the extra is not installed.
+    script = textwrap.dedent("""
+        import sys
+        sys.modules["keras_hub"] = None
+        import polynet_tf
+        from polynet_tf import PolyNet, list_architectures
+        assert "very_deep" in list_architectures()
+        try:
+            import polynet_tf.hub
+        except ImportError as error:
+            print("MESSAGE:", error)
+        else:
+            raise SystemExit("polynet_tf.hub imported without keras_hub")
+    """)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=_REPO)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, cwd=_REPO, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'pip install "polynet-tf[hub]"' in result.stdout
