@@ -208,8 +208,9 @@ def move_into_place(source: str, target: str, overwrite: bool = False,
     A file: `tf.io.gfile.rename` (atomic locally and on HDFS; on object stores
     a copy whose result appears whole). A folder: one rename where it is atomic;
     elsewhere file by file, `last` (relative names) after all the others. An
-    existing `target` folder with `overwrite` is first renamed aside (locally:
-    atomic, so `target` is never missing for long and never mixed) or deleted.
+    existing `target` folder with `overwrite` is first moved aside (put back
+    if the move of `source` fails) and deleted once `source` is in place: the
+    old and the new folder are never mixed.
 
     Raises:
       FileExistsError: `target` exists and `overwrite` is False.
@@ -242,10 +243,25 @@ def _move_directory(source, target, last):
         # which would make URIs absolute local paths.
         relative = folder[len(source):].strip("/")
         tf.io.gfile.makedirs(join(target, relative) if relative else target)
-        files += [join(relative, name) if relative else name for name in names]
+        # The exists() check: ram:// lists `assets.extra/x` as `.extra` in `assets`.
+        files += [join(relative, name) if relative else name for name in names
+                  if tf.io.gfile.exists(join(folder, name))]
     held = [name for name in files if name in set(last)]
-    for name in [name for name in files if name not in set(last)] + held:
-        tf.io.gfile.rename(join(source, name), join(target, name), overwrite=True)
+    moved = []
+    try:
+        for name in [name for name in files if name not in set(last)] + held:
+            tf.io.gfile.rename(join(source, name), join(target, name), overwrite=True)
+            moved.append(name)
+    except BaseException:
+        # Callers move onto a free name (an old target was moved aside first):
+        # put back what was moved, so that `source` is whole and `target` absent.
+        for name in moved:
+            try:
+                tf.io.gfile.rename(join(target, name), join(source, name), overwrite=True)
+            except tf.errors.OpError:
+                pass
+        remove_tree(target)
+        raise
     remove_tree(source)
 
 

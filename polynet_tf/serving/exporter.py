@@ -1,28 +1,34 @@
 """Writes a servable PolyNet: `BASE/NAME/VERSION/` in TF Serving's layout.
 
 The version directory is written under a temporary name beside it
-(`.tmp-VERSION-...`: TF Serving only loads directories named by an integer)
-and renamed when complete: the SavedModel, `assets.extra/polynet_export.json`
-and the warm-up requests are written, then the SavedModel is loaded back and
-every warm-up request is run through it, its probabilities checked against
-the Keras model. Any failure removes the temporary directory, so a version
-directory that exists is whole. An existing version is replaced only with
-`overwrite=True`. Local file systems only (directory renames).
+(`.tmp-<pid>-<random>-VERSION`: TF Serving only loads directories named by an
+integer) and renamed when complete: the SavedModel,
+`assets.extra/polynet_export.json` and the warm-up requests are written, then
+the SavedModel is loaded back and every warm-up request is run through it,
+its probabilities checked against the Keras model. Any failure removes the
+temporary directory. An existing version is replaced only with
+`overwrite=True`.
+
+`output_base` may be any TensorFlow filesystem URI (`gs://bucket/models`).
+Locally and on HDFS the rename is one atomic step, so a version directory
+that exists is whole. On object stores (GCS, S3) a directory rename is a
+copy, object by object: the files are moved one at a time with
+`saved_model.pb` last, so the version directory is not a SavedModel until
+everything else is in place (`polynet_tf.fileio.move_into_place`); a server
+that polls during the move can fail to load it once, and TF Serving retries
+failed loads.
 """
 
 import dataclasses
 import datetime
-import json
-import os
 import re
-import shutil
-import uuid
 from typing import Dict, List, Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from polynet_tf import fileio
 from polynet_tf.serving import preprocessing as serving_preprocessing
 from polynet_tf.serving import signatures, warmup
 from polynet_tf.version import __version__
@@ -34,6 +40,8 @@ METADATA_FORMAT = "polynet_tf.export"
 # different graph).
 VERIFY_TOLERANCE = 1e-5
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# What makes a directory a SavedModel: moved last where a rename is a copy.
+_LAST_FILES = ("saved_model.pb",)
 
 
 class ExportError(RuntimeError):
@@ -59,10 +67,10 @@ class ExportResult:
 
 def existing_versions(model_dir: str) -> List[int]:
     """Integer versions present in `BASE/NAME` (what TF Serving would load), sorted."""
-    if not os.path.isdir(model_dir):
+    if not fileio.isdir(model_dir):
         return []
-    return sorted(int(name) for name in os.listdir(model_dir)
-                  if name.isdigit() and os.path.isdir(os.path.join(model_dir, name)))
+    return sorted(int(name) for name in fileio.listdir(model_dir)
+                  if name.isdigit() and fileio.isdir(fileio.join(model_dir, name)))
 
 
 def next_version(model_dir: str) -> int:
@@ -73,11 +81,7 @@ def next_version(model_dir: str) -> int:
 
 def _check_names(output_base, model_name, version):
     if not output_base:
-        raise ValueError("output_base must name a directory, e.g. /models.")
-    if "://" in str(output_base):
-        raise ValueError(
-            f"output_base={output_base!r}: only local directories are supported (the "
-            "version directory is renamed into place); export locally, then copy.")
+        raise ValueError("output_base must name a directory, e.g. /models or gs://bucket/models.")
     if not model_name or not _MODEL_NAME.match(model_name):
         raise ValueError(
             f"model_name must be letters, digits, '_', '-' or '.' (it is a directory and the "
@@ -103,7 +107,8 @@ def export_saved_model(
 
     Args:
       model: a Keras PolyNet with the top.
-      output_base: the directory TF Serving watches (`--model_base_path`'s parent).
+      output_base: the directory TF Serving watches (`--model_base_path`'s parent);
+        a local path or any TensorFlow filesystem URI (`gs://bucket/models`).
       model_name: the model's name (a directory under `output_base`).
       options: `signatures.SignatureOptions` (preprocessing, class names, top_k,
         multi-crop protocol).
@@ -129,28 +134,31 @@ def export_saved_model(
     _check_names(output_base, model_name, version)
     served = _folded(model) if fold_batch_norms else model
     archive = signatures.build_export_archive(served, options)
-    model_dir = os.path.join(output_base, model_name)
-    os.makedirs(model_dir, exist_ok=True)
+    model_dir = fileio.join(output_base, model_name)
+    fileio.makedirs(model_dir)
     version = next_version(model_dir) if version is None else version
-    final_path = os.path.join(model_dir, str(version))
-    if os.path.exists(final_path) and not overwrite:
+    final_path = fileio.join(model_dir, str(version))
+    if fileio.exists(final_path) and not overwrite:
         raise FileExistsError(
             f"Version {version} of {model_name!r} already exists at {final_path!r}; pass "
             "--overwrite to replace it, or leave --version out to write the next one.")
     names = signatures.signature_names(options.multicrop is not None)
-    temp_path = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        archive.write_out(temp_path, verbose=False)
-        metadata = _metadata(model_name, version, options, names,
-                             {"batch_norms_folded": bool(fold_batch_norms), **(description or {})})
-        _write_json(os.path.join(temp_path, warmup.WARMUP_DIRNAME, METADATA_FILENAME), metadata)
-        requests = warmup_requests(options, warmup_images)
-        warmup.write_warmup_requests(temp_path, requests, model_name)
-        if verify:
-            verify_export(temp_path, model, options, requests)
-        _move_into_place(temp_path, final_path, overwrite)
+        # A non-integer temporary name (TF Serving ignores it), deleted on failure;
+        # moved into place (replacing the old version only with overwrite) at the end.
+        with fileio.atomic_output(final_path, overwrite=overwrite,
+                                  last=_LAST_FILES) as temp_path:
+            archive.write_out(temp_path, verbose=False)
+            metadata = _metadata(
+                model_name, version, options, names,
+                {"batch_norms_folded": bool(fold_batch_norms), **(description or {})})
+            fileio.write_json(fileio.join(temp_path, warmup.WARMUP_DIRNAME, METADATA_FILENAME),
+                              metadata)
+            requests = warmup_requests(options, warmup_images)
+            warmup.write_warmup_requests(temp_path, requests, model_name)
+            if verify:
+                verify_export(temp_path, model, options, requests)
     except BaseException as error:
-        shutil.rmtree(temp_path, ignore_errors=True)
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise
         raise ExportError(
@@ -168,28 +176,6 @@ def _folded(model):
 def _first_lines(error, limit=600):
     text = str(error).strip()
     return text if len(text) <= limit else text[:limit] + " ..."
-
-
-def _move_into_place(temp_path, final_path, overwrite):
-    if overwrite and os.path.exists(final_path):
-        old_path = f"{temp_path}.replaced"
-        os.rename(final_path, old_path)
-        try:
-            os.rename(temp_path, final_path)
-        except OSError:
-            os.rename(old_path, final_path)  # Keep the version that was there.
-            raise
-        shutil.rmtree(old_path, ignore_errors=True)
-    else:
-        # Fails rather than merging if another export took the version meanwhile.
-        os.rename(temp_path, final_path)
-
-
-def _write_json(path, values):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(values, f, indent=2, sort_keys=True)
-        f.write("\n")
 
 
 def _metadata(model_name, version, options, names, description):
@@ -272,9 +258,7 @@ def verify_export(path, model, options, requests):
 
 def read_metadata(version_dir: str) -> Dict:
     """The `assets.extra/polynet_export.json` of an exported version."""
-    path = os.path.join(version_dir, warmup.WARMUP_DIRNAME, METADATA_FILENAME)
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return fileio.read_json(fileio.join(version_dir, warmup.WARMUP_DIRNAME, METADATA_FILENAME))
 
 
 __all__ = [

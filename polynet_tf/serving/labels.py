@@ -6,9 +6,9 @@ Sources, first found wins: an explicit file (`--class_names`), the
 """
 
 import json
-import os
 from typing import List, Optional
 
+from polynet_tf import fileio
 from polynet_tf.data import example_format
 
 
@@ -29,10 +29,9 @@ def read_class_names(path: str) -> List[str]:
       FileNotFoundError: no such file.
       ValueError: the file is none of the formats above.
     """
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
         raise FileNotFoundError(f"Class names file {path!r} does not exist.")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = fileio.read_text(path)
     if not path.endswith(".json"):
         names = [line.strip() for line in text.splitlines() if line.strip()]
         if not names:
@@ -66,15 +65,13 @@ def class_names_beside_shards(file_pattern: str) -> Optional[List[str]]:
     """The classes of the `class_index.json` beside a shard pattern's files, if any."""
     if not file_pattern:
         return None
-    import tensorflow as tf  # noqa: PLC0415
-
     files = sorted(f for pattern in file_pattern.split(",") if pattern.strip()
-                   for f in tf.io.gfile.glob(pattern.strip()))
+                   for f in fileio.glob(pattern.strip()))
     found = example_format.find_class_index(files)
     if found is None and files == []:
-        directory = os.path.dirname(file_pattern.split(",")[0].strip())
-        candidate = os.path.join(directory, example_format.CLASS_INDEX_FILENAME)
-        if os.path.isfile(candidate):
+        directory = fileio.dirname(file_pattern.split(",")[0].strip())
+        candidate = fileio.join(directory, example_format.CLASS_INDEX_FILENAME)
+        if fileio.isfile(candidate):
             found = example_format.read_class_index(candidate)
     return None if found is None else found.classes
 

@@ -6,11 +6,12 @@ allocation. The file is a TFRecord of `tensorflow_serving.apis.PredictionLog`
 protos (needs the `[serving]` extra: `tensorflow-serving-api`).
 """
 
-import os
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
+
+from polynet_tf import fileio
 
 WARMUP_DIRNAME = "assets.extra"
 WARMUP_FILENAME = "tf_serving_warmup_requests"
@@ -85,9 +86,9 @@ def write_warmup_requests(saved_model_dir: str,
         raise ValueError(f"TF Serving reads at most {MAX_WARMUP_RECORDS} warm-up requests; "
                          f"received {len(requests)}.")
     _, prediction_log_pb2 = _apis()
-    folder = os.path.join(saved_model_dir, WARMUP_DIRNAME)
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, WARMUP_FILENAME)
+    folder = fileio.join(saved_model_dir, WARMUP_DIRNAME)
+    fileio.makedirs(folder)
+    path = fileio.join(folder, WARMUP_FILENAME)
     with tf.io.TFRecordWriter(path) as writer:
         for signature_name, inputs in requests:
             log = prediction_log_pb2.PredictionLog(
@@ -100,7 +101,7 @@ def write_warmup_requests(saved_model_dir: str,
 def read_warmup_requests(saved_model_dir: str) -> List:
     """The `PredictRequest`s of a SavedModel's warm-up file, in order."""
     _, prediction_log_pb2 = _apis()
-    path = os.path.join(saved_model_dir, WARMUP_DIRNAME, WARMUP_FILENAME)
+    path = fileio.join(saved_model_dir, WARMUP_DIRNAME, WARMUP_FILENAME)
     requests = []
     for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
         log = prediction_log_pb2.PredictionLog.FromString(record)
