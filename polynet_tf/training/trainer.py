@@ -12,8 +12,6 @@ consumed. Every file goes through `tf.io.gfile`: `model_dir` may be a URI
 (`gs://...`).
 """
 
-import signal
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -30,6 +28,7 @@ from polynet_tf.training.evaluation_loop import (DistributedEvaluator, batch_tot
                                                  with_model_classes)
 from polynet_tf.training.optimization import (build_optimizer, classification_loss,
                                               clip_by_global_norm_across_replicas)
+from polynet_tf.training.preemption import PreemptionWatcher, sum_over_workers
 from polynet_tf.training.reporting import Reporter
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -87,6 +86,11 @@ class Trainer:
             self.drop_path_switched_on = tf.Variable(
                 0, dtype=tf.int64, trainable=False, name="drop_path_switched_on",
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            # Loss, top-1, top-5 and image counts of a loop, per replica.
+            self._loop_totals = tf.Variable(
+                tf.zeros([4]), trainable=False, name="loop_totals",
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.SUM)
         self._kernels = [v for v in self.model.trainable_variables if v.path.endswith("kernel")]
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, step=self.global_step,
@@ -111,7 +115,7 @@ class Trainer:
             num_workers, config.trainer.eval_steps)
         self.restored_from = self._restore(init_from, init_from_architecture)
         self._train_function = None
-        self._sigterm = False
+        self._preemption = PreemptionWatcher(strategy, num_workers)
 
     # ----------------------------------------------------------------- state
     @property
@@ -197,13 +201,23 @@ class Trainer:
     def _make_train_function(self):
         strategy = self.strategy
 
+        totals = self._loop_totals
+
+        def step(images, labels):
+            totals.assign_add(self._train_step(images, labels))
+
         @tf.function
-        def train_steps(iterator, num_steps):
-            totals = tf.zeros([4], tf.float32)
+        def run_steps(iterator, num_steps):
+            strategy.run(lambda: totals.assign(tf.zeros([4])))
+            # No collective besides the step's own: a reduction of the metrics
+            # here could be ordered differently on different replicas than the
+            # gradient (and synchronized BatchNorm) all-reduces, a deadlock.
             for _ in tf.range(num_steps):
-                per_replica = strategy.run(self._train_step, args=next(iterator))
-                totals += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-            return totals
+                strategy.run(step, args=next(iterator))
+
+        def train_steps(iterator, num_steps):
+            run_steps(iterator, num_steps)
+            return totals.read_value()  # summed over replicas and workers
 
         return train_steps
 
@@ -228,7 +242,7 @@ class Trainer:
         """
         cfg = self.config.trainer
         reporter = Reporter(self.model_dir, self.is_chief, cfg.train_steps, self.step)
-        self._install_sigterm_handler()
+        self._preemption.install()
         iterator = iter(self._train_dataset(self.step))
         self._train_function = self._train_function or self._make_train_function()
         metrics, window = {}, np.zeros(4)
@@ -247,7 +261,7 @@ class Trainer:
                     step, steps, self.global_batch_size * steps, metrics,
                     summary=step % cfg.summary_interval == 0 or step == cfg.train_steps)
                 # One SIGTERM on any worker stops every worker at this step.
-                preempted = self._any_worker_preempted()
+                preempted = self._preemption.any_worker_preempted()
                 # Evaluation first: a checkpoint at this step then also holds
                 # the stochastic-path switch decided here.
                 if evaluate_during_training and not preempted and (
@@ -266,7 +280,7 @@ class Trainer:
             if last_saved != self.step:
                 self.save()
             # Wait for every worker: the chief hosts the coordination service.
-            self._sum_over_workers(np.zeros(1))
+            sum_over_workers(self.strategy, self.num_workers, np.zeros(1))
         finally:
             reporter.close()
         return metrics
@@ -287,25 +301,6 @@ class Trainer:
             f"for this loop; the last good checkpoint is {latest or '(none yet)'}. Lower "
             "schedule.base_learning_rate, set optimizer.clip_global_norm or check the data, "
             "then restart the same command to resume from that checkpoint.")
-
-    def _install_sigterm_handler(self):
-        def on_sigterm(signum, frame):
-            self._sigterm = True
-
-        try:
-            signal.signal(signal.SIGTERM, on_sigterm)
-        except ValueError:
-            pass  # not the main thread (e.g. in tests): no handler
-
-    def _any_worker_preempted(self):
-        """True on every worker when any worker received SIGTERM (a collective).
-
-        A Python signal handler runs between loops, never inside one, so a
-        loop of `steps_per_loop` steps bounds how long a preempted job takes
-        to save.
-        """
-        flags = self._sum_over_workers(np.array([float(self._sigterm)]))
-        return bool(flags[0] > 0)
 
     # ---------------------------------------------------------- evaluation
     def evaluate(self, reporter=None):
@@ -328,19 +323,6 @@ class Trainer:
             reporter.scalars("eval", self.step, {k: v for k, v in metrics.items()
                                                  if k != "num_images"})
         return metrics
-
-    def _sum_over_workers(self, totals):
-        if self.num_workers <= 1:
-            return totals
-        local = tf.constant(totals, tf.float32)
-
-        def value(context):
-            first = context.replica_id_in_sync_group % (
-                self.strategy.num_replicas_in_sync // self.num_workers) == 0
-            return local if first else tf.zeros_like(local)
-
-        distributed = self.strategy.experimental_distribute_values_from_function(value)
-        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, distributed, axis=None).numpy()
 
     def _maybe_switch_on_drop_path(self, train_metrics, eval_metrics, reporter):
         """Paper section 4: stochastic paths once training outruns validation."""
