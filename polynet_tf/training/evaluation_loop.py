@@ -86,6 +86,12 @@ class DistributedEvaluator:
         self._num_workers = num_workers
         self._eval_steps = eval_steps
         self._function = None
+        with strategy.scope():
+            # Per-replica sums, added over replicas and workers when read.
+            self._totals = tf.Variable(
+                tf.zeros([4]), trainable=False, name="eval_totals",
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.SUM)
 
     def _dataset_fn(self, context):
         dataset = build_dataset(self._data, context)
@@ -100,15 +106,18 @@ class DistributedEvaluator:
         return batch_totals(labels, logits, tf.reduce_sum(per_example))
 
     def _make_function(self):
-        strategy = self._strategy
+        strategy, totals = self._strategy, self._totals
+
+        def step(images, labels):
+            totals.assign_add(self._replica_step(images, labels))
 
         @tf.function
         def run(dataset):
-            totals = tf.zeros([4], tf.float32)
+            strategy.run(lambda: totals.assign(tf.zeros([4])))
+            # No reduction inside the loop: its collective could be ordered
+            # differently on different replicas than the loop's own.
             for images, labels in dataset:
-                per_replica = strategy.run(self._replica_step, args=(images, labels))
-                totals += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-            return totals
+                strategy.run(step, args=(images, labels))
 
         return run
 
@@ -118,4 +127,5 @@ class DistributedEvaluator:
             self._dataset_fn, input_options(self._strategy, self._num_workers))
         if self._function is None:
             self._function = self._make_function()
-        return self._function(dataset).numpy().astype(np.float64)
+        self._function(dataset)
+        return self._totals.read_value().numpy().astype(np.float64)
