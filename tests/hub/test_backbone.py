@@ -92,3 +92,13 @@ def test_backbone_config_round_trip_and_errors(tiny_backbone):
         PolyNetBackbone("nope")
     with pytest.raises(ValueError, match="at least 75x75"):
         PolyNetBackbone(TINY_SPEC, image_shape=(32, 32, 3), width_multiplier=TINY_WIDTH)
+
+
+def test_dtype_policy_reaches_every_layer_and_the_config():
+    backbone = PolyNetBackbone("A: ir | B: ir | C: ir", width_multiplier=TINY_WIDTH,
+                               dtype="mixed_bfloat16")
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    assert {layer.dtype_policy.name for layer in backbone.layers if layer.weights} == {
+        "mixed_bfloat16"}
+    clone = PolyNetBackbone.from_config(backbone.get_config())
+    assert clone.get_layer("stage_c_0").dtype_policy.name == "mixed_bfloat16"
