@@ -47,3 +47,36 @@ def test_bad_tf_config(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
         configure_cluster()
+
+
+def test_a_tfjob_chief_and_workers_leave_the_evaluator_out(monkeypatch):
+    import os
+
+    cluster = {"chief": ["c:1"], "worker": ["w:1", "w:2"], "evaluator": ["e:1"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                "task": {"type": "chief", "index": 0}}))
+    assert configure_cluster() == (3, 0)
+    assert json.loads(os.environ["TF_CONFIG"])["cluster"] == {
+        "chief": ["c:1"], "worker": ["w:1", "w:2"]}
+
+
+def test_the_evaluator_task_is_told_it_has_nothing_to_do(monkeypatch):
+    from polynet_tf.training.cluster import EvaluatorTaskError
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"chief": ["c:1"], "worker": ["w:1"], "evaluator": ["e:1"]},
+        "task": {"type": "evaluator", "index": 0}}))
+    with pytest.raises(EvaluatorTaskError, match="evaluator has nothing to do"):
+        configure_cluster()
+
+
+@pytest.mark.parametrize("tf_config, fragment", [
+    ({"cluster": {"ps": ["p:1"], "worker": ["w:1"]}, "task": {"type": "worker", "index": 0}},
+     "no parameter servers"),
+    ({"cluster": {"chief": ["c:1", "c:2"]}, "task": {"type": "chief", "index": 0}},
+     "2 chief tasks"),
+])
+def test_unsupported_layouts(monkeypatch, tf_config, fragment):
+    monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    with pytest.raises(ValueError, match=fragment):
+        configure_cluster()
