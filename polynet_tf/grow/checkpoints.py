@@ -5,7 +5,9 @@ file (`model.save`), and a TensorFlow checkpoint of the training engine,
 `tf.train.Checkpoint(model=..., optimizer=..., step=...)` (a
 `CheckpointManager` directory, whose latest checkpoint is taken, or a
 checkpoint prefix). Only the model is restored, and every one of its weights
-must be found: a file written for another architecture is an error.
+must be found: a file written for another architecture is an error. Paths may
+be TensorFlow filesystem URIs (`gs://...`); Keras files are copied to a local
+scratch file first (h5py reads local files only).
 """
 
 import io
@@ -14,6 +16,7 @@ import re
 import warnings
 import zipfile
 
+from polynet_tf import fileio
 from polynet_tf.grow.errors import GrowthError
 
 KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5")
@@ -38,11 +41,12 @@ def load_source_weights(model, path):
     """
     path = os.fspath(path)
     if path.endswith(KERAS_SUFFIXES):
-        if not os.path.isfile(path):
+        if not fileio.isfile(path):
             raise GrowthError(path, "no such file.", in_source=True)
-        _load_keras_file(model, path)
+        with fileio.local_file_for_reading(path) as local:
+            _load_keras_file(model, local, path)
         return path
-    if os.path.isdir(path):
+    if fileio.isdir(path):
         import tensorflow as tf
 
         prefix = tf.train.latest_checkpoint(path)
@@ -52,7 +56,7 @@ def load_source_weights(model, path):
                               in_source=True)
         _restore_tf_checkpoint(model, prefix)
         return prefix
-    if os.path.isfile(path + ".index"):
+    if fileio.isfile(path + ".index"):
         _restore_tf_checkpoint(model, path)
         return path
     raise GrowthError(
@@ -63,12 +67,13 @@ def load_source_weights(model, path):
     )
 
 
-def _load_keras_file(model, path):
+def _load_keras_file(model, local, path):
+    """Loads the local file `local`; errors name `path`, the file the user gave."""
     try:
         with warnings.catch_warnings():
             # Keras warns per variable on NumPy 2 (__array__ copy keyword).
             warnings.simplefilter("ignore")
-            model.load_weights(path)
+            model.load_weights(local)
     except (ValueError, KeyError) as error:
         raise GrowthError(
             path,
@@ -79,7 +84,7 @@ def _load_keras_file(model, path):
         ) from error
     # Keras ignores what the file has beyond the model (e.g. the third block
     # of a 3-way loaded as a 2-way): count the stored weights.
-    stored = _stored_weight_count(path)
+    stored = _stored_weight_count(local)
     if stored is not None and stored != len(model.weights):
         raise GrowthError(
             path,

@@ -3,7 +3,9 @@
 import os
 
 import keras
+import tensorflow as tf
 
+from polynet_tf import fileio
 from polynet_tf.grow.initialize import describe, initialize_from_checkpoint
 from polynet_tf.grow.plan_types import MODES
 from polynet_tf.grow.report import JSON_REPORT_SUFFIX, TEXT_REPORT_SUFFIX
@@ -36,8 +38,9 @@ def grow(
     Both networks are built with `PolyNet(architecture, **model_options)`
     (same `width_multiplier`, `classes`, `residual_scale`, ...), the source
     weights are loaded, `grow_model` maps them, and the target's weights are
-    written to `output` (through a temporary file, then renamed) with the
-    mapping report beside it: `output + ".mapping.txt"` (readable) and
+    written to `output` (through a temporary file, then renamed; any
+    TensorFlow filesystem URI such as `gs://...`) with the mapping report
+    beside it: `output + ".mapping.txt"` (readable) and
     `output + ".mapping.json"` (machine-readable, including how to build the
     target). Nothing is written when anything fails.
 
@@ -102,25 +105,19 @@ def grow(
 
 
 def _write_atomically(model, report, output):
-    """Writes weights and reports under temporary names, then renames them."""
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
-    base = os.path.basename(output)
+    """Writes weights and reports under temporary names, then renames them.
+
+    The weights file is saved first (locally when `output` is a URI: h5py
+    needs a local file) and moved into place last, after its reports: a
+    weights file that exists has its reports beside it, and any failure
+    before that leaves nothing.
+    """
     text_path, json_path = report_paths(output)
-    temporary = {
-        output: os.path.join(directory, f".{base}.{os.getpid()}.tmp{WEIGHTS_SUFFIX}"),
-        text_path: os.path.join(directory, f".{base}.{os.getpid()}.tmp.txt"),
-        json_path: os.path.join(directory, f".{base}.{os.getpid()}.tmp.json"),
-    }
-    try:
-        model.save_weights(temporary[output])
-        with open(temporary[text_path], "w", encoding="utf-8") as stream:
-            stream.write(report.to_text())
-        with open(temporary[json_path], "w", encoding="utf-8") as stream:
-            stream.write(report.to_json())
-        for final, temp in temporary.items():
-            os.replace(temp, final)
-    finally:
-        for temp in temporary.values():
-            if os.path.exists(temp):
-                os.remove(temp)
+    with fileio.local_file_for_writing(output) as weights_path:
+        model.save_weights(weights_path)
+        with fileio.atomic_output(text_path) as text_temporary, \
+                fileio.atomic_output(json_path) as json_temporary:
+            for path, content in ((text_temporary, report.to_text()),
+                                  (json_temporary, report.to_json())):
+                with tf.io.gfile.GFile(path, "w") as stream:
+                    stream.write(content)

@@ -7,6 +7,7 @@ from typing import Optional
 
 import numpy as np
 
+from polynet_tf import fileio
 from polynet_tf.grow.plan_types import COPIED, NEW, SET, ZEROED
 
 REPORT_VERSION = 1
@@ -157,7 +158,8 @@ class GrowthReport:
     def save(self, prefix):
         """Writes `prefix + ".mapping.txt"` and `prefix + ".mapping.json"`.
 
-        Each file is written under a temporary name, then renamed.
+        Each file is written under a temporary name, then renamed; `prefix`
+        may be a URI (`gs://...`).
 
         Returns:
             The (text, JSON) paths.
@@ -165,14 +167,7 @@ class GrowthReport:
         prefix = os.fspath(prefix)
         paths = (prefix + TEXT_REPORT_SUFFIX, prefix + JSON_REPORT_SUFFIX)
         for path, content in zip(paths, (self.to_text(), self.to_json())):
-            temporary = f"{path}.{os.getpid()}.tmp"
-            try:
-                with open(temporary, "w", encoding="utf-8") as stream:
-                    stream.write(content)
-                os.replace(temporary, path)
-            finally:
-                if os.path.exists(temporary):
-                    os.remove(temporary)
+            fileio.atomic_write_text(path, content)
         return paths
 
     def __str__(self):
