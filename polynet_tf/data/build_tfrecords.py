@@ -266,8 +266,9 @@ def build_tfrecords(
                     bar.update(1)
                     if jpeg is None:
                         if on_error == "fail":
+                            source = fileio.join(image_dir, item.relative_path)
                             raise BuildError(
-                                f"Cannot read image {fileio.join(image_dir, item.relative_path)!r}: "
+                                f"Cannot read image {source!r}: "
                                 f"{error}. Fix or remove the file, or pass --on_error=skip "
                                 "to leave unreadable files out (they are listed at the end).")
                         skipped.append((item.relative_path, error))
