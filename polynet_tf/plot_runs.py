@@ -9,16 +9,16 @@ width, classes and evaluation image size in the run's `params.yaml`), y the
 run's final evaluation result (`polynet_tf.runs.final_eval_result`: the
 evaluator's JSON if the run has one, else the trainer's last validation
 summaries). A run without a result is an error that names it. The PNG is
-written under a temporary name and renamed.
+rendered in memory, written under a temporary name and renamed. Run
+directories and `--output` may be TensorFlow filesystem URIs (`gs://...`).
 """
 
 import argparse
 import dataclasses
-import os
 import sys
-import tempfile
 from typing import List, Optional, Sequence
 
+from polynet_tf import fileio
 from polynet_tf.models.complexity import network_cost
 from polynet_tf.runs import RunError, final_eval_result, read_params
 
@@ -80,7 +80,7 @@ def run_point(model_dir: str, metric: str = "top1_accuracy", protocol: Optional[
     if value is None:
         raise RunError(f"Run {model_dir!r} has no top-5 result ({result.source}); "
                        "use --metric top1_accuracy or top1_error.")
-    name = label or os.path.basename(os.path.normpath(model_dir))
+    name = label or fileio.basename(model_dir)
     return RunPoint(name, cost.multiply_adds, value, model_dir, str(model.get("architecture")),
                     result.source)
 
@@ -111,32 +111,11 @@ def plot_points(points: Sequence[RunPoint], output: str, metric: str = "top1_acc
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
     figure.tight_layout()
-    save_figure_atomically(figure, output)
-    plt.close(figure)
-    return output
-
-
-def save_figure_atomically(figure, output: str):
-    """`figure.savefig` to a temporary file next to `output`, then renamed."""
-    folder = os.path.dirname(os.path.abspath(output))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    os.close(handle)
     try:
-        figure.savefig(temporary, format="png")
-        # mkstemp makes the file private (0600); give it the usual umask permissions.
-        _chmod_as_new_file(temporary)
-        os.replace(temporary, output)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
-def _chmod_as_new_file(path):
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+        fileio.write_figure(figure, output, format="png")
+    finally:
+        plt.close(figure)
+    return output
 
 
 def main(argv: Optional[List[str]] = None) -> int:

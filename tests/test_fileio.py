@@ -125,3 +125,15 @@ def test_h5py_files_are_staged_locally(tmp_path, kind):
             np.testing.assert_array_equal(stream["x"][()], np.arange(3))
     if kind == "file_uri":
         assert not os.path.exists(local)  # the local copy is deleted
+
+
+def test_yaml_configuration_round_trip_on_ram():
+    from polynet_tf.configs.base import ConfigError, load_yaml, write_yaml  # noqa: PLC0415
+
+    path = _ram("run/params.yaml")
+    values = {"model": {"num_classes": 3, "architecture": "A: ir | B: ir | C: ir"}}
+    write_yaml(values, path)
+    assert load_yaml(path) == values
+    assert fileio.listdir(fileio.dirname(path)) == ["params.yaml"]
+    with pytest.raises(ConfigError, match="not found"):
+        load_yaml(_ram("missing.yaml"))

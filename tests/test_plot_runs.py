@@ -152,3 +152,51 @@ def test_read_scalars_keeps_the_last_value_of_a_rewritten_step(tmp_path):
     _write_eval_summaries(str(tmp_path), [(20, 0.625, 0.75)])  # a resumed run rewrote step 20
     scalars = read_scalars(os.path.join(tmp_path, "eval"))
     assert scalars["top1"] == [(10, 0.25), (20, 0.625)]
+
+
+def test_runs_and_figure_on_ram():
+    """A run directory read and a figure written through tf.io.gfile only (`ram://`)."""
+    import uuid  # noqa: PLC0415
+
+    from polynet_tf import fileio  # noqa: PLC0415
+    from polynet_tf.configs import write_yaml  # noqa: PLC0415
+    from polynet_tf.runs import read_params  # noqa: PLC0415
+
+    root = f"ram://runs-{uuid.uuid4().hex[:8]}"
+    write_yaml({"model": {"architecture": SMALL, "num_classes": 10, "width_multiplier": 0.0625},
+                "eval_data": {"image_size": 75}, "trainer": {"train_steps": 100}},
+               f"{root}/summaries/params.yaml")
+    _write_eval_summaries(f"{root}/summaries", [(50, 0.25, 0.5), (100, 0.375, 0.75)])
+    assert read_params(f"{root}/summaries")["trainer"]["train_steps"] == 100
+    result = final_eval_result(f"{root}/summaries")
+    assert (result.top1, result.top5, result.step) == (0.375, 0.75, 100)
+    write_yaml({"model": {"architecture": LARGER, "num_classes": 10, "width_multiplier": 0.0625}},
+               f"{root}/json/params.yaml")
+    fileio.write_json(f"{root}/json/evaluation_single.json",
+                      {"top1_accuracy": 0.5, "top5_accuracy": 1.0, "protocol": {"name": "single"}})
+    assert final_eval_result(f"{root}/json").source == f"{root}/json/evaluation_single.json"
+    points = [plot_runs.run_point(f"{root}/{name}") for name in ("summaries", "json")]
+    assert [p.label for p in points] == ["summaries", "json"]
+    plot_runs.plot_points(points, f"{root}/figures/fig6.png")
+    assert fileio.read_bytes(f"{root}/figures/fig6.png")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_with_file_uris_from_an_empty_directory(tmp_path):
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    run = _write_run(tmp_path / "run", SMALL, 0.0625)
+    _write_json(run, "single", 0.625, 0.875)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": repo}
+    result = subprocess.run(
+        [sys.executable, "-m", "polynet_tf.plot_runs", f"file://{run}",
+         "--output", f"file://{tmp_path}/figures/fig6.png"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert os.listdir(work) == []  # no URI was taken for a relative local path
+    assert "run:" in result.stdout and "62.50" in result.stdout
+    assert (tmp_path / "figures" / "fig6.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(tmp_path / "figures") == ["fig6.png"]

@@ -7,11 +7,10 @@ training batches and of the validation set, and the learning rate.
 """
 
 import argparse
-import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from polynet_tf.plot_runs import save_figure_atomically
+from polynet_tf import fileio
 from polynet_tf.runs import read_scalars
 
 Series = Dict[str, List[Tuple[int, float]]]
@@ -23,12 +22,12 @@ def load_curves(model_dir: str) -> Tuple[Series, Series]:
     Raises:
         FileNotFoundError: if the run has no training summaries.
     """
-    train = read_scalars(os.path.join(model_dir, "train"))
+    train = read_scalars(fileio.join(model_dir, "train"))
     if "loss" not in train:
         raise FileNotFoundError(
             f"{model_dir!r} has no training summaries in train/: is it the --model_dir of a "
             "python -m polynet_tf.train run (on the chief)?")
-    return train, read_scalars(os.path.join(model_dir, "eval"))
+    return train, read_scalars(fileio.join(model_dir, "eval"))
 
 
 def plot_curves(model_dir: str, output: str) -> str:
@@ -56,10 +55,12 @@ def plot_curves(model_dir: str, output: str) -> str:
         ax.grid(True, alpha=0.3)
         if tag != "learning_rate":
             ax.legend(fontsize=8)
-    figure.suptitle(f"Training curves: {os.path.basename(os.path.normpath(model_dir))}")
+    figure.suptitle(f"Training curves: {fileio.basename(model_dir)}")
     figure.tight_layout()
-    save_figure_atomically(figure, output)
-    plt.close(figure)
+    try:
+        fileio.write_figure(figure, output, format="png")
+    finally:
+        plt.close(figure)
     return output
 
 

@@ -12,18 +12,21 @@ white ink on black), each upscaled with bicubic interpolation to
 `--image_dir` of `python -m polynet_tf.data.build_tfrecords`, which splits off
 the validation shards itself; `DIR/held_out` is what the demo classifies
 through the exported model. The split is a pure function of the seed; the
-folder is written under a temporary name and renamed when complete.
+folder is written under a temporary name and renamed when complete (`DIR` may
+be a TensorFlow filesystem URI; see `polynet_tf.fileio` for what a rename is
+on object stores).
 """
 
 import argparse
-import os
-import shutil
+import io
 import sys
-import tempfile
 from typing import Dict, Optional
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image
+
+from polynet_tf import fileio
 
 SPLITS = ("train", "held_out")
 # load_digits stores 17 grey levels, 0 (paper) to 16 (ink).
@@ -110,29 +113,26 @@ def write_digits(output_dir: str, image_size: int = 40, held_out_fraction: float
         raise DigitsError(f"--max_per_class must be >= 2, got {max_per_class}.")
     if not 1 <= jpeg_quality <= 100:
         raise DigitsError(f"--jpeg_quality must be in [1, 100], got {jpeg_quality}.")
-    output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
+    if fileio.exists(output_dir) and (not fileio.isdir(output_dir)
+                                      or fileio.listdir(output_dir)):
         raise DigitsError(f"--output_dir {output_dir!r} already exists and is not empty: "
                           "choose a new folder or delete it.")
     images, labels = load_digit_arrays()
     indices = split_indices(labels, held_out_fraction, seed, max_per_class)
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".digits-", dir=parent)
-    try:
+    with fileio.temporary_directory_beside(output_dir) as staging:
         for split in SPLITS:
             for index in indices[split]:
-                folder = os.path.join(staging, split, str(labels[index]))
-                os.makedirs(folder, exist_ok=True)
-                upscale(images[index], image_size).save(
-                    os.path.join(folder, f"digit_{index:04d}.jpg"), format="JPEG",
-                    quality=jpeg_quality)
-        if os.path.isdir(output_dir):
-            os.rmdir(output_dir)  # empty (checked above); rename needs it gone
-        os.rename(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+                folder = fileio.join(staging, split, str(labels[index]))
+                fileio.makedirs(folder)
+                buffer = io.BytesIO()
+                upscale(images[index], image_size).save(buffer, format="JPEG",
+                                                        quality=jpeg_quality)
+                with tf.io.gfile.GFile(fileio.join(folder, f"digit_{index:04d}.jpg"),
+                                       "wb") as stream:
+                    stream.write(buffer.getvalue())
+        if fileio.isdir(output_dir):
+            fileio.remove_tree(output_dir)  # empty (checked above); rename needs it gone
+        fileio.move_into_place(staging, output_dir)
     return {split: len(indices[split]) for split in SPLITS}
 
 

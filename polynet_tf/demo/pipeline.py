@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from typing import List, Optional, Sequence, Tuple
 
@@ -203,9 +204,11 @@ def run_demo(options: DemoOptions, log=_print_now) -> dict:
         StepFailed: naming the command and its exit status.
         FileExistsError: `work_dir` exists and is not an earlier demo's.
     """
-    if options.fresh and os.path.isfile(os.path.join(options.work_dir, MARKER_FILE)):
+    from polynet_tf import fileio  # noqa: PLC0415  (TensorFlow: not for --print_commands)
+
+    if options.fresh and fileio.isfile(fileio.join(options.work_dir, MARKER_FILE)):
         log(f"$ rm -r {shlex.quote(options.work_dir)}")
-        shutil.rmtree(options.work_dir)
+        fileio.remove_tree(options.work_dir)
     _prepare_work_dir(options.work_dir)
     steps = commands(options, free_ports(options.num_workers))
     seconds, skipped, missing = {}, [], set()
@@ -234,20 +237,39 @@ def run_demo(options: DemoOptions, log=_print_now) -> dict:
 
 
 def _prepare_work_dir(work_dir):
-    if os.path.exists(work_dir) and os.listdir(work_dir):
-        if not os.path.exists(os.path.join(work_dir, MARKER_FILE)):
+    from polynet_tf import fileio  # noqa: PLC0415
+
+    if fileio.isdir(work_dir) and fileio.listdir(work_dir):
+        if not fileio.exists(fileio.join(work_dir, MARKER_FILE)):
             raise FileExistsError(f"--work_dir {work_dir!r} exists and was not made by the demo: "
                                   "choose another folder.")
         raise FileExistsError(f"--work_dir {work_dir!r} holds an earlier demo run: pass --fresh "
                               f"to replace it, delete it (rm -r {shlex.quote(work_dir)}) or "
                               "choose another folder.")
-    os.makedirs(work_dir, exist_ok=True)
-    with open(os.path.join(work_dir, MARKER_FILE), "w") as f:
-        f.write("made by polynet_tf.demo\n")
+    fileio.atomic_write_text(fileio.join(work_dir, MARKER_FILE), "made by polynet_tf.demo\n")
 
 
 def _run_parallel(argvs, work_dir):
-    """Runs the commands at once; the first streams, the others log to files."""
+    """Runs the commands at once; the first streams, the others log to files.
+
+    A process writes its log to a local file (`WORK_DIR/worker_<i>.log`, to
+    follow as it grows); for a `work_dir` URI the logs are written in a local
+    scratch folder and copied into `work_dir` when the step ends.
+    """
+    from polynet_tf import fileio  # noqa: PLC0415
+
+    scratch = None if fileio.is_local(work_dir) else tempfile.mkdtemp(prefix="polynet_demo-")
+    try:
+        _run_logged(argvs, work_dir if scratch is None else scratch)
+    finally:
+        if scratch is not None:
+            for name in sorted(os.listdir(scratch)):
+                fileio.atomic_write_bytes(fileio.join(work_dir, name),
+                                          fileio.read_bytes(os.path.join(scratch, name)))
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_logged(argvs, log_dir):
     environment = dict(os.environ, PYTHONUNBUFFERED="1")
     environment.pop("TF_CONFIG", None)  # the workers' --worker_hosts must win
     processes, logs = [], []
@@ -256,7 +278,7 @@ def _run_parallel(argvs, work_dir):
         if index == 0:
             processes.append(subprocess.Popen(real, env=environment))
             continue
-        log_path = os.path.join(work_dir, f"worker_{index}.log")
+        log_path = os.path.join(log_dir, f"worker_{index}.log")
         logs.append(log_path)
         with open(log_path, "w") as log_file:
             processes.append(subprocess.Popen(real, stdout=log_file, stderr=subprocess.STDOUT,

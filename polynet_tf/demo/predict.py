@@ -8,16 +8,18 @@
 every image is sent as encoded bytes, exactly what TF Serving receives, and
 the predicted class is compared with its folder. Prints the accuracy and the
 first `--show` predictions; `--page` draws a page of images with their
-predicted labels (wrong ones in red).
+predicted labels (wrong ones in red). Every path may be a TensorFlow
+filesystem URI (`gs://...`): files are read and written through `tf.io.gfile`.
 """
 
 import argparse
-import json
-import os
+import io
 import sys
 from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
+
+from polynet_tf import fileio
 
 _PAGE_IMAGES = 40
 
@@ -41,14 +43,14 @@ def list_labelled_images(image_dir: str):
     Raises:
         PredictError: if the folder has no class sub-folders with files.
     """
-    if not os.path.isdir(image_dir):
+    if not fileio.isdir(image_dir):
         raise PredictError(f"--image_dir {image_dir!r} is not a folder.")
     items = []
-    for name in sorted(os.listdir(image_dir)):
-        folder = os.path.join(image_dir, name)
-        if name.startswith(".") or not os.path.isdir(folder):
+    for name in fileio.listdir(image_dir):
+        folder = fileio.join(image_dir, name)
+        if name.startswith(".") or not fileio.isdir(folder):
             continue
-        items += [(os.path.join(folder, f), name) for f in sorted(os.listdir(folder))
+        items += [(fileio.join(folder, f), name) for f in fileio.listdir(folder)
                   if not f.startswith(".")]
     if not items:
         raise PredictError(f"--image_dir {image_dir!r} has no images in class sub-folders "
@@ -64,7 +66,7 @@ def serving_function(saved_model_dir: str):
     """
     import tensorflow as tf  # noqa: PLC0415
 
-    if not os.path.isfile(os.path.join(saved_model_dir, "saved_model.pb")):
+    if not fileio.isfile(fileio.join(saved_model_dir, "saved_model.pb")):
         raise PredictError(f"{saved_model_dir!r} holds no saved_model.pb: pass the version "
                            "folder written by python -m polynet_tf.export (BASE/NAME/VERSION).")
     loaded = tf.saved_model.load(saved_model_dir)
@@ -117,10 +119,7 @@ def classify(saved_model_dir: str, items, class_names: Sequence[str],
     predictions = []
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
-        encoded = []
-        for path, _ in batch:
-            with open(path, "rb") as f:
-                encoded.append(f.read())
+        encoded = [fileio.read_bytes(path) for path, _ in batch]
         probabilities = class_probabilities(signature(**{input_name: tf.constant(encoded)}))
         if probabilities.shape[-1] != len(class_names):
             raise PredictError(f"The model has {probabilities.shape[-1]} classes but the class "
@@ -139,8 +138,6 @@ def draw_page(predictions: Sequence[Prediction], output: str, count: int = _PAGE
     import matplotlib.pyplot as plt  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
 
-    from polynet_tf.plot_runs import save_figure_atomically  # noqa: PLC0415
-
     shown = list(predictions[:count])
     columns = 8
     rows = max(1, -(-len(shown) // columns))
@@ -149,7 +146,7 @@ def draw_page(predictions: Sequence[Prediction], output: str, count: int = _PAGE
     for ax in axes.ravel():
         ax.axis("off")
     for ax, item in zip(axes.ravel(), shown):
-        with Image.open(item.path) as image:
+        with Image.open(io.BytesIO(fileio.read_bytes(item.path))) as image:
             ax.imshow(np.asarray(image.convert("RGB")))
         correct = item.predicted_class == item.true_class
         ax.set_title(f"{item.predicted_class} ({item.probability:.2f})", fontsize=9,
@@ -159,8 +156,10 @@ def draw_page(predictions: Sequence[Prediction], output: str, count: int = _PAGE
                     f"{wrong} wrong, in red",
                     fontsize=10)
     figure.tight_layout()
-    save_figure_atomically(figure, output)
-    plt.close(figure)
+    try:
+        fileio.write_figure(figure, output, format="png")
+    finally:
+        plt.close(figure)
     return output
 
 
@@ -193,9 +192,13 @@ def balanced_sample(predictions: Sequence[Prediction], count: int,
 
 def _class_names(class_index: Optional[str], items):
     if class_index:
-        with open(class_index) as f:
-            return list(json.load(f)["classes"])
+        return list(fileio.read_json(class_index)["classes"])
     return sorted({name for _, name in items})
+
+
+def _relative(path, folder):
+    """`path` below `folder` (no os.path.relpath: it would make URIs local paths)."""
+    return path[len(folder):].lstrip("/") if path.startswith(folder) else path
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -218,11 +221,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     for item in balanced_sample(predictions, args.show):
         mark = "" if item.predicted_class == item.true_class else "   <- wrong"
-        print(f"{os.path.relpath(item.path, args.image_dir)}: predicted {item.predicted_class} "
+        print(f"{_relative(item.path, args.image_dir)}: predicted {item.predicted_class} "
               f"(p={item.probability:.3f}), true {item.true_class}{mark}")
     wrong = [p for p in predictions if p.predicted_class != p.true_class]
     for item in wrong:
-        print(f"mistake: {os.path.relpath(item.path, args.image_dir)} predicted "
+        print(f"mistake: {_relative(item.path, args.image_dir)} predicted "
               f"{item.predicted_class} (p={item.probability:.3f})")
     print(f"served model accuracy on {len(predictions)} held-out images: "
           f"{1 - len(wrong) / len(predictions):.4f}")
