@@ -10,6 +10,7 @@ their output.
 import dataclasses
 import importlib.util
 import os
+import posixpath
 import shlex
 import shutil
 import socket
@@ -260,7 +261,7 @@ def _run_parallel(argvs, work_dir):
 
     scratch = None if fileio.is_local(work_dir) else tempfile.mkdtemp(prefix="polynet_demo-")
     try:
-        _run_logged(argvs, work_dir if scratch is None else scratch)
+        _run_logged(argvs, work_dir if scratch is None else scratch, work_dir)
     finally:
         if scratch is not None:
             for name in sorted(os.listdir(scratch)):
@@ -269,7 +270,7 @@ def _run_parallel(argvs, work_dir):
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run_logged(argvs, log_dir):
+def _run_logged(argvs, log_dir, shown_dir):
     environment = dict(os.environ, PYTHONUNBUFFERED="1")
     environment.pop("TF_CONFIG", None)  # the workers' --worker_hosts must win
     processes, logs = [], []
@@ -279,7 +280,7 @@ def _run_logged(argvs, log_dir):
             processes.append(subprocess.Popen(real, env=environment))
             continue
         log_path = os.path.join(log_dir, f"worker_{index}.log")
-        logs.append(log_path)
+        logs.append(posixpath.join(shown_dir, f"worker_{index}.log"))  # where it ends up
         with open(log_path, "w") as log_file:
             processes.append(subprocess.Popen(real, stdout=log_file, stderr=subprocess.STDOUT,
                                               env=environment))

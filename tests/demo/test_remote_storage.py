@@ -45,3 +45,21 @@ def test_digits_predictions_and_curves_on_ram(capsys):
     assert curves.main(["--model_dir", f"{root}/run", "--output", f"{root}/report/c.png"]) == 0
     assert fileio.read_bytes(f"{root}/report/c.png")[:8] == PNG_SIGNATURE
     assert fileio.listdir(f"{root}/report") == ["c.png", "predictions.png"]
+
+
+def test_worker_logs_reach_a_uri_work_dir_also_when_a_step_fails():
+    import pytest  # noqa: PLC0415
+
+    from polynet_tf.demo import pipeline  # noqa: PLC0415
+
+    work_dir = f"ram://demo-logs-{uuid.uuid4().hex[:8]}"
+    fileio.makedirs(work_dir)
+    pipeline._run_parallel([["python", "-c", "print('chief')"],
+                            ["python", "-c", "print('worker one')"]], work_dir)
+    assert fileio.read_text(f"{work_dir}/worker_1.log") == "worker one\n"
+    with pytest.raises(pipeline.StepFailed, match=f"log: {work_dir}/worker_1.log"):
+        pipeline._run_parallel([["python", "-c", "import time; time.sleep(30)"],
+                                ["python", "-c", "print('failing'); raise SystemExit(3)"]],
+                               work_dir)
+    assert fileio.read_text(f"{work_dir}/worker_1.log") == "failing\n"
+    assert fileio.listdir(work_dir) == ["worker_1.log"]
