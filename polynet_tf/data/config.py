@@ -29,12 +29,10 @@ class DataConfig:
       file_pattern: glob of TFRecord shards; several globs may be joined with
         commas. Files are sorted, so the order does not depend on the file
         system.
-      compression_type: "" (plain TFRecord), "GZIP" or "ZLIB". Truncated or
-        corrupt files are only detected (and named) for plain TFRecord files:
-        TensorFlow's compressed reader stops at a bad record with an error
-        that names neither the file nor the record, so `on_error="skip"` is
-        refused for compressed shards, and under "fail" the error comes from
-        the reader.
+      compression_type: "" (plain TFRecord), "GZIP" or "ZLIB". Corrupt or
+        truncated files follow `on_error` either way (named with the index of
+        the first unreadable record); a compressed file is then read a second
+        time, once per process, to tell a bad record from its end.
       tfds_name: TFDS dataset name, e.g. "imagenet2012" or "cifar10".
       tfds_split: TFDS split, slicing allowed, e.g. "train[:90%]".
       tfds_data_dir: TFDS data directory ("" = TFDS default).
@@ -155,13 +153,6 @@ class DataConfig:
             )
         _check_choice("compression_type", self.compression_type, COMPRESSION_TYPES)
         _check_choice("on_error", self.on_error, ON_ERROR_POLICIES)
-        if self.compression_type and self.on_error == "skip" and self.file_pattern:
-            raise ValueError(
-                f"DataConfig.on_error='skip' cannot be applied to "
-                f"compression_type={self.compression_type!r} shards: the compressed "
-                "reader cannot tell which record is bad nor continue past it. Use "
-                "on_error='fail', or write plain TFRecord shards (compression_type='')."
-            )
         _check_choice("eval_protocol", self.eval_protocol, EVAL_PROTOCOLS)
         for name in ("image_size", "global_batch_size", "shuffle_buffer_size",
                      "cycle_length", "block_length", "max_attempts", "resize_size"):

@@ -71,10 +71,14 @@ class TFRecordSource:
     """Reads ImageNet-format TFRecord shards for one input pipeline.
 
     Corrupt or truncated files are detected by comparing the bytes read with
-    the file size (plain TFRecord files only): a TFRecord reader cannot resync
-    after a corrupt record, so the rest of such a file is lost. The "fail"
-    policy stops with the file name and the index of the first unreadable
-    record; "skip" reports it and goes on with the next file.
+    the file size (plain TFRecord files); a TFRecord reader cannot resync
+    after a corrupt record, so the rest of such a file is lost. A compressed
+    (GZIP/ZLIB) file's decompressed size is unknown: when the reader stops,
+    the file is read once more to the end, outside the pipeline, to learn
+    whether it stopped at the end or at a bad record (once per file and
+    process: it costs a second read of each compressed file in the first
+    epoch). The "fail" policy stops with the file name and the index of the
+    first unreadable record; "skip" reports it and goes on with the next file.
     """
 
     def __init__(self, config: DataConfig,
@@ -157,15 +161,6 @@ class TFRecordSource:
         def in_shard(index):
             return tf.equal(index % count, shard_index) if count > 1 else tf.constant(True)
 
-        def to_record(index, payload):
-            return {"source": path, "record_index": index, "payload": payload}
-
-        if not self._check_integrity:
-            records = records.enumerate()
-            if count > 1:
-                records = records.filter(lambda index, _: in_shard(index))
-            return records.map(to_record)
-
         # ignore_errors ends a file at its first framing error (the reader cannot
         # resync); an end marker then finds fewer bytes read than the file has.
         # This runs for every record of every epoch, so it has as few stages
@@ -180,7 +175,11 @@ class TFRecordSource:
             consumed = consumed + tf.where(
                 is_end, tf.constant(0, tf.int64),
                 tf.cast(tf.strings.length(payload), tf.int64) + _TFRECORD_OVERHEAD_BYTES)
-            intact = tf.logical_or(tf.logical_not(is_end), tf.equal(consumed, size))
+            if self._check_integrity:
+                intact = tf.logical_or(tf.logical_not(is_end), tf.equal(consumed, size))
+            else:
+                intact = tf.cond(is_end, lambda: self._compressed_file_is_intact(path),
+                                 lambda: tf.constant(True))
             num_records = num_records + tf.cast(tf.logical_not(is_end), tf.int64)
             # At the end marker, `num_records` is the index of the first unread record.
             checked = self._on_corrupt_file(intact, path, num_records, consumed, size)
@@ -196,10 +195,35 @@ class TFRecordSource:
                 .filter(lambda record: tf.logical_and(
                     tf.logical_not(record["is_end"]), in_shard(record["record_index"]))))
 
+    def _compressed_file_is_intact(self, path):
+        compression = self._config.compression_type
+        verdicts = self._verdicts = getattr(self, "_verdicts", {})
+
+        def check(path_value):
+            name = path_value.numpy().decode("utf-8")
+            if name not in verdicts:
+                try:
+                    for _ in tf.data.TFRecordDataset(name, compression_type=compression):
+                        pass
+                    verdicts[name] = True
+                except tf.errors.DataLossError:
+                    verdicts[name] = False
+            return verdicts[name]
+
+        intact = tf.py_function(check, [path], Tout=tf.bool)
+        intact.set_shape([])
+        return intact
+
     def _on_corrupt_file(self, intact, path, num_records, consumed, size):
         """Fails or reports when `intact` is False; the message is only built then."""
 
         def message():
+            if not self._check_integrity:  # compressed: no byte count to compare
+                return tf.strings.join([
+                    "polynet_tf.data: ", self._config.compression_type, " TFRecord file ",
+                    path, " is corrupt or truncated at record ",
+                    tf.strings.as_string(num_records),
+                    " (the reader cannot continue past a bad record)."])
             return tf.strings.join([
                 "polynet_tf.data: TFRecord file ", path, " is corrupt or truncated at "
                 "record ", tf.strings.as_string(num_records), " (read ",
