@@ -30,7 +30,6 @@ Layer names of a PolyNet, bottom to top: `stem`, `stage_a_<i>`, `reduction_a`,
 import contextlib
 import dataclasses
 import re
-import tempfile
 
 import keras
 import tensorflow as tf
@@ -106,6 +105,7 @@ def prepare_model(model, init_config):
         layer.trainable = False
     norms = 0
     if init_config.batch_norm_inference:
+        # Keras has no public walk over nested layers; _flatten_layers is it.
         for layer in model._flatten_layers(include_self=False):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
@@ -239,7 +239,7 @@ def _classes_in_weights_file(path):
     """Classes of the head stored in a Keras 3 `.weights.h5` file (its one Dense layer)."""
     import h5py  # noqa: PLC0415
 
-    with _local_copy(path) as local, h5py.File(local, "r") as handle:
+    with fileio.local_file_for_reading(path) as local, h5py.File(local, "r") as handle:
         layers = handle.get("layers")
         dense = [name for name in (layers or {}) if re.fullmatch(r"dense(_\d+)?", name)]
         if len(dense) == 1 and "vars/1" in layers[dense[0]]:
@@ -249,31 +249,11 @@ def _classes_in_weights_file(path):
         "Keras 3 weights file); set init.num_classes.")
 
 
-class _local_copy:
-    """A local path for h5py/Keras: the file itself, or a temporary copy of a URI."""
-
-    def __init__(self, path):
-        self.path, self._temporary = path, None
-
-    def __enter__(self):
-        if fileio.is_local(self.path):
-            return self.path
-        self._temporary = tempfile.NamedTemporaryFile(suffix=".weights.h5")
-        self._temporary.write(fileio.read_bytes(self.path))
-        self._temporary.flush()
-        return self._temporary.name
-
-    def __exit__(self, *args):
-        if self._temporary is not None:
-            self._temporary.close()
-        return False
-
-
 def _load_file(source, path):
     from polynet_tf.grow.checkpoints import load_source_weights  # noqa: PLC0415
     from polynet_tf.grow.errors import GrowthError  # noqa: PLC0415
 
-    with _local_copy(path) as local:
+    with fileio.local_file_for_reading(path) as local:
         try:
             load_source_weights(source, local)
         except GrowthError as error:

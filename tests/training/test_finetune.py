@@ -16,7 +16,8 @@ from polynet_tf.data import make_example, write_class_index, write_shard
 from polynet_tf.models.factory import build_model
 from polynet_tf.training import finetune
 from polynet_tf.training.trainer import Trainer
-from tests.training.conftest import SMALL_ARCHITECTURE, TINY_CONFIG, overrides
+from tests.training.conftest import (SMALL_ARCHITECTURE, TINY_CONFIG, launch, overrides,
+                                     train_command)
 from tests.training.synthetic_data import synthetic_image
 
 # The second task: 3 classes, stripe orientations the first task also had.
@@ -77,7 +78,7 @@ def _finetune_config(new_task, source, steps, **values):
 @pytest.mark.slow
 def test_finetuning_beats_training_from_scratch(source_run, new_task, tmp_path):
     model_dir, source_weights = source_run
-    tuned = _trainer(_finetune_config(new_task, model_dir, 30), tmp_path / "tuned")
+    tuned = _trainer(_finetune_config(new_task, model_dir, 20), tmp_path / "tuned")
     report = json.loads((tmp_path / "tuned" / finetune.REPORT_FILE).read_text())
     # Everything but the 3-class head comes from the source run.
     assert [n["weight"] for n in report["new"]] == ["predictions/kernel", "predictions/bias"]
@@ -86,12 +87,12 @@ def test_finetuning_beats_training_from_scratch(source_run, new_task, tmp_path):
     assert len(report["loaded"]) == len(tuned.model.weights) - 2
     for variable in tuned.model.weights[:5]:
         np.testing.assert_array_equal(variable.numpy(), source_weights[variable.path])
-    scratch = _trainer(_config(new_task, **{"model.num_classes": 3, "trainer.train_steps": 30}),
+    scratch = _trainer(_config(new_task, **{"model.num_classes": 3, "trainer.train_steps": 20}),
                        tmp_path / "scratch")
     tuned.train()
     scratch.train()
     tuned_loss, scratch_loss = tuned.evaluate()["loss"], scratch.evaluate()["loss"]
-    print(f"validation loss after 30 steps: fine-tuned {tuned_loss:.3f}, scratch "
+    print(f"validation loss after 20 steps: fine-tuned {tuned_loss:.3f}, scratch "
           f"{scratch_loss:.3f}")
     assert tuned_loss < 0.8 * scratch_loss, (tuned_loss, scratch_loss)
 
@@ -174,6 +175,50 @@ def test_a_source_that_does_not_fit_stops_before_the_first_step(source_run, new_
         _trainer(config, tmp_path)
     assert not (tmp_path / "checkpoints").exists()
     assert not (tmp_path / finetune.REPORT_FILE).exists()
+
+
+@pytest.mark.slow
+def test_the_train_command_stops_with_exit_status_2(source_run, new_task, tmp_path):
+    model_dir, _ = source_run
+    command = train_command(str(tmp_path / "run"), overrides(new_task, **{
+        "model.num_classes": 3, "model.width_multiplier": 0.25, "init.weights": model_dir,
+        "trainer.train_steps": 5}))
+    process = launch(command, str(tmp_path / "log.txt"))
+    assert process.wait(timeout=300) == 2
+    log = (tmp_path / "log.txt").read_text()
+    assert "Cannot fine-tune: The initial weights" in log
+    assert "has shape (3, 3, 3, 8) in the model but (3, 3, 3, 4) in the source" in log
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_loads_into_mirrored_variables_in_the_strategy_scope(source_run, new_task, tmp_path):
+    model_dir, source_weights = source_run
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    trainer = Trainer(_finetune_config(new_task, model_dir, 1), str(tmp_path), strategy)
+    assert trainer.restored_from == model_dir
+    # The copies of every replica (one here) hold the source's values.
+    assert isinstance(trainer.model.weights[0].value, tf.distribute.DistributedValues)
+    for variable in trainer.model.weights:
+        if variable.path.startswith("predictions/"):
+            assert variable.shape[-1] == 3
+        else:
+            np.testing.assert_array_equal(variable.numpy(), source_weights[variable.path])
+
+
+def test_from_a_weights_file_its_classes_are_read_from_it(new_task, tmp_path):
+    source = build_model(_config(new_task).model, image_size=75)  # 4 classes
+    path = str(tmp_path / "source.weights.h5")
+    source.save_weights(path)
+    trainer = _trainer(_config(new_task, **{"init.weights": path, "model.num_classes": 3}),
+                       tmp_path / "run")
+    report = json.loads((tmp_path / "run" / finetune.REPORT_FILE).read_text())
+    assert report["source"] == {"kind": "weights_file", "path": path,
+                                "architecture": SMALL_ARCHITECTURE, "num_classes": 4}
+    assert report["new"][0] == {"weight": "predictions/kernel", "shape": [256, 3],
+                                "source_shape": [256, 4]}
+    expected = {v.path: v.numpy() for v in source.weights}
+    for variable in trainer.model.weights[:-2]:
+        np.testing.assert_array_equal(variable.numpy(), expected[variable.path])
 
 
 def test_a_weights_file_missing_weights_is_refused(new_task, tmp_path):
