@@ -71,14 +71,17 @@ def basename(path: str) -> str:
 
 
 def exists(path: str) -> bool:
+    """True if a file or folder is at `path`."""
     return tf.io.gfile.exists(path)
 
 
 def isdir(path: str) -> bool:
+    """True if `path` is a folder (on object stores: a prefix with objects below it)."""
     return tf.io.gfile.isdir(path)
 
 
 def isfile(path: str) -> bool:
+    """True if `path` is a file."""
     return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
 
 
@@ -99,15 +102,22 @@ def glob(pattern: str) -> List[str]:
 
 
 def read_bytes(path: str) -> bytes:
+    """The contents of the file `path`.
+
+    Raises:
+      tf.errors.NotFoundError: no such file.
+    """
     with tf.io.gfile.GFile(path, "rb") as stream:
         return stream.read()
 
 
 def read_text(path: str) -> str:
+    """The contents of the file `path` decoded as UTF-8."""
     return read_bytes(path).decode("utf-8")
 
 
 def read_json(path: str) -> Any:
+    """The JSON value in the file `path` (json.JSONDecodeError if it is not JSON)."""
     return json.loads(read_text(path))
 
 
