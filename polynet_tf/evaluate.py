@@ -178,6 +178,8 @@ def _save_figure(tf, records, protocol, flag_values):
     from polynet_tf.evaluation.figure import save_crops_figure  # noqa: PLC0415
 
     if flag_values.figure_image:
+        if not fileio.isfile(flag_values.figure_image):
+            raise FileNotFoundError(f"--figure_image {flag_values.figure_image!r} does not exist.")
         encoded = fileio.read_bytes(flag_values.figure_image)
     else:
         encoded = next(iter(records.take(1)))[0].numpy()

@@ -69,3 +69,15 @@ def test_command_line_with_file_uris_from_an_empty_directory(
     assert report["num_images"] == 6 and report["per_class"][0]["name"].startswith("colour")
     assert (tmp_path / "out" / "crops.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(os.listdir(tmp_path / "out")) == ["crops.png", "report.json"]
+
+
+def test_a_missing_figure_image_uri_is_named():
+    import types  # noqa: PLC0415
+
+    from polynet_tf import evaluate  # noqa: PLC0415
+
+    missing = f"ram://evaluation-{uuid.uuid4().hex[:8]}/missing.jpg"
+    flags = types.SimpleNamespace(figure_image=missing, save_crops_figure=f"{missing}.png")
+    with pytest.raises(FileNotFoundError, match=f"--figure_image '{missing}' does not exist"):
+        evaluate._save_figure(tf, None, get_protocol("single", crop_size=32), flags)
+    assert not fileio.exists(f"{missing}.png")
