@@ -16,8 +16,8 @@ from polynet_tf.data import make_example, write_class_index, write_shard
 from polynet_tf.models.factory import build_model
 from polynet_tf.training import finetune
 from polynet_tf.training.trainer import Trainer
-from tests.training.conftest import (SMALL_ARCHITECTURE, TINY_CONFIG, launch, overrides,
-                                     train_command)
+from tests.training.conftest import (SMALL_ARCHITECTURE, TINY_CONFIG, free_ports, launch,
+                                     overrides, train_command)
 from tests.training.synthetic_data import synthetic_image
 
 # The second task: 3 classes, stripe orientations the first task also had.
@@ -189,6 +189,36 @@ def test_the_train_command_stops_with_exit_status_2(source_run, new_task, tmp_pa
     assert "Cannot fine-tune: The initial weights" in log
     assert "has shape (3, 3, 3, 8) in the model but (3, 3, 3, 4) in the source" in log
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_two_workers_fine_tune_from_the_same_weights(source_run, new_task, tmp_path):
+    model_dir, source_weights = source_run
+    params = overrides(new_task, **{
+        "model.num_classes": 3, "init.weights": model_dir, "init.freeze": "stage_a",
+        "init.head_learning_rate_multiplier": 4.0, "trainer.train_steps": 3,
+        "trainer.steps_per_loop": 1, "train_data.global_batch_size": 16,
+        "runtime.collective_timeout_seconds": 60, "runtime.startup_timeout_seconds": 120})
+    hosts = [f"localhost:{port}" for port in free_ports(2)]
+    run_dir = tmp_path / "run"
+    workers = [launch(train_command(str(run_dir), params, worker_hosts=hosts, task_index=i),
+                      str(tmp_path / f"worker_{i}.log")) for i in range(2)]
+    for index, worker in enumerate(workers):
+        log = tmp_path / f"worker_{index}.log"
+        assert worker.wait(timeout=600) == 0, log.read_text()[-3000:]
+        # Every worker loads the source before its first step.
+        assert "Fine-tuning from" in log.read_text()
+    assert json.loads((run_dir / finetune.REPORT_FILE).read_text())["frozen_layers"] == [
+        "stem", "stage_a_0"]
+    final = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    assert final.endswith("ckpt-3")
+    names = [name for name, _ in tf.train.list_variables(final)]
+    assert any(name.startswith("head_optimizer/") for name in names)
+    model = build_model(_finetune_config(new_task, model_dir, 3).model, image_size=75)
+    tf.train.Checkpoint(model=model).restore(final).expect_partial()
+    for variable in model.weights:
+        if variable.path.startswith(("stem/", "stage_a_")):
+            np.testing.assert_array_equal(variable.numpy(), source_weights[variable.path])
 
 
 def test_loads_into_mirrored_variables_in_the_strategy_scope(source_run, new_task, tmp_path):
