@@ -61,8 +61,10 @@ def PolyNet(
         include_top: whether to include the classifier (pool, dropout, dense).
         weights: None (random initialization), "imagenet" (the published
             weights of "very_deep") or the path (or URI) of a `.weights.h5`
-            or `.keras` file that fits this model exactly: a missing,
-            unexpected or differently shaped weight is an error naming it.
+            or `.keras` file that fits this model exactly (with
+            `include_top=False`, the file's classifier may go unused): a
+            missing, unexpected or differently shaped weight is an error
+            naming it.
         input_tensor: optional Keras tensor (output of `keras.Input()`) to use
             as the model's input.
         input_shape: optional (height, width, channels); height and width at
@@ -165,10 +167,11 @@ def PolyNet(
         load_imagenet_weights(model, preset.name)
     elif weights is not None:
         # Strict: only a file that fits this model exactly loads (Keras's
-        # load_weights ignores weights the model lacks).
+        # load_weights ignores weights the model lacks); a file's classifier
+        # may go unused by a model built without it, as with "imagenet".
         from polynet_tf.weights.weights_file import load_weights_file
 
-        load_weights_file(model, weights)
+        load_weights_file(model, weights, allow_unused=() if include_top else ("predictions",))
     return model
 
 

@@ -197,7 +197,8 @@ def _load_whole(model, path):
     must not load half-way.
     """
     try:
-        load_weights_file(model, path)
+        # The converted file has the 1000-class top; a model without it leaves it unused.
+        load_weights_file(model, path, allow_unused=("predictions",))
     except (WeightsMismatchError, CorruptWeightsFileError) as error:
         raise PretrainedWeightsError(
             f"The converted weights file {path} in the Keras cache cannot be used (made by "

@@ -12,12 +12,11 @@ Both formats `torch.save` writes are read:
   of storage keys, then each storage in that order as a little-endian int64
   element count followed by its little-endian elements.
 
-The pickles are read by a restricted unpickler that admits only what a state
-dict of tensors needs (`collections.OrderedDict`, `torch._utils._rebuild_tensor*`
-and `_rebuild_parameter`, the `torch.<Type>Storage` classes), mapped to local
-stand-ins: torch is never imported and no other global is ever looked up or
-called. Anything else is refused with `UnsafeCheckpointError` naming the
-global, as `torch.load(weights_only=True)` refuses it.
+The pickles are read by the restricted unpickler of `torch_pickle`, which
+admits only what a state dict of tensors needs, mapped to local stand-ins:
+torch is never imported and no other global is ever looked up or called.
+Anything else is refused with `UnsafeCheckpointError` naming the global, as
+`torch.load(weights_only=True)` refuses it.
 
 Reference for the formats: `torch/serialization.py` (`_save`, `_legacy_save`,
 `_load`, `_legacy_load`) and `torch/_utils.py` (`_rebuild_tensor_v2`).
@@ -25,6 +24,7 @@ Reference for the formats: `torch/serialization.py` (`_save`, `_legacy_save`,
 
 import collections
 import io
+import math
 import pickle
 import struct
 import sys
@@ -33,158 +33,19 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
+from polynet_tf.weights.torch_pickle import (
+    CheckpointError,
+    StorageRef,
+    UnsafeCheckpointError,
+    check_state,
+    storage_from_pid,
+    unpickle,
+)
+
+__all__ = ["CheckpointError", "UnsafeCheckpointError", "load_state_dict"]
+
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
-
-# torch.<Name>Storage -> element type (native order; storages are swapped when the file's differs).
-_STORAGE_DTYPES = {
-    "DoubleStorage": "=f8",
-    "FloatStorage": "=f4",
-    "HalfStorage": "=f2",
-    "BFloat16Storage": "bfloat16",
-    "LongStorage": "=i8",
-    "IntStorage": "=i4",
-    "ShortStorage": "=i2",
-    "CharStorage": "i1",
-    "ByteStorage": "u1",
-    "BoolStorage": "?",
-    "ComplexFloatStorage": "=c8",
-    "ComplexDoubleStorage": "=c16",
-}
-
-
-class CheckpointError(ValueError):
-    """A file that is not a readable PyTorch state dict (empty, truncated, corrupt, wrong type)."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """A pickle that refers to a global a state dict of tensors does not need; never run."""
-
-
-class _StorageRef:
-    """A storage named by the pickle: its key, element type and, for old views, an offset."""
-
-    __slots__ = ("key", "dtype", "numel", "offset")
-
-    def __init__(self, key, dtype, numel, offset=0):
-        self.key, self.dtype, self.numel, self.offset = key, dtype, numel, offset
-
-
-class _TensorRef:
-    """A tensor named by the pickle: a strided view of a storage, materialised later."""
-
-    __slots__ = ("storage", "offset", "size", "stride")
-
-    def __init__(self, storage, offset, size, stride):
-        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
-
-
-class _StorageType:
-    """Stand-in for `torch.<Name>Storage`: carries only the element type."""
-
-    def __init__(self, name):
-        self.name = name
-        self.dtype = _numpy_dtype(_STORAGE_DTYPES[name])
-
-
-def _numpy_dtype(code):
-    if code == "bfloat16":
-        import ml_dtypes  # pylint: disable=import-outside-toplevel  # a TensorFlow dependency
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(code)
-
-
-def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
-    """Stand-in for `torch._utils._rebuild_tensor` and `_rebuild_tensor_v2`.
-
-    v2 adds requires_grad, backward_hooks and an optional metadata dict, which
-    a plain array does not need.
-    """
-    if not isinstance(storage, _StorageRef):
-        raise CheckpointError(f"a tensor refers to {type(storage).__name__}, not a storage")
-    try:
-        size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
-        offset = int(storage_offset)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"a tensor has a malformed size or stride: {error}") from None
-    if len(size) != len(stride):
-        raise CheckpointError(f"a tensor has size {size} but stride {stride}")
-    return _TensorRef(storage, offset, size, stride)
-
-
-def _rebuild_parameter(data, requires_grad, backward_hooks, *unused):
-    """Stand-in for `torch._utils._rebuild_parameter`: a Parameter is read as its tensor."""
-    if not isinstance(data, _TensorRef):
-        raise CheckpointError(f"a parameter holds {type(data).__name__}, not a tensor")
-    return data
-
-
-_ALLOWED_GLOBALS = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that maps the few admitted globals to stand-ins and refuses all others."""
-
-    def __init__(self, file, persistent_load):
-        super().__init__(file, encoding="utf-8")
-        self._persistent_load = persistent_load
-
-    def find_class(self, module, name):
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except (KeyError, TypeError):
-            raise UnsafeCheckpointError(
-                f"the pickle refers to the global {module}.{name}, which a state dict of "
-                "tensors does not need; it was refused without being imported or called "
-                "(as torch.load(weights_only=True) refuses it). Only tensors in (ordered) "
-                "dicts are read: save model.state_dict()."
-            ) from None
-
-    def persistent_load(self, pid):
-        if self._persistent_load is None:
-            raise CheckpointError(f"unexpected persistent id {pid!r}")
-        return self._persistent_load(pid)
-
-
-def _unpickle(handle, persistent_load=None):
-    return _RestrictedUnpickler(handle, persistent_load).load()
-
-
-def _storage_from_pid(pid, legacy):
-    """A `_StorageRef` from a persistent id ('storage', type, key, location, numel[, view])."""
-    if not isinstance(pid, tuple) or not pid:
-        raise CheckpointError(f"malformed persistent id {pid!r}")
-    kind = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
-    if kind != "storage" or len(pid) != (6 if legacy else 5):
-        raise CheckpointError(
-            f"unsupported persistent id {pid[:1]!r}: only tensor storages are read")
-    storage_type, key, _location, numel = pid[1:5]
-    if not isinstance(storage_type, _StorageType):
-        raise CheckpointError(f"unknown storage type {storage_type!r}")
-    if not isinstance(numel, int) or numel < 0:
-        raise CheckpointError(f"storage {key!r} has a bad size {numel!r}")
-    offset = 0
-    if legacy and pid[5] is not None:  # a view of a root storage (PyTorch < 0.4)
-        _view_key, offset, numel = pid[5]
-    return _StorageRef(str(key), storage_type.dtype, numel, offset)
-
-
-def _check_state(state, source):
-    if not isinstance(state, dict):
-        raise CheckpointError(
-            f"{source} holds a {type(state).__name__}, not a state dict (names -> tensors)")
-    for key, value in state.items():
-        if not isinstance(key, str) or not isinstance(value, _TensorRef):
-            raise CheckpointError(
-                f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor; expected a "
-                "flat state dict (model.state_dict())")
 
 
 def _materialise(state, read_storage, byteorder):
@@ -215,7 +76,7 @@ def _materialise(state, read_storage, byteorder):
 
 def _view(storage, ref, name, whole):
     start = ref.storage.offset + ref.offset
-    count = int(np.prod(ref.size, dtype=np.int64))
+    count = math.prod(ref.size)  # Python integers: no overflow on absurd sizes
     if min(ref.size, default=1) < 0 or min(ref.stride, default=0) < 0 or start < 0:
         raise CheckpointError(f"tensor {name!r} has a negative size, stride or offset")
     last = start + sum((s - 1) * st for s, st in zip(ref.size, ref.stride)) if count else start - 1
@@ -290,9 +151,9 @@ def _read_zip(handle, source):
             byteorder = archive.read(prefix + "byteorder").decode("ascii", "replace").strip()
             if byteorder not in ("little", "big"):
                 raise CheckpointError(f"{source}: unknown byte order {byteorder!r}")
-        state = _unpickle(io.BytesIO(archive.read(pickles[0])),
-                          lambda pid: _storage_from_pid(pid, legacy=False))
-        _check_state(state, source)
+        state = unpickle(io.BytesIO(archive.read(pickles[0])),
+                          lambda pid: storage_from_pid(pid, legacy=False))
+        check_state(state, source)
 
         def read_storage(key):
             member = f"{prefix}data/{key}"
@@ -308,23 +169,23 @@ def _read_zip(handle, source):
 
 
 def _read_legacy(handle, source):
-    if _unpickle(handle) != LEGACY_MAGIC_NUMBER:
+    if unpickle(handle) != LEGACY_MAGIC_NUMBER:
         raise CheckpointError(
             f"{source} is neither a zip nor a legacy torch.save file (wrong magic number)")
-    version = _unpickle(handle)
+    version = unpickle(handle)
     if version != LEGACY_PROTOCOL_VERSION:
         raise CheckpointError(f"{source}: unsupported legacy protocol version {version!r}")
-    _unpickle(handle)  # system information; storages are little-endian whatever it says
+    unpickle(handle)  # system information; storages are little-endian whatever it says
     storages = {}
 
     def persistent_load(pid):
-        ref = _storage_from_pid(pid, legacy=True)
-        root = storages.setdefault(ref.key, _StorageRef(ref.key, ref.dtype, pid[4]))
+        ref = storage_from_pid(pid, legacy=True)
+        root = storages.setdefault(ref.key, StorageRef(ref.key, ref.dtype, pid[4]))
         return ref if ref.offset else root
 
-    state = _unpickle(handle, persistent_load)
-    _check_state(state, source)
-    keys = _unpickle(handle)
+    state = unpickle(handle, persistent_load)
+    check_state(state, source)
+    keys = unpickle(handle)
     if not isinstance(keys, list) or set(map(str, keys)) != set(storages):
         raise CheckpointError(f"{source}: its storage list does not match its tensors")
     data = {}

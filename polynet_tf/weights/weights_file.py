@@ -54,12 +54,16 @@ def exists(path):
     return tf.io.gfile.exists(os.fspath(path))
 
 
-def load_weights_file(model, path):
+def load_weights_file(model, path, allow_unused=()):
     """Loads a `.weights.h5` (or `.keras`) file into `model`, only if it fits exactly.
 
     Args:
         model: a built Keras model.
         path: the file, a path or URI.
+        allow_unused: names of top-level layers of the file whose weights may
+            stay unused when the model has no layer of that name, e.g.
+            ("predictions",) to load a file with the classifier into a model
+            built without it (`include_top=False`). Every other weight must fit.
 
     Returns:
         The path.
@@ -79,22 +83,22 @@ def load_weights_file(model, path):
     if not exists(path):
         raise FileNotFoundError(f"Weights file not found: {path}")
     with _local_h5(path) as local:
-        found = _listing(local, path)
+        order = _layer_order(model)
+        found = {key: value for key, value in _listing(local, path).items()
+                 if _top_layer(value[1]) in order or _top_layer(value[1]) not in allow_unused}
         if _shapes(found) != sorted(tuple(v.shape) for v in model.weights):
-            raise _mismatch(path, found, _model_listing(model), order=_layer_order(model))
+            raise _mismatch(path, found, _model_listing(model), order)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 model.load_weights(local)
             except ValueError as error:
-                raise _mismatch(path, found, _model_listing(model), _layer_order(model),
-                                error) from error
+                raise _mismatch(path, found, _model_listing(model), order, error) from error
             except (OSError, RuntimeError, KeyError) as error:  # h5py read errors
                 raise _corrupt(path, error) from error
         for warning in caught:
             if "Skipping" in str(warning.message):  # a group Keras did not find
-                raise _mismatch(path, found, _model_listing(model), _layer_order(model),
-                                warning.message)
+                raise _mismatch(path, found, _model_listing(model), order, warning.message)
             warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                    warning.lineno)
     return path
@@ -181,10 +185,14 @@ def _layer_order(model):
     return {layer.name: index for index, layer in enumerate(model.layers)}
 
 
+def _top_layer(readable):
+    """'stage_b_0/block_0 [1]' -> 'stage_b_0'."""
+    return readable.split("/")[0].split(" ")[0]
+
+
 def _sort_key(key, listing, order):
     """The model's layer order first (stem before head), then the path with numbers as numbers."""
-    top = listing[key][1].split("/")[0].split(" ")[0]
-    return (order.get(top, len(order)),
+    return (order.get(_top_layer(listing[key][1]), len(order)),
             [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)])
 
 

@@ -1,6 +1,6 @@
 """`PolyNet(weights="imagenet")` and the converter run where torch cannot be imported.
 
-A subprocess makes `import torch` fail (`sys.modules["torch"] = None`), finds
+A subprocess makes `import torch` fail (an import hook), finds
 the published pretrainedmodels checkpoint file already in its Keras cache (the
 random reference checkpoint under the published name, its hash put in place of
 the published one, as tests/weights/test_pretrained.py does) and any download
@@ -23,8 +23,20 @@ pytestmark = pytest.mark.slow
 TOLERANCE = 1e-4  # of the reference logits' standard deviation
 
 _SCRIPT = r"""
-import dataclasses, sys
-sys.modules["torch"] = None  # `import torch` raises ImportError from here on
+import dataclasses, importlib.abc, sys
+
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    # `import torch` fails from here on, as where torch is not installed.
+    # (sys.modules["torch"] = None would also block it, but libraries probing
+    # sys.modules for torch arrays, such as scipy's, would then fail on None.)
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+
+
+sys.meta_path.insert(0, NoTorch())
 try:
     import torch
 except ImportError:
@@ -54,7 +66,7 @@ np.save(logits_path, keras.ops.convert_to_numpy(model(np.load(inputs_path), trai
 del model
 status = main(["--source", "pretrainedmodels", "--checkpoint",
                folder + "/models/polynet-f71d82a5.pth", "--output", folder + "/cli.weights.h5"])
-assert "torch" not in {name.split(".")[0] for name, module in sys.modules.items() if module}
+assert not [name for name in sys.modules if name.split(".")[0] == "torch"]
 sys.exit(status)
 """
 
