@@ -6,7 +6,7 @@ Usage::
         --image_dir DIR --output_dir OUT --num_shards N \\
         [--validation_fraction F] [--num_validation_shards M] \\
         [--on_error fail|skip] [--num_threads T] [--seed S] \\
-        [--label_offset K] [--jpeg_quality Q]
+        [--label_offset K] [--jpeg_quality Q] [--noprogress]
 
 `DIR` holds one sub-folder per class (`DIR/<class>/**/<image>`); class `i` of
 the sorted folder names gets label `i + label_offset`. `OUT` receives
@@ -29,7 +29,6 @@ the sorted folder names gets label `i + label_offset`. `OUT` receives
   the final shard names, never the hidden temporary ones (`polynet_tf.fileio`).
 """
 
-import argparse
 import collections
 import concurrent.futures
 import os
@@ -250,6 +249,7 @@ def build_tfrecords(
 
     skipped: List[Tuple[str, str]] = []
     shard_sizes: Dict[str, int] = {}
+    staged: Dict[str, str] = {}  # shard name -> its hidden temporary file
     reencoded = 0
     total = sum(len(shard_items) for _, shard_items in shards)
     threads = num_threads or os.cpu_count() or 1
@@ -281,13 +281,18 @@ def build_tfrecords(
                     ).SerializeToString()
 
             try:
-                shard_sizes[name] = example_format.write_shard(
-                    fileio.join(output_dir, name), records())
+                # Under a hidden name until every shard is complete: a build
+                # that stops leaves no shard of its own behind (all or nothing).
+                staged[name] = fileio.temporary_name(fileio.join(output_dir, name))
+                shard_sizes[name] = example_format.write_shard(staged[name], records())
             except BaseException:
                 bar.close()
                 executor.shutdown(wait=True, cancel_futures=True)
+                for path in staged.values():
+                    fileio.remove_tree(path)
                 raise
     bar.close()
+    _publish(output_dir, staged)
 
     num_examples = collections.Counter()
     splits: Dict[str, Dict] = {}
@@ -306,33 +311,51 @@ def build_tfrecords(
                         index_path)
 
 
-def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m polynet_tf.data.build_tfrecords",
-        description="Build ImageNet-format TFRecord shards from DIR/<class>/<image>.")
-    parser.add_argument("--image_dir", required=True, help="one sub-folder per class")
-    parser.add_argument("--output_dir", required=True, help="where shards go")
-    parser.add_argument("--num_shards", type=int, required=True, help="training shards")
-    parser.add_argument("--validation_fraction", type=float, default=0.0,
-                        help="fraction of each class held out for validation")
-    parser.add_argument("--num_validation_shards", type=int, default=None)
-    parser.add_argument("--on_error", choices=("fail", "skip"), default="fail",
-                        help="unreadable file: stop (fail) or leave it out (skip)")
-    parser.add_argument("--num_threads", type=int, default=None,
-                        help="conversion threads (default: number of CPUs)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the validation draw and shard assignment")
-    parser.add_argument("--label_offset", type=int, default=0,
-                        help="stored label of the first class (1: ImageNet tools)")
-    parser.add_argument("--jpeg_quality", type=int,
-                        default=image_conversion.DEFAULT_JPEG_QUALITY)
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    return parser.parse_args(argv)
+def _publish(output_dir: str, staged: Dict[str, str]) -> None:
+    """Renames the finished shards into place; on failure removes them all."""
+    moved = []
+    try:
+        for name, path in staged.items():
+            target = fileio.join(output_dir, name)
+            tf.io.gfile.rename(path, target, overwrite=True)
+            moved.append(target)
+    except BaseException:
+        for path in moved + list(staged.values()):
+            fileio.remove_tree(path)
+        raise
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point; returns the process exit status."""
-    args = _parse_args(argv)
+_PROG = "python -m polynet_tf.data.build_tfrecords"
+
+
+def _define_flags(flag_values) -> None:
+    from absl import flags  # noqa: PLC0415
+
+    def define(kind, name, default, text, **kwargs):
+        getattr(flags, f"DEFINE_{kind}")(name, default, text, flag_values=flag_values, **kwargs)
+
+    define("string", "image_dir", None, "One sub-folder per class (any URI).")
+    define("string", "output_dir", None, "Where shards and class_index.json go (any URI).")
+    define("integer", "num_shards", None, "Training shards (>= 1).", lower_bound=1)
+    define("float", "validation_fraction", 0.0, "Fraction of each class held out for "
+           "validation, in [0, 1).", lower_bound=0.0, upper_bound=0.999999)
+    define("integer", "num_validation_shards", None, "Validation shards (>= 1; default "
+           "round(num_shards * validation_fraction)).", lower_bound=1)
+    flags.DEFINE_enum("on_error", "fail", ["fail", "skip"], "Unreadable file: stop (fail) "
+                      "or leave it out (skip).", flag_values=flag_values)
+    define("integer", "num_threads", None, "Conversion threads (>= 1; default: number of "
+           "CPUs).", lower_bound=1)
+    define("integer", "seed", 0, "Seed of the validation draw and shard assignment.")
+    define("integer", "label_offset", 0, "Stored label of the first class (1: ImageNet "
+           "tools).", lower_bound=0)
+    define("integer", "jpeg_quality", image_conversion.DEFAULT_JPEG_QUALITY,
+           "Quality of re-encoded images, 1..100.", lower_bound=1, upper_bound=100)
+    define("bool", "progress", True, "Show a progress bar (--noprogress hides it).")
+    for name in ("image_dir", "output_dir", "num_shards"):
+        flags.mark_flag_as_required(name, flag_values=flag_values)
+
+
+def _run(args) -> int:
     try:
         summary = build_tfrecords(
             args.image_dir, args.output_dir, args.num_shards,
@@ -340,7 +363,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             num_validation_shards=args.num_validation_shards,
             on_error=args.on_error, num_threads=args.num_threads, seed=args.seed,
             label_offset=args.label_offset, jpeg_quality=args.jpeg_quality,
-            progress=not args.no_progress)
+            progress=args.progress)
     except BuildError as error:
         print(f"build_tfrecords: error: {error}", file=sys.stderr)
         return 1
@@ -353,6 +376,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for path, reason in summary.skipped:
             print(f"  {path}: {reason}", file=sys.stderr)
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point; returns the process exit status.
+
+    0 done, 1 the build failed (nothing of it is left in --output_dir),
+    2 usage error (a missing or out-of-range flag, named in the message).
+    """
+    from polynet_tf import cli  # noqa: PLC0415
+
+    return cli.run(_PROG, __doc__, _define_flags, _run, argv, usage_errors=())
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def commands(options: DemoOptions, ports: Sequence[int] = README_PORTS) -> List[
     records = ["python", "-m", "polynet_tf.data.build_tfrecords",
                "--image_dir", f"{p['digits']}/train", "--output_dir", p["records"],
                "--num_shards", "4", "--validation_fraction", "0.2",
-               "--num_validation_shards", "2", "--no_progress"]
+               "--num_validation_shards", "2", "--noprogress"]
     override = [f"train_data.file_pattern={p['records']}/train-*",
                 f"eval_data.file_pattern={p['records']}/validation-*"]
     if options.train_steps:

@@ -117,7 +117,7 @@ def test_unreadable_file_is_skipped_and_reported(tmp_path, capsys):
     open(os.path.join(image_dir, "emu", "empty.png"), "wb").close()
     out = str(tmp_path / "shards")
     status = builder.main(["--image_dir", image_dir, "--output_dir", out,
-                           "--num_shards", "2", "--on_error", "skip", "--no_progress"])
+                           "--num_shards", "2", "--on_error", "skip", "--noprogress"])
     assert status == 0
     stderr = capsys.readouterr().err
     assert "Skipped 2 unreadable file(s)" in stderr
@@ -144,7 +144,7 @@ def test_unreadable_file_stops_the_build_by_default(tmp_path, capsys):
     # Nothing half-written is left behind, under the final or temporary name.
     assert os.listdir(out) == []
     assert builder.main(["--image_dir", image_dir, "--output_dir", out,
-                         "--num_shards", "1", "--no_progress"]) == 1
+                         "--num_shards", "1", "--noprogress"]) == 1
     assert "broken.jpg" in capsys.readouterr().err
 
 
@@ -172,3 +172,50 @@ def test_write_shard_leaves_no_partial_file(tmp_path):
     with pytest.raises(RuntimeError):
         example_format.write_shard(path, records())
     assert os.listdir(tmp_path) == []
+
+
+def test_failure_after_written_shards_leaves_nothing_of_the_build(tmp_path):
+    image_dir = _make_folder(str(tmp_path / "images"))
+    out = str(tmp_path / "shards")
+    # The broken file goes to the last of 3 shards: two are complete when it fails.
+    _, items = builder.list_images(image_dir)
+    last = builder.assign_shards(items, 3, 0, "train")[-1][0]
+    with open(os.path.join(image_dir, last.relative_path), "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 truncated")
+    with pytest.raises(builder.BuildError, match=last.relative_path):
+        builder.build_tfrecords(image_dir, out, num_shards=3, progress=False, num_threads=1)
+    assert os.listdir(out) == []  # No shard, no temporary file, no class index.
+
+
+def test_failed_rebuild_keeps_the_previous_build_unchanged(tmp_path):
+    image_dir = _make_folder(str(tmp_path / "images"))
+    out = str(tmp_path / "shards")
+    builder.build_tfrecords(image_dir, out, num_shards=3, progress=False)
+    before = {name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)}
+    _, items = builder.list_images(image_dir)
+    last = builder.assign_shards(items, 3, 0, "train")[-1][0]
+    # Changed first-shard images would change shards 0 and 1 if they were written.
+    for item in builder.assign_shards(items, 3, 0, "train")[0]:
+        if item.relative_path.endswith(".png"):
+            with open(os.path.join(image_dir, item.relative_path), "wb") as f:
+                f.write(encode(image_array(20, 28, seed=99), "PNG"))
+    with open(os.path.join(image_dir, last.relative_path), "wb") as f:
+        f.write(b"not an image")
+    with pytest.raises(builder.BuildError):
+        builder.build_tfrecords(image_dir, out, num_shards=3, progress=False)
+    after = {name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)}
+    assert after == before
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("num_threads", "0"), ("num_shards", "0"), ("num_shards", "-3"),
+    ("validation_fraction", "1.0"), ("validation_fraction", "-0.1"),
+    ("num_validation_shards", "0"), ("jpeg_quality", "101"), ("num_threads", "two")])
+def test_out_of_range_option_is_a_usage_error_naming_the_flag(tmp_path, capsys, flag, value):
+    image_dir = _make_folder(str(tmp_path / "images"))
+    args = {"image_dir": image_dir, "output_dir": str(tmp_path / "out"), "num_shards": "2",
+            flag: value}
+    status = builder.main([f"--{k}={v}" for k, v in args.items()] + ["--noprogress"])
+    assert status == 2
+    assert f"--{flag}" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out")

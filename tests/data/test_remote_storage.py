@@ -60,7 +60,7 @@ def test_command_line_with_file_uris_from_an_empty_directory(tmp_path):
         [sys.executable, "-m", "polynet_tf.data.build_tfrecords",
          "--image_dir", f"file://{tmp_path}/images", "--output_dir", f"file://{tmp_path}/out",
          "--num_shards", "2", "--validation_fraction", "0.34", "--num_threads", "2",
-         "--no_progress"],
+         "--noprogress"],
         cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert os.listdir(work) == []  # no URI was taken for a relative local path
