@@ -2,7 +2,7 @@
 
 The weights ported from the CUHK Caffe release (`pretrainedmodels` and
 `pytorchcv` ports) take RGB images scaled to [0, 1] and then standardised per
-channel with the ImageNet mean and standard deviation below (DESIGN section 1).
+channel with the ImageNet mean and standard deviation below (docs/design.md section 1).
 `polynet_tf.preprocess_input` must give the same numbers as `normalize_image`.
 """
 

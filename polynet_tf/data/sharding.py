@@ -8,7 +8,7 @@ of it. Two ways, chosen by `shard_files`:
 - FILE sharding (`num_files >= num_input_pipelines`): pipeline `i` reads files
   `i, i + n, i + 2n, ...` of the sorted file list. Cheapest: no record is read
   twice. With fewer files than pipelines some pipeline would get no file at all
-  (DESIGN section 4: on TF 2.21 auto-sharding then fails at the first batch and
+  (docs/design.md section 4: on TF 2.21 auto-sharding then fails at the first batch and
   the peer workers die with "Socket closed"), so:
 - RECORD sharding (`num_files < num_input_pipelines`): every pipeline reads every
   file and keeps record `j` of a file when `j % n == i`. Each pipeline reads

@@ -1,6 +1,6 @@
 """Stem, reductions and Inception residual blocks of the released PolyNet.
 
-Every table here is DESIGN section 1 (checked against the `pretrainedmodels`
+Every table here is docs/design.md section 1 (checked against the `pretrainedmodels`
 port of the released network, `pretrainedmodels/models/polynet.py`): branch
 order is concatenation order, which decides whether converted weights line up.
 Channel counts are those of the released network, scaled by

@@ -1,7 +1,7 @@
 """Parallel Inception branches concatenated on the channel axis.
 
 Each branch is a sequence of operations given as data, so the stem, the
-reductions and the residual blocks of DESIGN section 1 are written as tables
+reductions and the residual blocks of docs/design.md section 1 are written as tables
 that read like the paper's figures:
 
     {"op": "conv", "filters": 64, "kernel_size": (7, 1)}          # stride 1, same

@@ -1,6 +1,6 @@
 """The conv-BN-ReLU unit every PolyNet convolution is made of.
 
-DESIGN section 1: every "conv" is Conv2D without bias -> BatchNorm(epsilon=1e-5)
+docs/design.md section 1: every "conv" is Conv2D without bias -> BatchNorm(epsilon=1e-5)
 -> ReLU, unless marked *no ReLU*. The released poly-3 modules share a conv
 between the three applications of their block but give each application its
 own BatchNorm, so one unit may hold several BatchNorms (`num_norms`) and is

@@ -1,7 +1,7 @@
 """The PolyInception family as data: one module = identity + polynomial terms.
 
 A module is a sum of terms, each a chain of Inception blocks that starts at the
-module input (DESIGN section 2, the paper's section 3.1):
+module input (docs/design.md section 2, the paper's section 3.1):
 
 | text            | polynomial                 | chains (order, sharing)      |
 | --------------- | -------------------------- | ---------------------------- |

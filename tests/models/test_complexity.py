@@ -57,7 +57,7 @@ def test_full_width_cost(name):
 
 
 def test_released_network_cost_matches_design():
-    # DESIGN section 1: 95,366,600 + 361,088 parameters, about 34.7 G multiply-adds.
+    # docs/design.md section 1: 95,366,600 + 361,088 parameters, about 34.7 G multiply-adds.
     cost = network_cost("very_deep", 331)
     assert cost.total_params == 95366600 + 361088
     assert round(cost.multiply_adds / 1e9, 1) == 34.7

@@ -51,7 +51,7 @@ def test_released_network_has_exactly_the_published_parameter_count():
     assert model.name == "polynet_very_deep"
     modules = polyinception_modules(model)
     assert len(modules) == 40
-    # beta_k = 1 - 0.3 k / 39 rounded to 6 decimals (DESIGN section 1).
+    # beta_k = 1 - 0.3 k / 39 rounded to 6 decimals (docs/design.md section 1).
     assert [m.residual_scale for m in modules[:3]] == [1.0, 0.992308, 0.984615]
     assert modules[-1].residual_scale == 0.7
     assert [str(m.spec) for m in modules[10:12]] == ["poly3[convs]", "2way"]
