@@ -69,6 +69,9 @@ def load_source_weights(model, path):
 
 def _load_keras_file(model, local, path):
     """Loads the local file `local`; errors name `path`, the file the user gave."""
+    if local.endswith((".weights.h5", ".keras")):
+        _load_strictly(model, local, path)
+        return
     try:
         with warnings.catch_warnings():
             # Keras warns per variable on NumPy 2 (__array__ copy keyword).
@@ -93,6 +96,31 @@ def _load_keras_file(model, local, path):
             "--from_architecture and the model options).",
             in_source=True,
         )
+
+
+def _load_strictly(model, local, path):
+    """Keras 3 files: the first weight of another shape, or missing, is named."""
+    from polynet_tf.weights import weights_file  # noqa: PLC0415
+
+    try:
+        weights_file.load_weights_file(model, local)
+    except weights_file.WeightsMismatchError as error:
+        if error.kind == "shape":
+            what = (f"its weight {error.name} has shape {tuple(error.file_shape)} in the file "
+                    f"but {tuple(error.model_shape)} in `{model.name}`")
+        elif error.kind == "missing":
+            what = f"it lacks the weight {error.name} of `{model.name}`"
+        else:
+            what = f"it holds the weight {error.name} that `{model.name}` lacks"
+        raise GrowthError(
+            path, f"it does not match the source architecture `{model.name}`: {what}; it "
+                  "was written for another architecture (check --from_architecture and the "
+                  "model options: width_multiplier, classes, path gates).",
+            in_source=True) from error
+    except (OSError, EOFError) as error:  # CorruptWeightsFileError included
+        raise GrowthError(path, f"the file cannot be read: it is truncated or corrupt "
+                                f"({type(error).__name__}: {str(error)[:200]}).",
+                          in_source=True) from error
 
 
 def _stored_weight_count(path):

@@ -62,3 +62,32 @@ def test_dry_run_and_errors_write_nothing(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "`stage_b_0`" in error and "--path_gates" in error
     assert sorted(os.listdir(tmp_path)) == ["small.weights.h5"]
+
+
+def test_source_of_another_width_or_truncated_is_named_not_a_keras_message(tmp_path, capsys):
+    wide = PolyNet(SMALL, weights=None, width_multiplier=2 * TINY_WIDTH, classes=10,
+                   input_shape=(75, 75, 3))
+    wide.save_weights(tmp_path / "wide.weights.h5")
+    output = tmp_path / "out" / "grown.weights.h5"
+    args = ["--from_architecture", SMALL, "--from_checkpoint", str(tmp_path / "wide.weights.h5"),
+            "--to_architecture", "A: ir*2 | B: ir*2 | C: ir", "--output", str(output), *ARGS]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    conv = wide.get_layer("stem").weights[0]
+    small_shape = (*conv.shape[:3], tiny(SMALL).get_layer("stem").weights[0].shape[3])
+    assert f"has shape {tuple(conv.shape)} in the file but {small_shape}" in error, error
+    assert "expected 1 variables" not in error and "Traceback" not in error
+    data = (tmp_path / "wide.weights.h5").read_bytes()
+    (tmp_path / "cut.weights.h5").write_bytes(data[: len(data) // 2])
+    args[3] = str(tmp_path / "cut.weights.h5")
+    assert main(args) == 2
+    assert "truncated or corrupt" in capsys.readouterr().err
+    assert not output.parent.exists()
+
+
+def test_help_and_bad_values_of_the_command(capsys):
+    assert main(["--help"]) == 0
+    assert "--from_architecture" in capsys.readouterr().out
+    assert main(["--from_architecture=a", "--from_checkpoint=b", "--to_architecture=c",
+                 "--output=d.weights.h5", "--classes=0"]) == 2
+    assert "--classes" in capsys.readouterr().err
