@@ -202,7 +202,23 @@ def set_path_drop_rates(model, drop_path_rate):
     rates = schedules.drop_path_rates(drop_path_rate, len(modules))
     for module, rate in zip(modules, rates):
         module.set_drop_path_rate(rate)
+    _recompile_jax_train_step(model)
     return rates
+
+
+def _recompile_jax_train_step(model):
+    """Makes a compiled JAX train step see the new rates from its next call.
+
+    The rates are variables that deliberately stay out of the model's weights
+    (weight files and parameter counts stay those of the paper's network).
+    TensorFlow's and PyTorch's steps read them at every call, but a JAX step
+    is a pure function of the tracked variables only: anything else is baked
+    into it as a constant when it is compiled. Keras's JAX `fit` looks the
+    step up before every call, so replacing it takes effect at the next step,
+    also from a callback in the middle of `fit`.
+    """
+    if keras.backend.backend() == "jax" and getattr(model, "train_function", None) is not None:
+        model.make_train_function(force=True)
 
 
 def _validated_options(options):

@@ -62,3 +62,49 @@ def test_tiny_network_on_jax_matches_tensorflow_and_trains(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-5)
     # The BatchNorm-folded inference network, folded on JAX.
     np.testing.assert_allclose(np.load(tmp_path / "folded.npy"), expected, rtol=1e-4, atol=1e-5)
+
+
+_JAX_RATES_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np
+    import keras
+    from polynet_tf import PolyNet, set_path_drop_rates
+    keras.utils.set_random_seed(0)
+    model = PolyNet("ir_3_6_3", width_multiplier=0.0625, classes=10, input_shape=(75, 75, 3),
+                    dropout_rate=0.0, weights=None)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).uniform(0, 1, (4, 75, 75, 3)).astype("float32")
+    y = np.arange(4) % 10
+    state = [np.array(v) for v in model.variables]
+
+    def loss():
+        for variable, value in zip(model.variables, state):
+            variable.assign(value)
+        return float(model.train_on_batch(x, y))
+
+    plain = loss()  # compiles the train step with every rate at 0
+    assert model.train_function is not None
+    assert loss() == plain
+    set_path_drop_rates(model, 0.9)
+    dropped = loss()
+    set_path_drop_rates(model, 0.0)
+    print("rates", plain, dropped, loss())
+    """
+)
+
+
+@pytest.mark.slow
+def test_path_drop_rates_set_after_the_jax_step_is_compiled_take_effect(tmp_path):
+    script = tmp_path / "rates_jax.py"
+    script.write_text(_JAX_RATES_SCRIPT)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                            text=True, timeout=600, cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = [row for row in result.stdout.splitlines() if row.startswith("rates ")][-1]
+    plain, dropped, restored = (float(value) for value in line.split()[1:])
+    # A rate baked into the compiled step as a constant would leave the loss unchanged.
+    assert abs(dropped - plain) > 1e-4, (plain, dropped)
+    assert restored == pytest.approx(plain, rel=1e-6, abs=1e-6)
