@@ -15,59 +15,58 @@ export failed (nothing is left behind), 2 for bad arguments. Every path
 `--warmup_image`) may be a URI such as `gs://bucket/models` (`tf.io.gfile`).
 """
 
-import argparse
 import sys
 
+from polynet_tf import cli
 
-def _parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m polynet_tf.export",
-        description="Export a PolyNet as a SavedModel for TensorFlow Serving "
-                    "(OUTPUT_BASE/MODEL_NAME/VERSION).")
-    where = parser.add_argument_group("where")
-    where.add_argument("--output_base", required=True,
-                       help="directory TF Serving watches; the model goes in "
-                            "OUTPUT_BASE/MODEL_NAME")
-    where.add_argument("--model_name", required=True, help="the name clients use")
-    where.add_argument("--version", type=int, default=None,
-                       help="integer version (default: one more than the highest existing)")
-    where.add_argument("--overwrite", action="store_true",
-                       help="replace an existing --version")
-    source = parser.add_argument_group("model source (one of --weights, --checkpoint)")
-    source.add_argument("--weights", help="a .weights.h5 file, or 'imagenet'")
-    source.add_argument("--checkpoint", help="training model_dir, checkpoints/ folder or prefix")
-    source.add_argument("--config", action="append", default=[],
-                        help="experiment YAML (repeatable; later files win)")
-    source.add_argument("--params_override", default="", help="'a.b=1,c=2', applied last")
-    source.add_argument("--architecture", help="preset name or stage spec (with --weights)")
-    options = parser.add_argument_group("signatures")
-    options.add_argument("--top_k", type=int, default=None,
-                         help="classes in classes/labels/scores (default: 5, or fewer if the "
-                              "model has fewer classes)")
-    options.add_argument("--class_names", help="class_index.json, ImageNet index JSON, JSON "
-                         "list or text file with one name per line")
-    options.add_argument("--crop_size", type=int, default=None,
-                         help="model input size (default: eval_data.image_size or the preset's)")
-    options.add_argument("--protocol", default=None,
-                         choices=("single", "released", "released_pytorchcv",
-                                  "released_squash"),
-                         help="single-crop protocol (default: the config's eval_protocol, "
-                              "'released' for very_deep presets: shorter side to 378, "
-                              "centre 331)")
-    options.add_argument("--multicrop", default=None,
-                         help="add serving_multicrop with this evaluator protocol "
-                              "(googlenet144, polynet_multicrop)")
-    options.add_argument("--multicrop_override", default="",
-                         help="protocol fields, e.g. 'scales=[96,128],topk_fraction=0.5'")
-    options.add_argument("--warmup_image", action="append", default=[],
-                         help="an image file for the warm-up requests (repeatable; "
-                              "default: a synthetic JPEG)")
-    options.add_argument("--fold_batch_norms", action="store_true",
-                         help="serve the network with every BatchNorm folded into its conv "
-                              "(same outputs, a third fewer ops; checked against the original)")
-    options.add_argument("--no_verify", action="store_true",
-                         help="skip loading the written SavedModel to check it")
-    return parser
+_PROG = "python -m polynet_tf.export"
+
+
+def _define_flags(flag_values):
+    from absl import flags  # noqa: PLC0415
+
+    fv = {"flag_values": flag_values}
+    # where
+    flags.DEFINE_string("output_base", None, "Directory TF Serving watches; the model goes "
+                        "in OUTPUT_BASE/MODEL_NAME.", **fv)
+    flags.DEFINE_string("model_name", None, "The name clients use.", **fv)
+    flags.DEFINE_integer("version", None, "Integer version >= 1 (default: one more than the "
+                         "highest existing).", lower_bound=1, **fv)
+    flags.DEFINE_bool("overwrite", False, "Replace an existing --version (the new version "
+                      "is written beside it and swapped in; see docs/failures.md).", **fv)
+    # model source (one of --weights, --checkpoint)
+    flags.DEFINE_string("weights", None, "A .weights.h5 file, or 'imagenet'.", **fv)
+    flags.DEFINE_string("checkpoint", None, "Training model_dir, checkpoints/ folder or "
+                        "prefix.", **fv)
+    flags.DEFINE_multi_string("config", [], "Experiment YAML (repeatable; later files win).",
+                              **fv)
+    flags.DEFINE_string("params_override", "", "'a.b=1,c=2', applied last.", **fv)
+    flags.DEFINE_string("architecture", None, "Preset name or stage spec (with --weights).",
+                        **fv)
+    # signatures
+    flags.DEFINE_integer("top_k", None, "Classes in classes/labels/scores (default: 5, or "
+                         "fewer if the model has fewer classes).", lower_bound=1, **fv)
+    flags.DEFINE_string("class_names", None, "class_index.json, ImageNet index JSON, JSON "
+                        "list or text file with one name per line.", **fv)
+    flags.DEFINE_integer("crop_size", None, "Model input size (default: "
+                         "eval_data.image_size or the preset's).", lower_bound=1, **fv)
+    flags.DEFINE_enum("protocol", None, ["single", "released", "released_pytorchcv",
+                                         "released_squash"],
+                      "Single-crop protocol (default: the config's eval_protocol, 'released' "
+                      "for very_deep presets: shorter side to 378, centre 331).", **fv)
+    flags.DEFINE_string("multicrop", None, "Add serving_multicrop with this evaluator "
+                        "protocol (googlenet144, polynet_multicrop).", **fv)
+    flags.DEFINE_string("multicrop_override", "", "Protocol fields, e.g. "
+                        "'scales=[96,128],topk_fraction=0.5'.", **fv)
+    flags.DEFINE_multi_string("warmup_image", [], "An image file for the warm-up requests "
+                              "(repeatable; default: a synthetic JPEG).", **fv)
+    flags.DEFINE_bool("fold_batch_norms", False, "Serve the network with every BatchNorm "
+                      "folded into its conv (same outputs, a third fewer ops; checked against "
+                      "the original).", **fv)
+    flags.DEFINE_bool("verify", True, "Load the written SavedModel to check it "
+                      "(--noverify skips it).", **fv)
+    flags.mark_flag_as_required("output_base", flag_values=flag_values)
+    flags.mark_flag_as_required("model_name", flag_values=flag_values)
 
 
 def _multicrop_protocol(name, override_text, crop_size):
@@ -79,8 +78,11 @@ def _multicrop_protocol(name, override_text, crop_size):
 
 
 def main(argv=None):
-    """Runs the export; returns the exit status."""
-    args = _parser().parse_args(argv)
+    """Runs the export; returns the exit status (0 done, 1 export failed, 2 bad arguments)."""
+    return cli.run(_PROG, __doc__, _define_flags, _run, argv, usage_errors=())
+
+
+def _run(args):
     # Imported after parsing: --help answers without loading TensorFlow.
     import tensorflow as tf  # noqa: PLC0415
 
@@ -103,21 +105,18 @@ def main(argv=None):
             model_outputs=loaded.model_outputs, multicrop=multicrop)
         warmup_images = [fileio.read_bytes(path) for path in args.warmup_image]
     except (ValueError, FileNotFoundError, OSError, tf.errors.OpError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return cli.fail(_PROG, str(error))
     try:
         result = exporter.export_saved_model(
             loaded.model, args.output_base, args.model_name, options, version=args.version,
             overwrite=args.overwrite, warmup_images=warmup_images or None,
-            description=loaded.description, verify=not args.no_verify,
+            description=loaded.description, verify=args.verify,
             fold_batch_norms=args.fold_batch_norms)
     except (FileExistsError, ValueError) as error:
         # Raised before anything is written: bad arguments.
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return cli.fail(_PROG, str(error))
     except exporter.ExportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return cli.fail(_PROG, str(error), status=1)
     print(f"Exported {args.model_name!r} version {result.version} to {result.path}")
     print(f"signatures: {', '.join(result.signatures)}")
     names_source = loaded.description["class_names_source"]

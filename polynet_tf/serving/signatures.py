@@ -120,6 +120,9 @@ class _SignatureBuilder:
         return serving_preprocessing.normalize(crops, self.preprocessing)
 
     def _decode_batch(self, image_bytes, signature_name):
+        with tf.control_dependencies([serving_preprocessing.check_encoded_batch(
+                image_bytes, signature_name)]):
+            image_bytes = tf.identity(image_bytes)
         positions = tf.range(tf.shape(image_bytes)[0])
         size = int(self.preprocessing.crop_size)
 
@@ -155,6 +158,9 @@ class _SignatureBuilder:
     def serve_multicrop(self, images):
         protocol = self.options.multicrop
         num_classes = int(self.class_names.shape[0])
+        with tf.control_dependencies([serving_preprocessing.check_encoded_batch(
+                images, MULTICROP_SIGNATURE)]):
+            images = tf.identity(images)
         positions = tf.range(tf.shape(images)[0])
 
         def one(args):

@@ -42,6 +42,7 @@ PNG_A = encode(random_image(90, 120, 1), "PNG")
 PNG_B = encode(random_image(140, 101, 2), "PNG")
 JPEG_C = encode(random_image(100, 100, 3), "JPEG")
 PIXELS = np.stack([random_image(83, 97, 4), random_image(83, 97, 5)])
+GIF_D = encode(random_image(60, 70, 7), "GIF")
 CROPS = np.stack([random_image(CROP_SIZE, CROP_SIZE, 6)]).astype(np.float32)
 
 
@@ -64,6 +65,11 @@ CALLS = [
     ("serving_default", {"images": np.array([PNG_A, PNG_B, b""], dtype=object)}),
     ("serve_examples", {"examples": np.array([_example(b"\x00" * 50)], dtype=object)}),
     ("serving_default", {"images": np.array([JPEG_C[:200]], dtype=object)}),
+    # Failures inside the decoder, after the header checks.
+    ("serving_default", {"images": np.array([PNG_A, JPEG_C, JPEG_C[:300]], dtype=object)}),
+    ("serving_multicrop", {"images": np.array([GIF_D[:40], PNG_A], dtype=object)}),
+    ("serve_examples", {"examples": np.array([_example(PNG_A), _example(PNG_B[:120])],
+                                             dtype=object)}),
 ]
 
 
@@ -149,7 +155,10 @@ def test_multicrop_equals_the_evaluator_protocol(exported, served):
     (6, ["serving_default", "not an encoded", "Position", "[1]"]),
     (7, ["serving_default", "empty string", "Position", "[2]"]),
     (8, ["serve_examples", "not an encoded", "[0]"]),
-    (9, ["jpeg"]),
+    (9, ["serving_default", "cannot be decoded", "Position", "[0]"]),
+    (10, ["serving_default", "cannot be decoded", "truncated or corrupt", "[2]"]),
+    (11, ["serving_multicrop", "cannot be decoded", "[0]"]),
+    (12, ["serve_examples", "cannot be decoded", "[1]"]),
 ])
 def test_bad_input_is_invalid_argument_naming_the_problem(served, index, words):
     result = served[index]
