@@ -112,12 +112,19 @@ class DistributedEvaluator:
             totals.assign_add(self._replica_step(images, labels))
 
         @tf.function
-        def run(dataset):
+        def run(iterator):
             strategy.run(lambda: totals.assign(tf.zeros([4])))
-            # No reduction inside the loop: its collective could be ordered
-            # differently on different replicas than the loop's own.
-            for images, labels in dataset:
-                strategy.run(step, args=(images, labels))
+            # No reduction inside the loop, and one batch after the other: a
+            # collective of the next batch (synchronized BatchNorm, the
+            # all-reduce behind `has_value`) must not overtake this one's on
+            # one replica only.
+            has_next = tf.constant(True)
+            while has_next:
+                tf.autograph.experimental.set_loop_options(parallel_iterations=1)
+                optional = iterator.get_next_as_optional()
+                has_next = optional.has_value()
+                if has_next:
+                    strategy.run(step, args=optional.get_value())
 
         return run
 
@@ -127,5 +134,5 @@ class DistributedEvaluator:
             self._dataset_fn, input_options(self._strategy, self._num_workers))
         if self._function is None:
             self._function = self._make_function()
-        self._function(dataset)
+        self._function(iter(dataset))
         return self._totals.read_value().numpy().astype(np.float64)

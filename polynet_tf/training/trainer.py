@@ -213,6 +213,11 @@ class Trainer:
             # here could be ordered differently on different replicas than the
             # gradient (and synchronized BatchNorm) all-reduces, a deadlock.
             for _ in tf.range(num_steps):
+                # One step after the other: overlapping iterations could start
+                # the next step's collectives (synchronized BatchNorm) before
+                # this step's gradient all-reduce on one replica but not on
+                # another (TensorFlow then aborts with "Shape mismatch").
+                tf.autograph.experimental.set_loop_options(parallel_iterations=1)
                 strategy.run(step, args=next(iterator))
 
         def train_steps(iterator, num_steps):
