@@ -7,30 +7,24 @@ override them per setup.
 """
 
 import dataclasses
-from typing import Any, Optional
+from typing import Optional
 
 from polynet_tf.configs import base
 from polynet_tf.data.config import DataConfig
+from polynet_tf.models.options import ModelOptions
 
 
 @dataclasses.dataclass
-class ModelConfig:
-    """Which PolyNet to build; the fields are `PolyNet()` arguments/options."""
+class ModelConfig(ModelOptions):
+    """Which PolyNet to build: the architecture, the classes and `ModelOptions`.
 
+    The option fields, their defaults and their checks are those of
+    `PolyNet(**options)` (`polynet_tf.models.options.ModelOptions`).
+    """
+
+    drop_path_rate: float = 0.0  # a config gives the paper's linear 0 -> rate
     architecture: str = "very_deep"
     num_classes: int = 1000
-    width_multiplier: float = 1.0
-    residual_scale: Any = None  # float, {"start", "end"} or per-module list; None: preset's
-    drop_path_rate: float = 0.0
-    dropout_rate: float = 0.2
-    bn_epsilon: float = 1e-5
-    bn_momentum: float = 0.99
-    synchronized_batch_norm: bool = False
-    path_gates: bool = False
-    seed: Optional[int] = None
-    # Recompute each PolyInception module in the backward pass instead of
-    # keeping its activations: the very deep net fits in less memory.
-    rematerialize: bool = False
 
 
 @dataclasses.dataclass
@@ -158,6 +152,10 @@ class ExperimentConfig:
         _positive("model.width_multiplier", self.model.width_multiplier)
         _in_range("model.drop_path_rate", self.model.drop_path_rate, 0.0, 1.0)
         _in_range("model.dropout_rate", self.model.dropout_rate, 0.0, 1.0)
+        try:
+            ModelOptions.of(self.model)
+        except ValueError as error:
+            raise base.ConfigError(f"'model': {error}") from None
         _choice("optimizer.name", self.optimizer.name, ("rmsprop", "momentum", "adam"))
         _in_range("optimizer.label_smoothing", self.optimizer.label_smoothing, 0.0, 1.0)
         if self.optimizer.weight_decay < 0:

@@ -2,12 +2,8 @@
 
 import dataclasses
 
+from polynet_tf.models.options import ModelOptions
 from polynet_tf.models.polynet import PolyNet
-
-_OPTION_FIELDS = (
-    "width_multiplier", "residual_scale", "drop_path_rate", "dropout_rate", "bn_epsilon",
-    "bn_momentum", "synchronized_batch_norm", "path_gates", "seed", "rematerialize",
-)
 
 
 def build_model(model_config, image_size=None, classifier_activation=None, name=None):
@@ -26,9 +22,8 @@ def build_model(model_config, image_size=None, classifier_activation=None, name=
     """
     values = (dataclasses.asdict(model_config) if dataclasses.is_dataclass(model_config)
               else dict(vars(model_config)))
-    options = {key: values[key] for key in _OPTION_FIELDS if key in values}
-    if options.get("residual_scale") is None:
-        options.pop("residual_scale", None)
+    options = ModelOptions(**{key: values[key] for key in ModelOptions.field_names()
+                              if key in values}).as_kwargs()
     shape = (image_size, image_size, 3) if image_size else (None, None, 3)
     return PolyNet(
         values["architecture"],

@@ -20,24 +20,11 @@ from polynet_tf.layers import (
 )
 from polynet_tf.models import schedules
 from polynet_tf.models.architectures import resolve_architecture
+from polynet_tf.models.options import ModelOptions
 
 # The smallest input whose stage-C feature map is at least 1x1 (stride-2
 # valid convs and pools: 75 -> 37 -> 35 -> 17 -> 15 -> 7 -> 3 -> 1).
 MIN_INPUT_SIZE = 75
-
-_DEFAULT_OPTIONS = {
-    "width_multiplier": 1.0,
-    "residual_scale": None,  # None: the architecture's own schedule.
-    "drop_path_rate": 0.0,
-    "dropout_rate": 0.2,
-    "bn_epsilon": 1e-5,
-    "bn_momentum": 0.99,
-    "synchronized_batch_norm": False,
-    "kernel_initializer": "glorot_uniform",
-    "seed": None,
-    "path_gates": False,
-    "rematerialize": False,
-}
 
 
 def PolyNet(
@@ -93,9 +80,10 @@ def PolyNet(
 
     Raises:
         ValueError: invalid arguments (each message names the argument).
-        TypeError: unknown options.
+        TypeError: unknown options (`polynet_tf.models.options.ModelOptions`
+            lists them).
     """
-    options = _validated_options(options)
+    options = ModelOptions.from_kwargs(options).as_kwargs()
     preset, spec = resolve_architecture(architecture)
     _validate_weights(weights, preset, include_top, classes, options)
     _validate_head(include_top, pooling, classes, classifier_activation, weights)
@@ -219,27 +207,6 @@ def _recompile_jax_train_step(model):
     """
     if keras.backend.backend() == "jax" and getattr(model, "train_function", None) is not None:
         model.make_train_function(force=True)
-
-
-def _validated_options(options):
-    unknown = set(options) - set(_DEFAULT_OPTIONS)
-    if unknown:
-        raise TypeError(
-            f"Unrecognized keyword arguments passed to PolyNet: {sorted(unknown)}. "
-            f"Supported options: {sorted(_DEFAULT_OPTIONS)}"
-        )
-    merged = {**_DEFAULT_OPTIONS, **options}
-    width = merged["width_multiplier"]
-    if not isinstance(width, (int, float)) or isinstance(width, bool) or width <= 0:
-        raise ValueError(
-            f"`width_multiplier` must be a positive number. Received: width_multiplier={width!r}"
-        )
-    if not 0.0 <= merged["dropout_rate"] < 1.0:
-        raise ValueError(
-            "`dropout_rate` must be in [0, 1). Received: "
-            f"dropout_rate={merged['dropout_rate']!r}"
-        )
-    return merged
 
 
 def _validate_weights(weights, preset, include_top, classes, options):
