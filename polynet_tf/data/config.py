@@ -6,14 +6,20 @@ field is a simple type (str, int, float, bool, None, or a list of floats) and
 """
 
 import dataclasses
+import warnings
 from typing import Any, Dict, List, Mapping, Optional
 
 from polynet_tf.data import normalization
 
 ON_ERROR_POLICIES = ("fail", "skip")
-EVAL_PROTOCOLS = ("center_crop", "shorter_side_center_crop", "squash_center_crop")
+# The evaluator's single-crop protocol names (`polynet_tf.data.protocols`).
+EVAL_PROTOCOLS = ("single", "released", "released_squash")
 # The evaluation protocols that resize to `resize_size` first.
-RESIZING_EVAL_PROTOCOLS = ("shorter_side_center_crop", "squash_center_crop")
+RESIZING_EVAL_PROTOCOLS = ("released", "released_squash")
+# Earlier names, still accepted (with a DeprecationWarning) and mapped.
+DEPRECATED_EVAL_PROTOCOLS = {"center_crop": "single",
+                             "shorter_side_center_crop": "released",
+                             "squash_center_crop": "released_squash"}
 COMPRESSION_TYPES = ("", "GZIP", "ZLIB")
 
 
@@ -71,17 +77,19 @@ class DataConfig:
       aspect_ratio_range: training crop width / height.
       max_attempts: tries of the crop sampler before the centre-crop fallback.
       random_flip: horizontal flip with probability 0.5 (training).
-      eval_protocol: "center_crop" (central square of `crop_fraction` of the
-        shorter side, resized to `image_size`), "shorter_side_center_crop"
-        (shorter side to `resize_size`, aspect kept, then the central
-        `image_size` crop, as torchvision's Resize + CenterCrop: the
-        released weights' protocol, 378 -> 331, the evaluator's `released`)
-        or "squash_center_crop" (resize to `resize_size` x `resize_size`
-        ignoring aspect, then central `image_size` crop: the evaluator's
-        `released_squash`).
-      crop_fraction: fraction of the shorter side kept by "center_crop".
-      resize_size: shorter side (or squash size) of "shorter_side_center_crop"
-        and "squash_center_crop" (378; 379 for pytorchcv's protocol).
+      eval_protocol: the evaluator's protocol names: "single" (central
+        square of `crop_fraction` of the shorter side, resized to
+        `image_size`), "released" (shorter side to `resize_size`, aspect
+        kept, then the central `image_size` crop, as torchvision's Resize +
+        CenterCrop: the released weights' protocol) or "released_squash"
+        (resize to `resize_size` x `resize_size` ignoring aspect, then the
+        central `image_size` crop). The earlier names "center_crop",
+        "shorter_side_center_crop" and "squash_center_crop" are accepted
+        and mapped to these (deprecated).
+      crop_fraction: fraction of the shorter side kept by "single".
+      resize_size: shorter side (or squash size) of "released" and
+        "released_squash" (the released weights': 379 reproduces pytorchcv's
+        protocol).
       eval_antialias: antialiased (PIL-like) resizing for evaluation.
       mean: per-channel RGB mean on the [0, 1] scale.
       std: per-channel RGB standard deviation on the [0, 1] scale.
@@ -117,7 +125,7 @@ class DataConfig:
     )
     max_attempts: int = 10
     random_flip: bool = True
-    eval_protocol: str = "center_crop"
+    eval_protocol: str = "single"
     crop_fraction: float = 0.875
     resize_size: int = 378
     eval_antialias: bool = True
@@ -127,6 +135,15 @@ class DataConfig:
     std: List[float] = dataclasses.field(
         default_factory=lambda: list(normalization.IMAGENET_STD)
     )
+
+    def __post_init__(self):
+        renamed = DEPRECATED_EVAL_PROTOCOLS.get(self.eval_protocol)
+        if renamed:
+            warnings.warn(
+                f"DataConfig.eval_protocol={self.eval_protocol!r} is deprecated; it is the "
+                f"evaluator's {renamed!r}: write eval_protocol: {renamed}.",
+                DeprecationWarning, stacklevel=3)
+            self.eval_protocol = renamed
 
     @property
     def should_drop_remainder(self) -> bool:

@@ -235,11 +235,11 @@ class _BatchDecoder:
                 max_attempts=config.max_attempts,
                 random_flip=config.random_flip,
                 mean=config.mean, std=config.std)
-        elif config.eval_protocol == "shorter_side_center_crop":
+        elif config.eval_protocol == "released":
             image = preprocessing.shorter_side_center_crop(
                 encoded, config.resize_size, config.image_size,
                 antialias=config.eval_antialias, mean=config.mean, std=config.std)
-        elif config.eval_protocol == "squash_center_crop":
+        elif config.eval_protocol == "released_squash":
             image = preprocessing.squash_center_crop(
                 encoded, config.resize_size, config.image_size,
                 antialias=config.eval_antialias, mean=config.mean, std=config.std)

@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from polynet_tf.data import preprocessing
 
-if TYPE_CHECKING:  # Annotations only: protocols imports this module.
-    from polynet_tf.evaluation.protocols import CropProtocol
+if TYPE_CHECKING:  # Annotations only.
+    from polynet_tf.data.protocols import CropProtocol
 
 
 def make_crops(image, protocol: "CropProtocol") -> tf.Tensor:

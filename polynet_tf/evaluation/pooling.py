@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
-if TYPE_CHECKING:  # Annotations only: protocols imports this module.
-    from polynet_tf.evaluation.protocols import CropProtocol
+if TYPE_CHECKING:  # Annotations only.
+    from polynet_tf.data.protocols import CropProtocol
 
 
 def pool_scores(scores, protocol: "CropProtocol") -> tf.Tensor:

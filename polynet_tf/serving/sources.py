@@ -24,6 +24,7 @@ import tensorflow as tf
 from polynet_tf import fileio
 from polynet_tf.configs import base, experiment
 from polynet_tf.data import normalization
+from polynet_tf.data.config import RESIZING_EVAL_PROTOCOLS
 from polynet_tf.evaluation import protocols
 from polynet_tf.serving import labels
 from polynet_tf.serving.preprocessing import ServingPreprocessing
@@ -70,10 +71,8 @@ def preprocessing_from_config(config, crop_size: Optional[int] = None) -> Servin
     """The evaluator's single-crop protocol equal to the experiment's eval pipeline."""
     data = config.eval_data
     size = int(crop_size or data.image_size)
-    released = {"shorter_side_center_crop": "released",
-                "squash_center_crop": "released_squash"}.get(data.eval_protocol)
-    if released:
-        return ServingPreprocessing(released, size, resize_size=data.resize_size,
+    if data.eval_protocol in RESIZING_EVAL_PROTOCOLS:  # The same names as the evaluator's.
+        return ServingPreprocessing(data.eval_protocol, size, resize_size=data.resize_size,
                                     mean=list(data.mean), std=list(data.std))
     return ServingPreprocessing("single", size, crop_fraction=data.crop_fraction,
                                 mean=list(data.mean), std=list(data.std))

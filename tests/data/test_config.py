@@ -38,7 +38,7 @@ def test_yaml_round_trip():
     ({"eval_protocol": "squash_center_crop", "image_size": 400},
      "resize_size must be >= image_size"),
     ({"eval_protocol": "shorter_side_center_crop", "image_size": 400},
-     "resize_size must be >= image_size for eval_protocol='shorter_side_center_crop'"),
+     "resize_size must be >= image_size for eval_protocol='released'"),
     ({"mean": [0.5, 0.5]}, "mean must be 3 numbers"),
     ({"cache": "yes"}, "cache must be True or False"),
     ({"compression_type": "BZ2"}, "compression_type must be one of"),
@@ -55,3 +55,15 @@ def test_invalid_values_name_the_field(overrides, message):
 def test_unknown_keys_are_rejected_with_the_allowed_list():
     with pytest.raises(ValueError, match=r"Unknown DataConfig field\(s\) \['batch_size'\]"):
         DataConfig.from_dict({"file_pattern": "x", "batch_size": 3})
+
+
+@pytest.mark.parametrize("old, new", [("center_crop", "single"),
+                                      ("shorter_side_center_crop", "released"),
+                                      ("squash_center_crop", "released_squash")])
+def test_earlier_eval_protocol_names_map_to_the_evaluators(old, new):
+    from polynet_tf.data import protocols
+
+    with pytest.warns(DeprecationWarning, match=f"eval_protocol: {new}"):
+        config = DataConfig(file_pattern="x", is_training=False, eval_protocol=old)
+    assert config.eval_protocol == new
+    assert new in protocols.PROTOCOL_NAMES
