@@ -6,6 +6,17 @@
 set -euo pipefail
 MODELS_DIR="$(cd "${1:-$PWD/models}" && pwd)"
 KIT_DIR="$(cd "$(dirname "$0")" && pwd)"
+# Batching is on (batching_parameters.txt, pad_variable_length_inputs: false): TF Serving
+# concatenates requests along dimension 0, so every signature must take inputs whose
+# other dimensions are fixed. Exports with serve_images/serve_images_uint8 (any image
+# size) are refused: export with --novariable_size_signatures (docs/failures.md).
+unbatchable="$(grep -l '"batchable": false' "$MODELS_DIR"/*/[0-9]*/assets.extra/polynet_export.json 2>/dev/null || true)"
+if [ -n "$unbatchable" ]; then
+  echo "docker_run.sh: error: these exports have signatures of any image size, which TF Serving's" >&2
+  echo "batching cannot batch; export again with --novariable_size_signatures:" >&2
+  echo "$unbatchable" >&2
+  exit 2
+fi
 exec docker run --rm -p 8500:8500 -p 8501:8501 \
   -v "$MODELS_DIR:/models:ro" \
   -v "$KIT_DIR/models.config:/config/models.config:ro" \

@@ -63,6 +63,10 @@ def _define_flags(flag_values):
     flags.DEFINE_bool("fold_batch_norms", False, "Serve the network with every BatchNorm "
                       "folded into its conv (same outputs, a third fewer ops; checked against "
                       "the original).", **fv)
+    flags.DEFINE_bool("variable_size_signatures", True, "Add serve_images and "
+                      "serve_images_uint8 (pixel tensors of any size). TF Serving's batching "
+                      "(export/ kit) cannot batch them: export for it with "
+                      "--novariable_size_signatures.", **fv)
     flags.DEFINE_bool("verify", True, "Load the written SavedModel to check it "
                       "(--noverify skips it).", **fv)
     flags.mark_flag_as_required("output_base", flag_values=flag_values)
@@ -102,7 +106,8 @@ def _run(args):
         options = signatures.SignatureOptions(
             preprocessing=loaded.preprocessing, class_names=loaded.class_names,
             top_k=args.top_k or min(5, len(loaded.class_names)),
-            model_outputs=loaded.model_outputs, multicrop=multicrop)
+            model_outputs=loaded.model_outputs, multicrop=multicrop,
+            variable_size_signatures=args.variable_size_signatures)
         warmup_images = [fileio.read_bytes(path) for path in args.warmup_image]
     except (ValueError, FileNotFoundError, OSError, tf.errors.OpError) as error:
         return cli.fail(_PROG, str(error))

@@ -7,7 +7,12 @@ integer) and renamed when complete: the SavedModel,
 the SavedModel is loaded back and every warm-up request is run through it,
 its probabilities checked against the Keras model. Any failure removes the
 temporary directory. An existing version is replaced only with
-`overwrite=True`.
+`overwrite=True`, and never leaves a moment without it: the new version is
+completed (written and checked) under the next free integer, the old one is
+moved to a hidden name, the new one renamed to the version, the old one
+deleted. TF Serving, polling the model directory, always finds a whole
+integer version (with the `latest` policy it may load the staged number for
+a moment); a failure puts the old version back and removes the new one.
 
 `output_base` may be any TensorFlow filesystem URI (`gs://bucket/models`).
 Locally and on HDFS the rename is one atomic step, so a version directory
@@ -142,11 +147,17 @@ def export_saved_model(
         raise FileExistsError(
             f"Version {version} of {model_name!r} already exists at {final_path!r}; pass "
             "--overwrite to replace it, or leave --version out to write the next one.")
-    names = signatures.signature_names(options.multicrop is not None)
+    names = signatures.signature_names(options.multicrop is not None,
+                                       options.variable_size_signatures)
+    # Replacing a version: the new one is first completed under the next free
+    # integer, so that a whole version directory exists at every moment.
+    replacing = fileio.exists(final_path)
+    staged_path = (fileio.join(model_dir, str(next_version(model_dir))) if replacing
+                   else final_path)
     try:
         # A non-integer temporary name (TF Serving ignores it), deleted on failure;
-        # moved into place (replacing the old version only with overwrite) at the end.
-        with fileio.atomic_output(final_path, overwrite=overwrite,
+        # moved into place at the end.
+        with fileio.atomic_output(staged_path, overwrite=False,
                                   last=_LAST_FILES) as temp_path:
             archive.write_out(temp_path, verbose=False)
             metadata = _metadata(
@@ -158,6 +169,8 @@ def export_saved_model(
             warmup.write_warmup_requests(temp_path, requests, model_name)
             if verify:
                 verify_export(temp_path, model, options, requests)
+        if replacing:
+            _replace_version(staged_path, final_path)
     except BaseException as error:
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise
@@ -165,6 +178,25 @@ def export_saved_model(
             f"Exporting {model_name!r} version {version} failed, nothing was written: "
             f"{type(error).__name__}: {_first_lines(error)}") from error
     return ExportResult(final_path, version, names, metadata)
+
+
+def _replace_version(staged_path, final_path):
+    """Puts the complete version `staged_path` in place of `final_path`.
+
+    Order: the old version moves to a hidden name (the staged one, an integer
+    directory, is complete and servable meanwhile), the staged one takes its
+    name, the old one is deleted. On failure the old version is put back and
+    the staged one removed: nothing changed.
+    """
+    aside = fileio.temporary_name(final_path)
+    fileio.move_into_place(final_path, aside)
+    try:
+        fileio.move_into_place(staged_path, final_path, last=_LAST_FILES)
+    except BaseException:
+        fileio.move_into_place(aside, final_path)
+        fileio.remove_tree(staged_path)
+        raise
+    fileio.remove_tree(aside)
 
 
 def _folded(model):
@@ -192,6 +224,9 @@ def _metadata(model_name, version, options, names, description):
         "preprocessing": {**options.preprocessing.to_dict(), "crop": protocol.to_dict()},
         "multicrop": None if options.multicrop is None else options.multicrop.to_dict(),
         "signatures": names,
+        # What a TF Serving with --enable_batching (pad_variable_length_inputs:
+        # false) can batch: every input varies in dimension 0 only.
+        "batchable": not any(n in signatures.VARIABLE_SIZE_SIGNATURES for n in names),
         "versions": {"polynet_tf": __version__, "tensorflow": tf.__version__,
                      "keras": keras.__version__},
         **(description or {}),
@@ -213,13 +248,16 @@ def warmup_requests(options, warmup_images=None):
     pixels = warmup.synthetic_image(size + 11, size + 5, seed=1)
     crop = warmup.synthetic_image(size, size, seed=2).astype(np.float32)
     example = warmup.image_example(encoded[0]).SerializeToString()
-    return [
+    requests = [
         (signatures.DEFAULT_SIGNATURE, {"images": np.array(encoded, dtype=object)}),
         (signatures.IMAGES_SIGNATURE, {"images": pixels[None].astype(np.float32)}),
         (signatures.IMAGES_UINT8_SIGNATURE, {"images": pixels[None]}),
         (signatures.CROPS_SIGNATURE, {"crops": crop[None]}),
         (signatures.EXAMPLES_SIGNATURE, {"examples": np.array([example], dtype=object)}),
     ]
+    if not options.variable_size_signatures:
+        requests = [r for r in requests if r[0] not in signatures.VARIABLE_SIZE_SIGNATURES]
+    return requests
 
 
 def verify_export(path, model, options, requests):

@@ -3,8 +3,8 @@
 | signature | input (name: dtype, shape) |
 | --- | --- |
 | `serving_default` | `images`: string `[batch]`, encoded JPEG/PNG/GIF/BMP of any size |
-| `serve_images` | `images`: float32 `[batch, height, width, 3]`, RGB in [0, 255], any size |
-| `serve_images_uint8` | `images`: uint8 `[batch, height, width, 3]`, any size |
+| `serve_images` | `images`: float32 `[batch, height, width, 3]`, RGB in [0, 255], any size (*) |
+| `serve_images_uint8` | `images`: uint8 `[batch, height, width, 3]`, any size (*) |
 | `serve_crops` | `crops`: float32 `[batch, crop, crop, 3]` in [0, 255], already cropped |
 | `serve_examples` | `examples`: string `[batch]`, `tf.train.Example`s with `image/encoded` |
 | `serving_multicrop` | `images`: as `serving_default`; only with a multi-crop protocol |
@@ -13,6 +13,8 @@ Every signature returns `classes` (int32 `[batch, top_k]`, best first),
 `labels` (string `[batch, top_k]`), `scores` (float32 `[batch, top_k]`,
 probabilities of `classes`) and `probabilities` (float32 `[batch, classes]`).
 A SavedModel signature has one dtype per input, hence two image signatures.
+(*) Left out with `variable_size_signatures=False` (`--novariable_size_signatures`),
+for TF Serving with batching: the other signatures batch along dimension 0 only.
 """
 
 import dataclasses
@@ -32,6 +34,8 @@ EXAMPLES_SIGNATURE = "serve_examples"
 CROPS_SIGNATURE = "serve_crops"
 MULTICROP_SIGNATURE = "serving_multicrop"
 OUTPUT_NAMES = ("classes", "labels", "scores", "probabilities")
+# Inputs of any height and width: not batchable by TF Serving without padding.
+VARIABLE_SIZE_SIGNATURES = (IMAGES_SIGNATURE, IMAGES_UINT8_SIGNATURE)
 
 
 @dataclasses.dataclass
@@ -45,6 +49,12 @@ class SignatureOptions:
       model_outputs: "probabilities" (softmax top) or "logits".
       multicrop: the evaluator's multi-crop `CropProtocol` (None: no
         `serving_multicrop` signature).
+      variable_size_signatures: add `serve_images` and `serve_images_uint8`,
+        whose pixel tensors have any height and width. TF Serving's batching
+        concatenates requests along the batch dimension and needs every other
+        dimension equal (zero padding would change the resized crop), so a
+        deployment with `--enable_batching` exports without them
+        (`BATCHABLE_SIGNATURES` remain: strings or fixed-size crops).
     """
 
     preprocessing: serving_preprocessing.ServingPreprocessing
@@ -52,6 +62,7 @@ class SignatureOptions:
     top_k: int = 5
     model_outputs: str = "probabilities"
     multicrop: Optional[object] = None
+    variable_size_signatures: bool = True
 
 
 def validate_options(model, options: SignatureOptions):
@@ -202,10 +213,12 @@ def build_export_archive(model, options: SignatureOptions) -> keras.export.Expor
     archive.track(model)
     strings = [tf.TensorSpec([None], tf.string, name="images")]
     archive.add_endpoint(DEFAULT_SIGNATURE, builder.serve_encoded, input_signature=strings)
-    archive.add_endpoint(IMAGES_SIGNATURE, builder.serve_images, input_signature=[
-        tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
-    archive.add_endpoint(IMAGES_UINT8_SIGNATURE, builder.serve_images_uint8, input_signature=[
-        tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    if options.variable_size_signatures:
+        archive.add_endpoint(IMAGES_SIGNATURE, builder.serve_images, input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+        archive.add_endpoint(IMAGES_UINT8_SIGNATURE, builder.serve_images_uint8,
+                             input_signature=[
+                                 tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     size = int(options.preprocessing.crop_size)
     archive.add_endpoint(CROPS_SIGNATURE, builder.serve_crops, input_signature=[
         tf.TensorSpec([None, size, size, 3], tf.float32, name="crops")])
@@ -217,8 +230,10 @@ def build_export_archive(model, options: SignatureOptions) -> keras.export.Expor
     return archive
 
 
-def signature_names(multicrop: bool):
+def signature_names(multicrop: bool, variable_size_signatures: bool = True):
     """The signatures `build_export_archive` writes."""
     names = [DEFAULT_SIGNATURE, IMAGES_SIGNATURE, IMAGES_UINT8_SIGNATURE, CROPS_SIGNATURE,
              EXAMPLES_SIGNATURE]
+    if not variable_size_signatures:
+        names = [name for name in names if name not in VARIABLE_SIZE_SIGNATURES]
     return names + [MULTICROP_SIGNATURE] if multicrop else names

@@ -131,3 +131,62 @@ def test_folded_export_serves_the_same_probabilities(exported, tmp_path):
     expected = tf.saved_model.load(plain.path).signatures["serve_images"](
         images=tf.constant(images))["probabilities"]
     np.testing.assert_allclose(served.numpy(), expected.numpy(), atol=1e-5)
+
+
+def _whole_versions(model_dir):
+    return [name for name in os.listdir(model_dir) if name.isdigit() and os.path.isfile(
+        os.path.join(model_dir, name, "saved_model.pb")) and os.path.isdir(
+        os.path.join(model_dir, name, "variables"))]
+
+
+def test_overwrite_never_leaves_the_model_without_a_whole_version(exported, tmp_path,
+                                                                  monkeypatch):
+    model = exported[0]
+    model_dir = str(tmp_path / "m")
+    exporter.export_saved_model(model, str(tmp_path), "m", signature_options(False),
+                                verify=False)
+    seen = []
+    # Observe the directory after every rename and deletion the replacement makes.
+    for name in ("rename", "rmtree", "remove"):
+        original = getattr(tf.io.gfile, name)
+
+        def observed(*args, _original=original, **kwargs):
+            result = _original(*args, **kwargs)
+            seen.append(_whole_versions(model_dir))
+            return result
+
+        monkeypatch.setattr(tf.io.gfile, name, observed)
+    replaced = exporter.export_saved_model(model, str(tmp_path), "m",
+                                           signature_options(False, top_k=2), version=1,
+                                           overwrite=True, verify=False)
+    monkeypatch.undo()
+    assert len(seen) >= 3 and all(seen), seen  # the staged "2" while "1" is swapped
+    assert any(versions == ["2"] for versions in seen)
+    assert _entries(model_dir) == ["1"] and replaced.version == 1
+    assert exporter.read_metadata(replaced.path)["top_k"] == 2
+
+
+def test_kit_batching_agrees_with_the_signatures(exported, tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    kit = os.path.join(root, "export")
+    parameters = open(os.path.join(kit, "batching_parameters.txt")).read()
+    assert "pad_variable_length_inputs: false" in parameters
+    for name in ("docker_run.sh", "docker-compose.yml"):
+        assert "--enable_batching=true" in open(os.path.join(kit, name)).read()
+    assert "--novariable_size_signatures" in open(os.path.join(kit, "README.md")).read()
+    options = signature_options(multicrop=True)
+    options.variable_size_signatures = False
+    result = exporter.export_saved_model(exported[0], str(tmp_path), "polynet", options)
+    assert exporter.read_metadata(result.path)["batchable"] is True
+    loaded = tf.saved_model.load(result.path)
+    assert sorted(loaded.signatures) == sorted(result.signatures)
+    for name, function in loaded.signatures.items():
+        for spec in function.structured_input_signature[1].values():
+            assert spec.shape[0] is None and None not in spec.shape[1:], (name, spec)
+    # The default export has signatures of any image size: the kit's script refuses it.
+    assert exporter.read_metadata(exported[2])["batchable"] is False
+    import subprocess  # noqa: PLC0415
+    for base, status in ((os.path.dirname(os.path.dirname(exported[2])), 2),):
+        refused = subprocess.run(["bash", os.path.join(kit, "docker_run.sh"), base],
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode == status and "novariable_size_signatures" in refused.stderr
