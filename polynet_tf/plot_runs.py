@@ -19,6 +19,8 @@ import sys
 from typing import List, Optional, Sequence
 
 from polynet_tf import fileio
+from polynet_tf.configs.experiment import ModelConfig
+from polynet_tf.models.architectures import default_size
 from polynet_tf.models.complexity import network_cost
 from polynet_tf.runs import RunError, final_eval_result, read_params
 
@@ -73,7 +75,8 @@ def run_point(model_dir: str, metric: str = "top1_accuracy", protocol: Optional[
     model = params["model"]
     image_size = params.get("eval_data", {}).get("image_size") or params.get(
         "train_data", {}).get("image_size")
-    cost = network_cost(model.get("architecture", "very_deep"), image_size or 331,
+    architecture = model.get("architecture", ModelConfig.architecture)
+    cost = network_cost(architecture, image_size or default_size(architecture),
                         model.get("width_multiplier", 1.0), classes=model.get("num_classes", 1000))
     result = final_eval_result(model_dir, protocol)
     value = METRICS[metric][1](result)

@@ -221,12 +221,20 @@ def _validate_init(config):
     if not init.weights and (init.architecture or init.num_classes):
         raise base.ConfigError("'init.architecture' and 'init.num_classes' describe "
                                "'init.weights'; set it too")
-    if init.weights == "imagenet" and (config.model.architecture != "very_deep"
-                                       or config.model.width_multiplier != 1.0):
-        raise base.ConfigError(
-            "'init.weights: imagenet' are the released very_deep weights: set "
-            "'model.architecture: very_deep' and 'model.width_multiplier: 1.0', got "
-            f"{config.model.architecture!r} at {config.model.width_multiplier}")
+    if init.weights == "imagenet":
+        from polynet_tf.models.architectures import get_pretrained_config
+
+        try:
+            get_pretrained_config(config.model.architecture, "imagenet")
+            published = config.model.width_multiplier == 1.0
+        except ValueError:
+            published = False
+        if not published:
+            name = get_pretrained_config(None, "imagenet")[0]
+            raise base.ConfigError(
+                f"'init.weights: imagenet' are the released {name} weights: set "
+                f"'model.architecture: {name}' and 'model.width_multiplier: 1.0', got "
+                f"{config.model.architecture!r} at {config.model.width_multiplier}")
     if (init.head_learning_rate_multiplier != 1.0
             and config.trainer.mixed_precision == "mixed_float16"):
         raise base.ConfigError(

@@ -51,7 +51,7 @@ class ModelSpec:
       path: the weights file (or "imagenet"), checkpoint directory/prefix, or
         SavedModel directory.
       architecture: preset name or stage spec (kind "weights" without config;
-        "very_deep" for `weights=imagenet`).
+        for `weights=imagenet` the preset that has them).
       config: experiment YAML giving the model and its normalisation.
       classes: number of classes (kind "weights" without config; default 1000).
       width_multiplier: channel multiplier (kind "weights" without config).
@@ -78,8 +78,12 @@ class ModelSpec:
                              f"{self.weight!r}.")
         if self.kind == "weights" and self.path == "imagenet" and not (
                 self.architecture or self.config):
-            # The only network with published weights (frozen: set directly).
-            object.__setattr__(self, "architecture", "very_deep")
+            # The preset whose published weights these are (frozen: set directly).
+            from polynet_tf.models.architectures import (  # noqa: PLC0415
+                get_pretrained_config,
+            )
+
+            object.__setattr__(self, "architecture", get_pretrained_config(None)[0])
         if self.kind == "weights" and not (self.architecture or self.config):
             raise ValueError(
                 f"weights={self.path!r} needs architecture=NAME or config=YAML to build "

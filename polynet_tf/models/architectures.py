@@ -8,6 +8,7 @@ DESIGN section 1 for the released network.
 
 import dataclasses
 
+from polynet_tf.models.pretrained_config import PretrainedConfig
 from polynet_tf.models.spec import parse_architecture
 
 # The released network's beta_k = 1 - 0.3 k / 39, rounded to 6 decimals as in
@@ -15,6 +16,8 @@ from polynet_tf.models.spec import parse_architecture
 RELEASED_RESIDUAL_SCALE = {"start": 1.0, "end": 0.7, "decimals": 6}
 # The paper's own runs (section 4, "Residual scaling"): beta = 0.3.
 PAPER_RESIDUAL_SCALE = 0.3
+# The paper's input side (section 4), for presets that set none and stage specs.
+DEFAULT_SIZE = 299
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,16 +32,17 @@ class ArchitecturePreset:
         default_size: default input height/width.
         description: one line for listings.
         source: where the architecture is defined.
-        pretrained: names of published weights (e.g. ("imagenet",)).
+        pretrained: published weights by name (the `weights=` argument):
+            a mapping {"imagenet": PretrainedConfig(...)}.
     """
 
     name: str
     spec: str
     residual_scale: object = PAPER_RESIDUAL_SCALE
-    default_size: int = 299
+    default_size: int = DEFAULT_SIZE
     description: str = ""
     source: str = ""
-    pretrained: tuple = ()
+    pretrained: dict = dataclasses.field(default_factory=dict, hash=False)
 
     @property
     def architecture(self):
@@ -65,7 +69,17 @@ _register(ArchitecturePreset(
     default_size=331,
     description="Very Deep PolyNet, the released network (ImageNet top-1 81.0 / top-5 95.6)",
     source="paper section 3.4; pretrainedmodels `polynet`; DESIGN section 1",
-    pretrained=("imagenet",),
+    pretrained={"imagenet": PretrainedConfig(
+        name="imagenet",
+        num_classes=1000,
+        input_size=331,
+        # Shorter side to 378 (= floor(331 / 0.875)), centre 331, torchvision rounding.
+        crop_protocol="released",
+        resize_size=378,
+        description="CUHK's released Very Deep PolyNet (Caffe), ported to PyTorch by "
+                    "pretrainedmodels and pytorchcv: ImageNet val top-1 81.0 / top-5 95.6 "
+                    "under the released protocol.",
+    )},
 ))
 _register(ArchitecturePreset(
     name="ir_5_10_5", spec=_ir(5, 10, 5),
@@ -134,6 +148,41 @@ def get_architecture(name):
             f"{', '.join(list_architectures())}; or pass a spec such as "
             "'A: ir*5 | B: ir*10 | C: ir*5'."
         ) from None
+
+
+def get_pretrained_config(architecture, name="imagenet"):
+    """The `PretrainedConfig` of a preset's published weights.
+
+    Args:
+        architecture: a preset name, a stage spec, or None for the one preset
+            that has weights `name` (an error when several have).
+        name: the weights name.
+
+    Returns:
+        (preset name, `PretrainedConfig`).
+
+    Raises:
+        ValueError: no such published weights, naming those that exist.
+    """
+    if architecture is None:
+        having = [p for p in sorted(_PRESETS) if name in _PRESETS[p].pretrained]
+        if len(having) != 1:
+            raise ValueError(f"Weights {name!r} exist for the presets {having}; name the "
+                             "architecture.")
+        architecture = having[0]
+    preset, _ = resolve_architecture(architecture)
+    if preset is None or name not in preset.pretrained:
+        known = sorted(f"{p}/{n}" for p in _PRESETS for n in _PRESETS[p].pretrained)
+        raise ValueError(
+            f"No published {name!r} weights for architecture "
+            f"{preset.name if preset else 'a custom spec'!r}; published: {known}.")
+    return preset.name, preset.pretrained[name]
+
+
+def default_size(architecture):
+    """The default input side of a preset name or a stage spec (299 for a spec)."""
+    preset, _ = resolve_architecture(architecture)
+    return preset.default_size if preset else DEFAULT_SIZE
 
 
 def resolve_architecture(architecture):

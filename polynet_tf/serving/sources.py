@@ -7,7 +7,8 @@ Sources:
   the run's `params.yaml`); the model outputs logits, softmax is added;
 - a weights file with `config_files` (model and eval data of an experiment)
   or with a preset `architecture`;
-- `weights="imagenet"`: the released weights of a preset (`very_deep`).
+- `weights="imagenet"`: the published weights of a preset (its
+  `PretrainedConfig`).
 
 Preprocessing: the experiment's `eval_data` (protocol, image size, mean and
 std); for presets the released weights' protocol ("released": shorter side
@@ -80,12 +81,13 @@ def preprocessing_from_config(config, crop_size: Optional[int] = None) -> Servin
 
 def preset_preprocessing(architecture: str, crop_size: Optional[int] = None,
                          protocol: Optional[str] = None) -> ServingPreprocessing:
-    """A preset's preprocessing: "released" for very_deep, else "single"."""
+    """A preset's preprocessing: its published weights' protocol, else "single"."""
     from polynet_tf.models.architectures import resolve_architecture  # noqa: PLC0415
 
     preset, _ = resolve_architecture(architecture)
     default_size = preset.default_size if preset else 299
-    protocol = protocol or ("released" if preset and preset.name == "very_deep" else "single")
+    published = preset.pretrained.get("imagenet") if preset else None
+    protocol = protocol or (published.crop_protocol if published else "single")
     size = int(crop_size or default_size)
     mean, std = list(normalization.IMAGENET_MEAN), list(normalization.IMAGENET_STD)
     if protocol in protocols.RELEASED_PROTOCOLS:
@@ -199,7 +201,10 @@ def load_export_model(weights: Optional[str] = None, checkpoint: Optional[str] =
         return ExportModel(model, preprocessing, names, "probabilities", {
             "architecture": config.model.architecture, "source": f"weights {weights}",
             "class_names_source": names_source})
-    architecture = architecture or ("very_deep" if weights == "imagenet" else None)
+    if weights == "imagenet" and not architecture:
+        from polynet_tf.models.architectures import get_pretrained_config  # noqa: PLC0415
+
+        architecture = get_pretrained_config(None, weights)[0]
     if not architecture:
         raise ValueError(f"--weights {weights!r} needs --architecture NAME or --config YAML "
                          "to build the model the weights belong to.")

@@ -203,13 +203,16 @@ def initialize_model(model, config, report_dir=None, strategy=None, init_from=No
 def _load_source(init, model_config):
     """Builds and loads the source network; returns it and its description."""
     from polynet_tf.models import PolyNet  # noqa: PLC0415
+    from polynet_tf.models.architectures import get_pretrained_config  # noqa: PLC0415
     from polynet_tf.models.factory import build_model  # noqa: PLC0415
 
     weights = init.weights
     if weights == "imagenet":
-        source = PolyNet("very_deep", weights="imagenet", classifier_activation=None)
-        return source, {"kind": "imagenet", "path": "imagenet", "architecture": "very_deep",
-                        "num_classes": 1000}
+        # The published weights of the configured preset (validate() checked it has them).
+        architecture, pretrained = get_pretrained_config(model_config.architecture, weights)
+        source = PolyNet(architecture, weights=weights, classifier_activation=None)
+        return source, {"kind": "imagenet", "path": "imagenet", "architecture": architecture,
+                        "num_classes": pretrained.num_classes}
     if weights.endswith(_KERAS_SUFFIXES):
         if not fileio.isfile(weights):
             raise FineTuneError(f"init.weights: the weights file {weights!r} does not exist.")
