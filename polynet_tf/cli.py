@@ -138,3 +138,26 @@ def one_of(flag_values: flags.FlagValues, names: List[str], required: bool = Tru
                          (f" (received {', '.join('--' + n for n in given)})." if given
                           else "."))
     return given[0] if given else ""
+
+
+class definer:  # noqa: N801 (used like a module: `define.string(...)`)
+    """`define = cli.definer(flag_values)`; `define.string(name, default, help)` is
+    `flags.DEFINE_string(..., flag_values=flag_values)` (likewise integer, float,
+    bool, enum, list, multi_string, ...)."""
+
+    def __init__(self, flag_values: flags.FlagValues):
+        self._flag_values = flag_values
+
+    def __getattr__(self, kind: str):
+        function = getattr(flags, f"DEFINE_{kind}")
+        flag_values = self._flag_values
+
+        def define(*args, **kwargs):
+            return function(*args, flag_values=flag_values, **kwargs)
+
+        return define
+
+    def required(self, *names: str) -> None:
+        """Marks flags required: parsing without them is a usage error naming them."""
+        for name in names:
+            flags.mark_flag_as_required(name, flag_values=self._flag_values)

@@ -21,58 +21,71 @@ Exit status: 0 done, 2 bad arguments or inputs.
 import re
 import sys
 
-from absl import app, flags
+from absl import flags
 
-flags.DEFINE_multi_string(
-    "model", [], "A model, repeatable for an ensemble: comma-separated key=value with exactly "
-    "one of weights=FILE|imagenet, checkpoint=DIR, saved_model=DIR, and optional "
-    "architecture=, config=, classes=, width_multiplier=, weight= (ensemble weight, "
-    "default 1).")
-flags.DEFINE_string("weights", None, "Weights file (.weights.h5) or 'imagenet'; with "
-                    "--architecture or --config.")
-flags.DEFINE_string("checkpoint", None, "Training model_dir, its checkpoints/ folder or a "
-                    "checkpoint prefix; configuration from --config or params.yaml.")
-flags.DEFINE_string("saved_model", None, "SavedModel directory with a 'serve_images' signature.")
-flags.DEFINE_string("architecture", None, "Architecture preset or spec for --weights.")
-flags.DEFINE_string("config", None, "Experiment YAML: the model and its normalisation.")
-flags.DEFINE_integer("classes", None, "Number of classes for --weights with --architecture "
-                     "(default 1000).")
-flags.DEFINE_string("data_pattern", None, "Glob(s) of TFRecord shards, comma-separated.")
-flags.DEFINE_integer("label_offset", None, "Subtracted from stored labels (default: the "
-                     "class_index.json beside the shards, else 0; TF's ImageNet shards: 1).")
-flags.DEFINE_string("tfds_name", None, "TFDS dataset instead of TFRecords, e.g. imagenet2012.")
-flags.DEFINE_string("tfds_split", "validation", "TFDS split.")
-flags.DEFINE_string("tfds_data_dir", "", "TFDS data directory.")
-flags.DEFINE_string("tfds_manual_dir", "", "Prepare the TFDS dataset from the files here.")
-flags.DEFINE_enum("protocol", "single",
-                  ["single", "released", "released_pytorchcv", "released_squash",
-                   "googlenet144", "polynet_multicrop"], "Crop protocol.")
-flags.DEFINE_integer("crop_size", None, "Crop side (default: the protocol's: 331, 224 for "
-                     "googlenet144).")
-flags.DEFINE_float("crop_fraction", None, "single: fraction of the shorter side kept "
-                   "(default 0.875).")
-flags.DEFINE_list("scales", None, "Resized shorter side (or squash side) of each scale.")
-flags.DEFINE_float("topk_fraction", None, "polynet_multicrop: fraction of crops per scale "
-                   "averaged per class (default 0.3).")
-flags.DEFINE_integer("batch_size", 0, "Images per step over all replicas; 0: enough for "
-                     "about 32 crops per replica.")
-flags.DEFINE_integer("max_images", None, "Evaluate only the first N images.")
-flags.DEFINE_string("output", "evaluation.json", "Where the JSON report goes.")
-flags.DEFINE_string("save_crops_figure", None, "PNG drawing the crop boxes of one image.")
-flags.DEFINE_string("figure_image", None, "Image file for --save_crops_figure (default: the "
-                    "first image of the data).")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored"],
-                  "mirrored: all local GPUs (or --num_cpu_devices CPU replicas).")
-flags.DEFINE_integer("num_cpu_devices", 0, "Split the CPU into this many logical devices "
-                     "(tries the multi-device path without GPUs).")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
+from polynet_tf import cli
 
-FLAGS = flags.FLAGS
+_PROG = "python -m polynet_tf.evaluate"
+
+
+def _define_flags(flag_values):
+    """Defines the evaluator's flags in `flag_values`."""
+    define = cli.definer(flag_values)
+    define.multi_string(
+        "model", [], "A model, repeatable for an ensemble: comma-separated key=value with exactly "
+        "one of weights=FILE|imagenet, checkpoint=DIR, saved_model=DIR, and optional "
+        "architecture=, config=, classes=, width_multiplier=, weight= (ensemble weight, "
+        "default 1).")
+    define.string("weights", None, "Weights file (.weights.h5) or 'imagenet'; with "
+                        "--architecture or --config.")
+    define.string("checkpoint", None, "Training model_dir, its checkpoints/ folder or a "
+                        "checkpoint prefix; configuration from --config or params.yaml.")
+    define.string("saved_model", None, "SavedModel directory with a 'serve_images' signature.")
+    define.string("architecture", None, "Architecture preset or spec for --weights.")
+    define.string("config", None, "Experiment YAML: the model and its normalisation.")
+    define.integer("classes", None, "Number of classes for --weights with --architecture "
+                         "(default 1000).")
+    define.string("data_pattern", None, "Glob(s) of TFRecord shards, comma-separated.")
+    define.integer("label_offset", None, "Subtracted from stored labels (default: the "
+                         "class_index.json beside the shards, else 0; TF's ImageNet shards: 1).")
+    define.string("tfds_name", None, "TFDS dataset instead of TFRecords, e.g. imagenet2012.")
+    define.string("tfds_split", "validation", "TFDS split.")
+    define.string("tfds_data_dir", "", "TFDS data directory.")
+    define.string("tfds_manual_dir", "", "Prepare the TFDS dataset from the files here.")
+    define.enum("protocol", "single",
+                      ["single", "released", "released_pytorchcv", "released_squash",
+                       "googlenet144", "polynet_multicrop"], "Crop protocol.")
+    define.integer("crop_size", None, "Crop side (default: the protocol's: 331, 224 for "
+                         "googlenet144).")
+    define.float("crop_fraction", None, "single: fraction of the shorter side kept "
+                       "(default 0.875).")
+    define.list("scales", None, "Resized shorter side (or squash side) of each scale.")
+    define.float("topk_fraction", None, "polynet_multicrop: fraction of crops per scale "
+                       "averaged per class (default 0.3).")
+    define.integer("batch_size", 0, "Images per step over all replicas; 0: enough for "
+                         "about 32 crops per replica.")
+    define.integer("max_images", None, "Evaluate only the first N images.")
+    define.string("output", "evaluation.json", "Where the JSON report goes.")
+    define.string("save_crops_figure", None, "PNG drawing the crop boxes of one image.")
+    define.string("figure_image", None, "Image file for --save_crops_figure (default: the "
+                        "first image of the data).")
+    define.enum("strategy", "default", ["default", "mirrored"],
+                      "mirrored: all local GPUs (or --num_cpu_devices CPU replicas).")
+    define.integer("num_cpu_devices", 0, "Split the CPU into this many logical devices "
+                         "(tries the multi-device path without GPUs).")
+    define.bool("progress", True, "Show a progress bar.")
+    define.enum("crops_per_scale", None, ["18", "36"], "googlenet144, polynet_multicrop: "
+                "crops per scale: 36 (GoogLeNet's 18 boxes and their mirror images, the "
+                "default) or 18 (the boxes only).")
+
+
+FLAGS = flags.FlagValues()  # The flags, for parsing in this process (tests, notebooks).
+_define_flags(FLAGS)
+
 EXIT_USAGE = 2
 
 
-class UsageError(ValueError):
-    """Bad arguments or inputs: reported without a traceback."""
+UsageError = cli.UsageError  # Bad arguments or inputs: reported without a traceback.
 
 
 def model_specs_from_flags(flag_values):
@@ -105,10 +118,29 @@ def model_specs_from_flags(flag_values):
     return specs
 
 
+# Options of some protocols only: (flag, protocols it applies to).
+_PROTOCOL_OPTIONS = (
+    ("crop_fraction", ("single",)),
+    ("scales", ("released", "released_pytorchcv", "released_squash", "googlenet144",
+                "polynet_multicrop")),
+    ("topk_fraction", ("polynet_multicrop",)),
+    ("crops_per_scale", ("googlenet144", "polynet_multicrop")),
+)
+
+
 def protocol_from_flags(flag_values):
-    """The `CropProtocol` of --protocol and its options."""
+    """The `CropProtocol` of --protocol and its options.
+
+    Raises:
+      UsageError: an option that does not apply to the protocol, or a bad value.
+    """
     from polynet_tf.evaluation import get_protocol  # noqa: PLC0415
 
+    protocol = flag_values.protocol
+    for name, protocols in _PROTOCOL_OPTIONS:
+        if flag_values[name].value is not None and protocol not in protocols:
+            raise UsageError(f"--{name} applies to --protocol {' or '.join(protocols)} only; "
+                             f"--protocol {protocol} does not use it (leave it out).")
     overrides = {"crop_size": flag_values.crop_size,
                  "topk_fraction": flag_values.topk_fraction}
     if flag_values.scales:
@@ -116,11 +148,14 @@ def protocol_from_flags(flag_values):
             overrides["scales"] = tuple(int(s) for s in flag_values.scales)
         except ValueError:
             raise UsageError(f"--scales must be integers; received {flag_values.scales}.")
+        if protocol.startswith("released") and len(overrides["scales"]) != 1:
+            raise UsageError(f"--protocol {protocol} takes one scale (the resized side); "
+                             f"received --scales {','.join(flag_values.scales)}.")
     if flag_values.crop_fraction is not None:
-        if flag_values.protocol != "single":
-            raise UsageError("--crop_fraction applies to --protocol single only.")
         overrides["crop_fraction"] = flag_values.crop_fraction
-    return get_protocol(flag_values.protocol, **overrides)
+    if flag_values.crops_per_scale is not None:
+        overrides["mirror"] = flag_values.crops_per_scale == "36"
+    return get_protocol(protocol, **overrides)
 
 
 def _make_strategy(tf, flag_values):
@@ -188,27 +223,26 @@ def _save_figure(tf, records, protocol, flag_values):
     print(f"Crop boxes drawn in {flag_values.save_crops_figure}")
 
 
-def main(argv):
-    if len(argv) > 1:
-        _fail(f"Unexpected arguments {argv[1:]}; every option is a --flag.")
+def _run_command(flag_values):
     import tensorflow as tf  # noqa: PLC0415
 
     try:
-        run(FLAGS)
-    except (UsageError, ValueError, FileNotFoundError, ImportError) as error:
-        _fail(str(error))
+        run(flag_values)
+    except (FileNotFoundError, ImportError) as error:
+        return cli.fail(_PROG, str(error))
     except tf.errors.OpError as error:
         # Typically an undecodable image or a truncated shard; no report is written.
         message = re.sub(r"\{\{.*?\}\}\s*", "", error.message.strip()).splitlines()[0]
-        _fail(f"evaluation stopped: {message} (a corrupt "
-              "image or TFRecord file? check the data with polynet_tf.data's "
-              "on_error='fail' pipeline, which names the file and record)")
+        return cli.fail(_PROG, f"evaluation stopped: {message} (a corrupt "
+                        "image or TFRecord file? check the data with polynet_tf.data's "
+                        "on_error='fail' pipeline, which names the file and record)")
+    return 0
 
 
-def _fail(message):
-    print(f"polynet_tf.evaluate: error: {message}", file=sys.stderr)
-    sys.exit(EXIT_USAGE)
+def main(argv=None):
+    """Command-line entry point; returns the exit status (0 done, 2 bad arguments or inputs)."""
+    return cli.run(_PROG, __doc__, _define_flags, _run_command, argv)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(main())

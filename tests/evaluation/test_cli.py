@@ -76,7 +76,7 @@ def test_ensemble_of_checkpoint_and_saved_model_matches_the_library(
 def test_unknown_protocol_is_a_flag_error(colour_shards):
     result = run_cli("--saved_model", "nowhere", "--data_pattern",
                      str(colour_shards / "validation-*"), "--protocol", "tencrop")
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "flag --protocol=tencrop: value should be one of <single|released|" in (
         result.stderr), result.stderr[-2000:]
 
@@ -111,6 +111,14 @@ def parsed_flags():
       "--crop_size", "400", "--scales", "378"], "crop_size 400 is larger than scale"),
     (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--crop_fraction", "0.9",
       "--protocol", "released"], "--crop_fraction applies to --protocol single only"),
+    (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--protocol", "googlenet144",
+      "--topk_fraction", "0.5"], "--topk_fraction applies to --protocol polynet_multicrop"),
+    (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--scales", "300"],
+     "--scales applies to .* only; --protocol single does not use it"),
+    (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--protocol", "released",
+      "--scales", "378,400"], "takes one scale"),
+    (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--protocol", "released",
+      "--crops_per_scale", "18"], "--crops_per_scale applies to --protocol googlenet144"),
 ])
 def test_bad_inputs_give_clear_errors(colour_shards, parsed_flags, args, message):
     from polynet_tf import evaluate
@@ -131,10 +139,21 @@ def test_corrupt_image_stops_with_a_clear_error_and_no_report(tmp_path, parsed_f
         example_format.make_example(b"not an image", 0, "c", 1, 1, "bad.jpg")
         .SerializeToString()])
     output = tmp_path / "report.json"
-    parsed_flags("--saved_model", str(tmp_path / "sm"), "--data_pattern",
-                 str(tmp_path / "validation-*"), "--crop_size", "16", "--output", str(output))
-    with pytest.raises(SystemExit) as exit_info:
-        evaluate.main(["evaluate"])
-    assert exit_info.value.code == evaluate.EXIT_USAGE
+    status = evaluate.main(["--noprogress", "--saved_model", str(tmp_path / "sm"),
+                            "--data_pattern", str(tmp_path / "validation-*"), "--crop_size",
+                            "16", "--output", str(output)])
+    assert status == evaluate.EXIT_USAGE
     assert "evaluation stopped: Unknown image file format" in capsys.readouterr().err
     assert not output.exists()
+
+
+@pytest.mark.parametrize("protocol, value, crops", [
+    ("googlenet144", None, 36), ("googlenet144", "18", 18), ("polynet_multicrop", "36", 36),
+    ("polynet_multicrop", "18", 18)])
+def test_crops_per_scale_option_of_the_multicrop_protocols(parsed_flags, protocol, value, crops):
+    from polynet_tf import evaluate
+
+    args = ["--protocol", protocol] + (["--crops_per_scale", value] if value else [])
+    protocol_object = evaluate.protocol_from_flags(parsed_flags(*args))
+    assert protocol_object.crops_per_scale == crops
+    assert protocol_object.mirror == (crops == 36)
