@@ -33,12 +33,15 @@ command lines accept (`polynet_tf.list_architectures()`), with its stage spec (t
 modules in each stage, the trainable parameters with a {CLASSES:,}-class classifier and the
 multiply-adds per image at the preset's default input size (from
 `polynet_tf.models.complexity.network_cost`, an analytic count that the tests check against built
-Keras models; BatchNorm moving statistics are not counted), the default residual scale beta and where
-the architecture comes from. A stage spec can be passed instead of a name wherever a name is taken.
+Keras models; BatchNorm moving statistics are not counted), the default residual scale beta and
+where the architecture comes from. A stage spec can be passed instead of a name wherever a name
+is taken.
 
-| name | spec | modules A / B / C | parameters | multiply-adds | default size | beta | description | source |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- |
 """
+_COLUMNS = ("name", "spec", "modules A / B / C", "parameters", "multiply-adds", "default size",
+            "beta", "description", "source")
+_HEADER += ("| " + " | ".join(_COLUMNS) + " |\n"
+            + "| " + " | ".join("---" for _ in _COLUMNS) + " |\n")
 
 _FOOTER = """
 Beta `1 -> 0.7` is the released network's linear schedule over its 40 modules,

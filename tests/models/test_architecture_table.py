@@ -1,4 +1,4 @@
-"""docs/architectures.md is the registry's table, current, and the generator renders every preset."""
+"""docs/architectures.md is the registry's table and current; every preset is rendered."""
 
 import os
 import re
