@@ -13,7 +13,6 @@ Usage:
     python scripts/demo.py --print_commands     # the README's command list
 """
 
-import argparse
 import os
 import sys
 
@@ -21,6 +20,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from polynet_tf import cli  # noqa: E402
 from polynet_tf.demo import pipeline  # noqa: E402
 
 # A smaller run (the test suite's): 40 digits per class, 3 modules, fewer steps.
@@ -29,40 +29,52 @@ QUICK = {"max_per_class": 40, "train_steps": 120, "multicrop_max_images": 10,
                       "trainer.checkpoint_interval=120,schedule.decay_steps=90"}
 
 
-def parse_options(argv=None):
-    """Returns `(DemoOptions, print_commands)` from the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work_dir", default="demo_output", help="new folder for everything")
-    parser.add_argument("--quick", action="store_true",
-                        help="a smaller run: 40 digits per class, 3 modules, 120 steps")
-    parser.add_argument("--max_per_class", type=int, default=None,
-                        help="digits per class (default: all, about 180)")
-    parser.add_argument("--train_steps", type=int, default=None,
-                        help="training steps (default: the configuration's)")
-    parser.add_argument("--num_workers", type=int, default=2, help="local training workers")
-    parser.add_argument("--params_override", default="",
-                        help="further training overrides, e.g. 'model.width_multiplier=0.0625'")
-    parser.add_argument("--fresh", action="store_true",
-                        help="replace the --work_dir of an earlier demo run")
-    parser.add_argument("--print_commands", action="store_true",
-                        help="print the commands (as in the README) and exit")
-    args = parser.parse_args(argv)
+_PROG = "python scripts/demo.py"
+
+
+def _define_flags(flag_values):
+    define = cli.definer(flag_values)
+    define.string("work_dir", "demo_output", "New folder for everything (any URI).")
+    define.bool("quick", False, "A smaller run: 40 digits per class, 3 modules, 120 steps.")
+    define.integer("max_per_class", None, "Digits per class (default: all, about 180).",
+                   lower_bound=2)
+    define.integer("train_steps", None, "Training steps (default: the configuration's).",
+                   lower_bound=1)
+    define.integer("num_workers", 2, "Local training workers.", lower_bound=1)
+    define.string("params_override", "", "Further training overrides, e.g. "
+                  "'model.width_multiplier=0.0625'.")
+    define.bool("fresh", False, "Replace the --work_dir of an earlier demo run.")
+    define.bool("print_commands", False, "Print the commands (as in the README) and exit.")
+
+
+def options_from_flags(args):
+    """Returns `(DemoOptions, print_commands)` from parsed flags."""
     values = dict(QUICK) if args.quick else {}
     for key in ("max_per_class", "train_steps"):
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
+        if args[key].value is not None:
+            values[key] = args[key].value
     if args.params_override:
         values["overrides"] = ",".join(filter(None, [values.get("overrides"),
                                                      args.params_override]))
-    if args.num_workers < 1:
-        parser.error("--num_workers must be >= 1")
     options = pipeline.DemoOptions(work_dir=args.work_dir, num_workers=args.num_workers,
                                    fresh=args.fresh, **values)
     return options, args.print_commands
 
 
-def main(argv=None):
-    options, print_only = parse_options(argv)
+def parse_options(argv=None):
+    """Returns `(DemoOptions, print_commands)` from the command line.
+
+    Raises:
+      SystemExit: after --help (0) or a usage error (2).
+    """
+    args, status = cli.parse(_PROG, __doc__, _define_flags, argv)
+    if args is None:
+        raise SystemExit(status)
+    return options_from_flags(args)
+
+
+def _run(args):
+    options, print_only = options_from_flags(args)
     if print_only:
         print("\n".join(pipeline.shell_lines(pipeline.commands(options))))
         return 0
@@ -70,9 +82,13 @@ def main(argv=None):
     try:
         pipeline.run_demo(options)
     except (pipeline.StepFailed, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return cli.fail(_PROG, str(error), status=1)
     return 0
+
+
+def main(argv=None):
+    """Exit status: 0 every step ran, 1 a step failed (named), 2 usage error."""
+    return cli.run(_PROG, __doc__, _define_flags, _run, argv, usage_errors=())
 
 
 if __name__ == "__main__":

@@ -2,13 +2,11 @@
 
 Every step is a command a user would type (`commands`); the demo prints each
 one before running it, and `python scripts/demo.py --print_commands` prints
-the list the README shows. Steps whose command-line tool is not installed
-(an older checkout) are reported as pending and skipped, with those that need
-their output.
+the list the README shows. Every step runs; the first that fails stops the
+demo (`StepFailed`, naming the command and its exit status).
 """
 
 import dataclasses
-import importlib.util
 import os
 import posixpath
 import shlex
@@ -63,12 +61,10 @@ class DemoOptions:
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-    """One step: its commands (run together when several) and the module each needs."""
+    """One step: its commands (run together when several)."""
 
     title: str
     commands: Tuple[Tuple[str, ...], ...]
-    module: str
-    needs: Tuple[str, ...] = ()
 
 
 def paths(options: DemoOptions) -> dict:
@@ -118,36 +114,31 @@ def commands(options: DemoOptions, ports: Sequence[int] = README_PORTS) -> List[
     multicrop_limit = (["--max_images", str(options.multicrop_max_images)]
                        if options.multicrop_max_images else [])
     return [
-        Step("Write the digits as JPEG files in class folders", (tuple(digits),),
-             "polynet_tf.demo.digits"),
-        Step("Build TFRecord shards (train and validation)", (tuple(records),),
-             "polynet_tf.data.build_tfrecords"),
-        Step(f"Train on {options.num_workers} local worker(s)", train, "polynet_tf.train"),
+        Step("Write the digits as JPEG files in class folders", (tuple(digits),)),
+        Step("Build TFRecord shards (train and validation)", (tuple(records),)),
+        Step(f"Train on {options.num_workers} local worker(s)", train),
         Step("Evaluate: single centre crop (the whole image)", (tuple(evaluate + [
             "--protocol", "single", "--crop_fraction", "1.0",
-            "--output", f"{p['run']}/evaluation_single.json"]),), "polynet_tf.evaluate"),
+            "--output", f"{p['run']}/evaluation_single.json"]),)),
         Step(f"Evaluate: multi-crop ({options.multicrop_protocol})", (tuple(evaluate + [
             "--protocol", options.multicrop_protocol, "--scales", MULTICROP_SCALES,
             *multicrop_limit,
             "--output", f"{p['run']}/evaluation_{options.multicrop_protocol}.json",
-            "--save_crops_figure", f"{p['report']}/crops.png"]),), "polynet_tf.evaluate"),
+            "--save_crops_figure", f"{p['report']}/crops.png"]),)),
         Step("Export a SavedModel for TF Serving", (("python", "-m", "polynet_tf.export",
              "--output_base", p["serving"], "--model_name", "digits", "--checkpoint", p["run"],
              "--config", f"{p['run']}/params.yaml",
-             "--class_names", f"{p['records']}/class_index.json"),), "polynet_tf.export"),
+             "--class_names", f"{p['records']}/class_index.json"),)),
         Step("Classify held-out images through serving_default", (
             ("python", "-m", "polynet_tf.demo.predict", "--saved_model", f"{p['serving']}/digits/1",
              "--image_dir", f"{p['digits']}/held_out",
              "--class_index", f"{p['records']}/class_index.json",
-             "--page", f"{p['report']}/predictions.png"),),
-             "polynet_tf.demo.predict", needs=("polynet_tf.export",)),
+             "--page", f"{p['report']}/predictions.png"),)),
         Step("Plot the training curves", (("python", "-m", "polynet_tf.demo.curves",
-             "--model_dir", p["run"], "--output", f"{p['report']}/training_curves.png"),),
-             "polynet_tf.demo.curves"),
+             "--model_dir", p["run"], "--output", f"{p['report']}/training_curves.png"),)),
         Step("Plot accuracy against cost (paper Fig. 6)", (("python", "-m", "polynet_tf.plot_runs",
              p["run"], "--protocol", "single", "--labels", "digits_demo",
-             "--output", f"{p['report']}/accuracy_vs_cost.png"),),
-             "polynet_tf.plot_runs"),
+             "--output", f"{p['report']}/accuracy_vs_cost.png"),)),
     ]
 
 
@@ -175,14 +166,6 @@ def free_ports(count: int) -> List[int]:
             sock.close()
 
 
-def module_available(name: str) -> bool:
-    """Whether `python -m name` can run (its module exists)."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 class StepFailed(RuntimeError):
     """A step's command exited with an error."""
 
@@ -199,7 +182,7 @@ def run_demo(options: DemoOptions, log=_print_now) -> dict:
         log: where progress lines go.
 
     Returns:
-        {"seconds": per step title, "skipped": titles of pending steps}.
+        {"seconds": per step title, "total_seconds": the whole run}.
 
     Raises:
         StepFailed: naming the command and its exit status.
@@ -212,18 +195,10 @@ def run_demo(options: DemoOptions, log=_print_now) -> dict:
         fileio.remove_tree(options.work_dir)
     _prepare_work_dir(options.work_dir)
     steps = commands(options, free_ports(options.num_workers))
-    seconds, skipped, missing = {}, [], set()
+    seconds = {}
     start = time.perf_counter()
     for number, step in enumerate(steps, 1):
         log(f"\n=== [{number}/{len(steps)}] {step.title}")
-        absent = [m for m in (step.module, *step.needs) if not module_available(m) or m in missing]
-        if absent:
-            missing.add(step.module)
-            skipped.append(step.title)
-            log(f"# PENDING: {', '.join(absent)} is not in this checkout yet; skipped:")
-            for line in shell_lines([step]):
-                log(f"#   {line}")
-            continue
         for line in shell_lines([step]):
             log(f"$ {line}")
         began = time.perf_counter()
@@ -231,10 +206,9 @@ def run_demo(options: DemoOptions, log=_print_now) -> dict:
         seconds[step.title] = time.perf_counter() - began
         log(f"--- {seconds[step.title]:.1f} s")
     total = time.perf_counter() - start
-    log(f"\n=== Demo finished in {total:.1f} s; report in {paths(options)['report']}/")
-    if skipped:
-        log(f"Pending steps (skipped): {'; '.join(skipped)}")
-    return {"seconds": seconds, "skipped": skipped, "total_seconds": total}
+    log(f"\n=== Demo finished in {total:.1f} s: {len(seconds)} of {len(steps)} steps; "
+        f"report in {paths(options)['report']}/")
+    return {"seconds": seconds, "total_seconds": total}
 
 
 def _prepare_work_dir(work_dir):
