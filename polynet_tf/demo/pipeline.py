@@ -22,10 +22,13 @@ from typing import List, Optional, Sequence, Tuple
 README_PORTS = (12345, 12346)
 MARKER_FILE = ".polynet_demo"
 CONFIG = "official_configs/digits_demo.yaml"
-# The evaluator's defaults are ImageNet's (331 crops): the demo network sees 75x75. Multi-crop
-# scales keep the paper's ratio to the crop (352..576 for 331: 1.06x to 1.74x, step 32).
+# The evaluator's defaults are ImageNet's (331 crops): the demo network sees 75x75. The paper's
+# scales (352..576 for 331, up to 1.74x the crop) would cut corner crops holding a third of a digit.
+# The demo's scales stay within the views it trained on (digits_demo.yaml: crops of 60-100% of the
+# area): a 75 corner crop of a side-s image holds (75 / s)^2 of it, >= 0.6 for s <= 96
+# (docs/demo.md). The protocol still mirrors every crop, which no digit was trained on.
 CROP_SIZE = "75"
-MULTICROP_SCALES = "80,88,96,104,112,120,128,136"
+MULTICROP_SCALES = "75,78,81,84,87,90,93,96"
 
 
 @dataclasses.dataclass
