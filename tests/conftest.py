@@ -1,6 +1,7 @@
-"""Shared test set-up: quiet TensorFlow, TensorFlow backend, tiny networks."""
+"""Shared test set-up and helpers: quiet TensorFlow, TensorFlow backend, tiny networks, ports."""
 
 import os
+import socket
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -16,6 +17,39 @@ from tests.ci_dependencies import (  # noqa: E402, F401
 
 # Channel multiplier of the "tiny" networks used throughout the tests.
 TINY_WIDTH = 0.0625
+# Input and classes of the tiny networks: 75 is the smallest input PolyNet takes.
+TINY_INPUT_SHAPE = (75, 75, 3)
+TINY_CLASSES = 10
+
+
+def tiny_polynet(architecture="ir_3_6_3", **options):
+    """A tiny PolyNet: width 1/16, 75x75 input, 10 classes unless `options` say otherwise.
+
+    Args:
+        architecture: preset name or stage spec.
+        **options: any other `PolyNet()` argument.
+
+    Returns:
+        A `keras.Model` with random weights.
+    """
+    from polynet_tf import PolyNet  # noqa: PLC0415  (after the backend is chosen above)
+
+    options.setdefault("classes", TINY_CLASSES)
+    options.setdefault("input_shape", TINY_INPUT_SHAPE)
+    options.setdefault("width_multiplier", TINY_WIDTH)
+    return PolyNet(architecture, **options)
+
+
+def free_ports(count):
+    """`count` distinct TCP ports free on localhost right now (bound to port 0, then released)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("localhost", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @pytest.fixture(autouse=True)

@@ -4,19 +4,16 @@ import keras
 import numpy as np
 import pytest
 
-from polynet_tf import PolyNet
-from tests.conftest import TINY_WIDTH
+from tests.conftest import TINY_CLASSES, TINY_INPUT_SHAPE, tiny_polynet
 
-INPUT_SHAPE = (75, 75, 3)
-CLASSES = 10
+INPUT_SHAPE = TINY_INPUT_SHAPE
+CLASSES = TINY_CLASSES
 
 
 def tiny(architecture, **options):
     """A tiny PolyNet (width 1/16, 75x75 input, 10 classes, no dropout)."""
-    options.setdefault("classes", CLASSES)
-    options.setdefault("input_shape", INPUT_SHAPE)
     options.setdefault("dropout_rate", 0.0)
-    return PolyNet(architecture, width_multiplier=TINY_WIDTH, **options)
+    return tiny_polynet(architecture, **options)
 
 
 def randomize_batch_norms(model, seed=0):

@@ -9,7 +9,7 @@ import pytest
 from polynet_tf import PolyNet, list_architectures, set_path_drop_rates
 from polynet_tf.models import polyinception_modules
 from polynet_tf.models.complexity import network_cost
-from tests.conftest import TINY_WIDTH
+from tests.conftest import TINY_WIDTH, tiny_polynet
 
 # Keras-built parameter counts at TINY_WIDTH with 10 classes: (trainable, non-trainable).
 TINY = {
@@ -36,9 +36,7 @@ def _counts(model):
 
 
 def tiny(architecture="ir_3_6_3", **kwargs):
-    kwargs.setdefault("classes", 10)
-    kwargs.setdefault("input_shape", (75, 75, 3))
-    return PolyNet(architecture, width_multiplier=TINY_WIDTH, **kwargs)
+    return tiny_polynet(architecture, **kwargs)
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ import base64
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import free_ports
 from tests.serving.conftest import encode, random_image
 
 KIT = os.path.join(os.path.dirname(__file__), "..", "..", "export")
@@ -77,9 +77,7 @@ def test_grpc_request_fits_the_signature_and_gives_the_same_answer(loaded):
 
 
 def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 @pytest.mark.parametrize("script, server", [

@@ -2,12 +2,12 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
+from tests.conftest import free_ports  # noqa: F401  (re-exported for the training tests)
 from tests.training.synthetic_data import write_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,14 +33,6 @@ def overrides(shards, **values):
     return ",".join(f"{key}={value}" for key, value in items.items())
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("localhost", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def train_command(model_dir, params_override, mode="train", worker_hosts=None, task_index=0):
