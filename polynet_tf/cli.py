@@ -64,7 +64,8 @@ def fail(prog: str, message: str, status: int = EXIT_USAGE) -> int:
 
 
 def parse(prog: str, doc: str, define_flags: Callable[[flags.FlagValues], None],
-          argv: Optional[Sequence[str]] = None) -> Tuple[Optional[flags.FlagValues], int]:
+          argv: Optional[Sequence[str]] = None,
+          positional: Optional[str] = None) -> Tuple[Optional[flags.FlagValues], int]:
     """Parses argv into fresh flags.
 
     Args:
@@ -72,6 +73,9 @@ def parse(prog: str, doc: str, define_flags: Callable[[flags.FlagValues], None],
       doc: description printed by --help.
       define_flags: defines the command's flags in the `FlagValues` it is given.
       argv: arguments without the program name (default: sys.argv[1:]).
+      positional: name of the positional arguments the command takes (one or
+        more, e.g. 'MODEL_DIR'); None: none. They are stored in the returned
+        flag values' `positional_arguments` list.
 
     Returns:
       (flag_values, 0) on success, or (None, status) when the command must stop
@@ -89,7 +93,11 @@ def parse(prog: str, doc: str, define_flags: Callable[[flags.FlagValues], None],
     except flags.Error as error:
         message = str(error).strip().replace("\n", " ")
         return None, fail(prog, f"{message} (--help lists the options)")
-    if len(rest) > 1:
+    if positional:
+        if len(rest) < 2:
+            return None, fail(prog, f"give at least one {positional} (--help)")
+        flag_values.__dict__["positional_arguments"] = list(rest[1:])
+    elif len(rest) > 1:
         return None, fail(prog, f"unexpected arguments {rest[1:]}: every option is a "
                                 "--flag (--help lists them)")
     return flag_values, 0
@@ -98,7 +106,8 @@ def parse(prog: str, doc: str, define_flags: Callable[[flags.FlagValues], None],
 def run(prog: str, doc: str, define_flags: Callable[[flags.FlagValues], None],
         body: Callable[[flags.FlagValues], Optional[int]],
         argv: Optional[Sequence[str]] = None,
-        usage_errors: Iterable[Type[BaseException]] = (ValueError,)) -> int:
+        usage_errors: Iterable[Type[BaseException]] = (ValueError,),
+        positional: Optional[str] = None) -> int:
     """Parses flags and runs `body(flag_values)`; returns the exit status.
 
     Args:
@@ -109,11 +118,12 @@ def run(prog: str, doc: str, define_flags: Callable[[flags.FlagValues], None],
       argv: arguments without the program name (default: sys.argv[1:]).
       usage_errors: exception classes reported as `error: ...` with exit 2
         (default: ValueError, which includes `UsageError`).
+      positional: see `parse`.
 
     Returns:
       The exit status: 0 done (or help shown), 2 usage error, else body's.
     """
-    flag_values, status = parse(prog, doc, define_flags, argv)
+    flag_values, status = parse(prog, doc, define_flags, argv, positional)
     if flag_values is None:
         return status
     try:

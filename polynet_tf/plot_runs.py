@@ -13,7 +13,6 @@ rendered in memory, written under a temporary name and renamed. Run
 directories and `--output` may be TensorFlow filesystem URIs (`gs://...`).
 """
 
-import argparse
 import dataclasses
 import sys
 from typing import List, Optional, Sequence
@@ -121,30 +120,44 @@ def plot_points(points: Sequence[RunPoint], output: str, metric: str = "top1_acc
     return output
 
 
+_PROG = "python -m polynet_tf.plot_runs"
+
+
+def _define_flags(flag_values):
+    from polynet_tf import cli  # noqa: PLC0415
+
+    define = cli.definer(flag_values)
+    define.string("output", None, "PNG file to write (any URI).")
+    define.enum("metric", "top1_accuracy", sorted(METRICS), "What the y axis shows.")
+    define.string("protocol", None, "Evaluator protocol to read when a run has several "
+                  "results.")
+    define.list("labels", None, "Comma-separated labels, one per run (default: folder names).")
+    define.string("title", "Accuracy against cost", "Figure title.")
+    define.required("output")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m polynet_tf.plot_runs",
-        description="Accuracy (or error) against multiply-adds of finished runs (paper Fig. 6).")
-    parser.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR", help="finished runs")
-    parser.add_argument("--output", required=True, help="PNG file to write")
-    parser.add_argument("--metric", choices=sorted(METRICS), default="top1_accuracy")
-    parser.add_argument("--protocol", default=None,
-                        help="evaluator protocol to read when a run has several results")
-    parser.add_argument("--labels", default=None,
-                        help="comma-separated labels, one per run (default: folder names)")
-    parser.add_argument("--title", default="Accuracy against cost")
-    args = parser.parse_args(argv)
-    labels = [None] * len(args.model_dirs)
+    """`python -m polynet_tf.plot_runs MODEL_DIR... --output PNG`; returns the exit status.
+
+    0 done, 2 usage error or a run without a result (named).
+    """
+    from polynet_tf import cli  # noqa: PLC0415
+
+    return cli.run(_PROG, __doc__, _define_flags, _run, argv, usage_errors=(RunError,),
+                   positional="MODEL_DIR")
+
+
+def _run(args) -> int:
+    from polynet_tf import cli  # noqa: PLC0415
+
+    model_dirs = args.positional_arguments
+    labels = [None] * len(model_dirs)
     if args.labels is not None:
-        labels = args.labels.split(",")
-        if len(labels) != len(args.model_dirs):
-            parser.error(f"--labels has {len(labels)} labels for {len(args.model_dirs)} runs.")
-    try:
-        points = [run_point(d, args.metric, args.protocol, l)
-                  for d, l in zip(args.model_dirs, labels)]
-    except RunError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        labels = args.labels
+        if len(labels) != len(model_dirs):
+            raise cli.UsageError(f"--labels has {len(labels)} labels for {len(model_dirs)} "
+                                 "runs.")
+    points = [run_point(d, args.metric, args.protocol, l) for d, l in zip(model_dirs, labels)]
     plot_points(points, args.output, args.metric, args.title)
     for point in points:
         print(f"{point.label}: {point.multiply_adds / 1e6:,.1f} M multiply-adds, "

@@ -6,7 +6,6 @@ Three panels: the training loss (and validation loss), top-1 accuracy of the
 training batches and of the validation set, and the learning rate.
 """
 
-import argparse
 import sys
 from typing import Dict, List, Optional, Tuple
 
@@ -64,17 +63,28 @@ def plot_curves(model_dir: str, output: str) -> str:
     return output
 
 
+_PROG = "python -m polynet_tf.demo.curves"
+
+
+def _define_flags(flag_values):
+    from polynet_tf import cli  # noqa: PLC0415
+
+    define = cli.definer(flag_values)
+    define.string("model_dir", None, "The run's --model_dir.")
+    define.string("output", None, "PNG file to write.")
+    define.required("model_dir", "output")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m polynet_tf.demo.curves",
-                                     description="Training curves of a run as a PNG.")
-    parser.add_argument("--model_dir", required=True, help="the run's --model_dir")
-    parser.add_argument("--output", required=True, help="PNG file to write")
-    args = parser.parse_args(argv)
-    try:
-        plot_curves(args.model_dir, args.output)
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    """Exit status: 0 written, 2 usage error or no training curves in the run."""
+    from polynet_tf import cli  # noqa: PLC0415
+
+    return cli.run(_PROG, __doc__, _define_flags, _run, argv,
+                   usage_errors=(FileNotFoundError, ValueError))
+
+
+def _run(args) -> int:
+    plot_curves(args.model_dir, args.output)
     print(f"wrote {args.output}")
     return 0
 

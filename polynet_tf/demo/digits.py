@@ -17,7 +17,6 @@ be a TensorFlow filesystem URI; see `polynet_tf.fileio` for what a rename is
 on object stores).
 """
 
-import argparse
 import io
 import sys
 from typing import Dict, Optional
@@ -136,26 +135,35 @@ def write_digits(output_dir: str, image_size: int = 40, held_out_fraction: float
     return {split: len(indices[split]) for split in SPLITS}
 
 
+_PROG = "python -m polynet_tf.demo.digits"
+
+
+def _define_flags(flag_values):
+    from polynet_tf import cli  # noqa: PLC0415
+
+    define = cli.definer(flag_values)
+    define.string("output_dir", None, "New folder; receives train/<digit>/ and "
+                  "held_out/<digit>/ (any URI).")
+    define.integer("image_size", 40, "Side in pixels.", lower_bound=8)
+    define.float("held_out_fraction", 0.1, "Per-class fraction kept out of training and "
+                 "validation, in [0, 1).", lower_bound=0.0, upper_bound=0.999999)
+    define.integer("max_per_class", None, "Keep at most this many images per class (smaller "
+                   "runs).", lower_bound=1)
+    define.integer("seed", 0, "Seed of the split.")
+    define.integer("jpeg_quality", 95, "JPEG quality, 1..100.", lower_bound=1, upper_bound=100)
+    define.required("output_dir")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m polynet_tf.demo.digits",
-        description="Writes scikit-learn's handwritten digits as JPEG class folders.")
-    parser.add_argument("--output_dir", required=True,
-                        help="new folder; receives train/<digit>/ and held_out/<digit>/")
-    parser.add_argument("--image_size", type=int, default=40, help="side in pixels")
-    parser.add_argument("--held_out_fraction", type=float, default=0.1,
-                        help="per-class fraction kept out of training and validation")
-    parser.add_argument("--max_per_class", type=int, default=None,
-                        help="keep at most this many images per class (smaller runs)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split")
-    parser.add_argument("--jpeg_quality", type=int, default=95)
-    args = parser.parse_args(argv)
-    try:
-        counts = write_digits(args.output_dir, args.image_size, args.held_out_fraction,
-                              args.seed, args.max_per_class, args.jpeg_quality)
-    except DigitsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    """Exit status: 0 written, 2 usage error or a refused folder/size (named)."""
+    from polynet_tf import cli  # noqa: PLC0415
+
+    return cli.run(_PROG, __doc__, _define_flags, _run, argv, usage_errors=(DigitsError,))
+
+
+def _run(args):
+    counts = write_digits(args.output_dir, args.image_size, args.held_out_fraction,
+                          args.seed, args.max_per_class, args.jpeg_quality)
     print(f"wrote {counts['train']} training and {counts['held_out']} held-out "
           f"{args.image_size}x{args.image_size} digits to {args.output_dir}")
     return 0

@@ -12,7 +12,6 @@ predicted labels (wrong ones in red). Every path may be a TensorFlow
 filesystem URI (`gs://...`): files are read and written through `tf.io.gfile`.
 """
 
-import argparse
 import io
 import sys
 from typing import List, NamedTuple, Optional, Sequence
@@ -201,24 +200,32 @@ def _relative(path, folder):
     return path[len(folder):].lstrip("/") if path.startswith(folder) else path
 
 
+_PROG = "python -m polynet_tf.demo.predict"
+
+
+def _define_flags(flag_values):
+    from polynet_tf import cli  # noqa: PLC0415
+
+    define = cli.definer(flag_values)
+    define.string("saved_model", None, "Exported BASE/NAME/VERSION folder.")
+    define.string("image_dir", None, "DIR/<class>/<image> to classify.")
+    define.string("class_index", None, "class_index.json of the training shards (default: "
+                  "the sorted sub-folder names of --image_dir).")
+    define.integer("show", 8, "Predictions to print.", lower_bound=0)
+    define.string("page", None, "PNG page of images with predictions.")
+    define.required("saved_model", "image_dir")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m polynet_tf.demo.predict",
-        description="Classifies image files through a SavedModel's serving_default signature.")
-    parser.add_argument("--saved_model", required=True, help="exported BASE/NAME/VERSION folder")
-    parser.add_argument("--image_dir", required=True, help="DIR/<class>/<image> to classify")
-    parser.add_argument("--class_index", default=None,
-                        help="class_index.json of the training shards (default: the sorted "
-                             "sub-folder names of --image_dir)")
-    parser.add_argument("--show", type=int, default=8, help="predictions to print")
-    parser.add_argument("--page", default=None, help="PNG page of images with predictions")
-    args = parser.parse_args(argv)
-    try:
-        items = list_labelled_images(args.image_dir)
-        predictions = classify(args.saved_model, items, _class_names(args.class_index, items))
-    except PredictError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    """Exit status: 0 done, 2 usage error or unusable input (named)."""
+    from polynet_tf import cli  # noqa: PLC0415
+
+    return cli.run(_PROG, __doc__, _define_flags, _run, argv, usage_errors=(PredictError,))
+
+
+def _run(args) -> int:
+    items = list_labelled_images(args.image_dir)
+    predictions = classify(args.saved_model, items, _class_names(args.class_index, items))
     for item in balanced_sample(predictions, args.show):
         mark = "" if item.predicted_class == item.true_class else "   <- wrong"
         print(f"{_relative(item.path, args.image_dir)}: predicted {item.predicted_class} "

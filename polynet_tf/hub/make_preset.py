@@ -50,16 +50,14 @@ _DEFINITIONS = (
 )
 
 
-def _flag_values():
-    """The command's flags, on their own FlagValues (no clash with other commands)."""
-    values = flags.FlagValues()
+def _define_flags(values):
+    """Defines the command's flags in `values` (its own FlagValues: no clash)."""
     for kind, name, default, help_text in _DEFINITIONS:
         if kind == "enum":
             flags.DEFINE_enum(name, default, ["softmax", "linear"], help_text, flag_values=values)
         else:
             getattr(flags, f"DEFINE_{kind}")(name, default, help_text, flag_values=values)
     flags.mark_flags_as_required(["weights", "output"], flag_values=values)
-    return values
 
 
 def make_preset(weights, output, architecture="very_deep", width_multiplier=1.0,
@@ -111,22 +109,26 @@ def make_preset(weights, output, architecture="very_deep", width_multiplier=1.0,
 
 
 def main(argv=None):
-    """Command-line entry point; returns the exit status (0 on success)."""
-    values = _flag_values()
-    argv = list(sys.argv if argv is None else ["make_preset", *argv])
-    try:
-        values(argv)
-    except flags.Error as error:
-        print(f"error: {error}\n\n{values.get_help()}", file=sys.stderr)
-        return 2
+    """Command-line entry point; returns the exit status.
+
+    0 written, 1 the weights cannot be made a preset (nothing written), 2 usage error.
+    """
+    from polynet_tf import cli  # noqa: PLC0415
+
+    return cli.run("python -m polynet_tf.hub.make_preset", __doc__, _define_flags, _run, argv,
+                   usage_errors=())
+
+
+def _run(values):
+    from polynet_tf import cli  # noqa: PLC0415
+
     try:
         classifier = make_preset(
             values.weights, values.output, values.architecture, values.width_multiplier,
             values.classes, values.activation, values.image_size, values.crop_fraction,
             values.overwrite)
     except (ValueError, OSError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return cli.fail("python -m polynet_tf.hub.make_preset", str(error), status=1)
     print(f"Wrote the keras-hub preset {values.output} ({classifier.count_params():,} "
           f"parameters). Load it with: import polynet_tf.hub; "
           f"keras_hub.models.ImageClassifier.from_preset({values.output!r})")

@@ -14,7 +14,6 @@ or without the top. Every tensor must find its Keras weight and vice versa;
 otherwise nothing is written and the error names the first bad key.
 """
 
-import argparse
 import os
 import sys
 
@@ -61,29 +60,39 @@ def convert_checkpoint(checkpoint, output, source, model=None):
     return save_weights_atomically(model, output)
 
 
-def _parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m polynet_tf.weights.convert",
-        description="Convert a released PolyNet PyTorch checkpoint to a Keras .weights.h5 file.",
-    )
-    parser.add_argument("--source", required=True, choices=LAYOUTS,
-                        help="checkpoint layout: pretrainedmodels (polynet-f71d82a5.pth) "
-                             "or pytorchcv (polynet-0452-6a1b295d.pth)")
-    parser.add_argument("--checkpoint", required=True, help="the .pth (or pytorchcv .pth.zip) file")
-    parser.add_argument("--output", required=True, help="the Keras file to write (*.weights.h5)")
-    return parser
+_PROG = "python -m polynet_tf.weights.convert"
 
 
-def main(argv=None):
-    """Command-line entry point; returns the exit status (0 on success)."""
-    args = _parser().parse_args(argv)
+def _define_flags(flag_values):
+    from polynet_tf import cli  # noqa: PLC0415
+
+    define = cli.definer(flag_values)
+    define.enum("source", None, list(LAYOUTS), "Checkpoint layout: pretrainedmodels "
+                "(polynet-f71d82a5.pth) or pytorchcv (polynet-0452-6a1b295d.pth).")
+    define.string("checkpoint", None, "The .pth (or pytorchcv .pth.zip) file.")
+    define.string("output", None, "The Keras file to write (*.weights.h5).")
+    define.required("source", "checkpoint", "output")
+
+
+def _run(args):
+    from polynet_tf import cli  # noqa: PLC0415
+
     try:
         path = convert_checkpoint(args.checkpoint, args.output, args.source)
     except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return cli.fail(_PROG, str(error), status=1)
     print(f"Wrote {path}")
     return 0
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status.
+
+    0 written, 1 the checkpoint cannot be converted (nothing written), 2 usage error.
+    """
+    from polynet_tf import cli  # noqa: PLC0415
+
+    return cli.run(_PROG, __doc__, _define_flags, _run, argv, usage_errors=())
 
 
 if __name__ == "__main__":

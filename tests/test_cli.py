@@ -1,0 +1,72 @@
+"""Every command on one command-line library (`polynet_tf.cli`, absl flags).
+
+`--help` exits 0 (run as users run it, in a subprocess), `--helpfull` lists
+absl's special flags too, and a bad value is a usage error (exit 2) whose
+message names the flag.
+"""
+
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (module or script, a flag of its own, arguments with one bad value, the flag named)
+COMMANDS = [
+    ("polynet_tf.evaluate", "--protocol", ["--batch_size=many"], "--batch_size"),
+    ("polynet_tf.export", "--output_base", ["--output_base=b", "--model_name=m",
+                                            "--version=0"], "--version"),
+    ("polynet_tf.grow", "--from_architecture", ["--classes=0"], "--classes"),
+    ("polynet_tf.data.build_tfrecords", "--num_shards",
+     ["--image_dir=a", "--output_dir=b", "--num_shards=1", "--num_threads=0"], "--num_threads"),
+    ("polynet_tf.weights.convert", "--source", ["--source=caffe", "--checkpoint=a",
+                                                "--output=b.weights.h5"], "--source"),
+    ("polynet_tf.plot_runs", "--metric", ["run", "--output=a.png", "--metric=speed"],
+     "--metric"),
+    ("polynet_tf.demo.digits", "--image_size", ["--output_dir=a", "--image_size=2"],
+     "--image_size"),
+    ("polynet_tf.demo.predict", "--saved_model", ["--saved_model=a", "--image_dir=b",
+                                                  "--show=-1"], "--show"),
+    ("polynet_tf.demo.curves", "--model_dir", ["--model_dir=a"], "--output"),
+    ("scripts/demo.py", "--print_commands", ["--num_workers=0"], "--num_workers"),
+    ("polynet_tf.hub.make_preset", "--weights", ["--weights=w", "--output=o",
+                                                 "--classes=ten"], "--classes"),
+]
+
+
+def _main(target):
+    if target.endswith(".py"):
+        spec = importlib.util.spec_from_file_location("demo_script", os.path.join(ROOT, target))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.main
+    name = target + ".__main__" if target == "polynet_tf.grow" else target
+    return importlib.import_module(name).main
+
+
+@pytest.mark.parametrize("target, own_flag, bad, named", COMMANDS,
+                         ids=[c[0] for c in COMMANDS])
+def test_help_helpfull_and_usage_errors(target, own_flag, bad, named, capsys):
+    command = ([sys.executable, os.path.join(ROOT, target)] if target.endswith(".py")
+               else [sys.executable, "-m", target])
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    shown = subprocess.run(command + ["--help"], capture_output=True, text=True, cwd=ROOT,
+                           env=environment, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert own_flag in shown.stdout and "--helpfull" in shown.stdout
+    assert "--flagfile:" not in shown.stdout
+
+    main = _main(target)
+    assert main(["--helpfull"]) == 0
+    full = capsys.readouterr().out
+    assert own_flag in full and "--flagfile:" in full
+    assert main(bad) == 2
+    error = capsys.readouterr().err
+    assert f"error: flag {named}" in error or f"error: {named}" in error, error
+    assert "Traceback" not in error
+    assert main(["--no_such_flag=1"]) == 2
+    assert "no_such_flag" in capsys.readouterr().err
