@@ -57,7 +57,8 @@ def read_checkpoint(path):
         ) from error
     if not state:
         raise CheckpointError(f"{path} holds an empty state dict.")
-    return {key: value.astype(np.float32) if np.issubdtype(value.dtype, np.floating)
+    # copy=False: float32 tensors (all of the published files) keep their buffers.
+    return {key: value.astype(np.float32, copy=False) if np.issubdtype(value.dtype, np.floating)
             or value.dtype.name == "bfloat16" else value for key, value in state.items()}
 
 
