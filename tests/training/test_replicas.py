@@ -76,6 +76,7 @@ def test_two_workers_equal_two_replicas_and_synchronized_batch_norm_equals_one(
     for index, worker in enumerate(workers):
         assert worker.wait(timeout=600) == 0, open(tmp_path / f"worker_{index}.log").read()[-3000:]
     result = _result(*mirrored)
+    synced = _result(*_replica_check("synchronized", synthetic_shards, tmp_path))
     two_workers = _checkpoint_weights(tmp_path / "workers")
     two_replicas = _checkpoint_weights(tmp_path / "equivalence")
     assert two_workers.keys() == two_replicas.keys() and len(two_workers) > 100
@@ -87,6 +88,6 @@ def test_two_workers_equal_two_replicas_and_synchronized_batch_norm_equals_one(
                                    err_msg=name)
     # The test can fail: ten steps moved the weights far more than the tolerance.
     assert result["largest_relative_change"] > 1e-2
-    assert result["sync_steps"] == [steps, steps]
-    worst = max(result["sync_two_minus_one"].items(), key=lambda item: item[1])
+    assert synced["sync_steps"] == [steps, steps]
+    worst = max(synced["sync_two_minus_one"].items(), key=lambda item: item[1])
     assert worst[1] < 1e-5, worst
