@@ -1,10 +1,13 @@
-"""Reading what a training run left in its model directory.
+"""The layout of a training run's model directory, and reading it back.
 
 A run directory (`--model_dir` of `python -m polynet_tf.train`) holds
 `params.yaml` (the merged configuration), TensorBoard summaries in `train/`
 and `eval/` (tags in `polynet_tf.training.reporting`: loss, top1, top5,
-learning_rate, images_per_second) and checkpoints. These helpers read them
-back without building a model, for figures and comparisons. `model_dir` may be
+learning_rate, images_per_second), checkpoints in `checkpoints/` and
+evaluator reports `evaluation*.json`. This module is the one place that
+knows these names: the trainer, evaluation, export, growth and fine-tuning
+find a run's files through it (`find_checkpoint`, `params_beside`). The
+readers below need no model, for figures and comparisons. `model_dir` may be
 any TensorFlow filesystem URI (`gs://bucket/run`): everything is read through
 `tf.io.gfile`.
 """
@@ -18,6 +21,9 @@ import tensorflow as tf
 from polynet_tf import fileio
 
 PARAMS_FILE = "params.yaml"
+CHECKPOINTS_SUBDIR = "checkpoints"
+TRAIN_SUMMARIES_SUBDIR = "train"
+EVAL_SUMMARIES_SUBDIR = "eval"
 # Evaluator reports (`python -m polynet_tf.evaluate ... --output FILE`) that
 # count as a run's result: JSON files named like this in the run directory
 # (the demo writes MODEL_DIR/evaluation_<protocol>.json).
@@ -45,6 +51,48 @@ class EvalResult:
     source: str
 
 
+def params_path(model_dir: str) -> str:
+    """Where a run keeps its merged configuration."""
+    return fileio.join(model_dir, PARAMS_FILE)
+
+
+def checkpoints_dir(model_dir: str) -> str:
+    """Where a run keeps its checkpoints."""
+    return fileio.join(model_dir, CHECKPOINTS_SUBDIR)
+
+
+def find_checkpoint(path: str) -> Tuple[Optional[str], str]:
+    """The checkpoint a path names: a run's model_dir, its checkpoints/ folder or a prefix.
+
+    Args:
+        path: model_dir, checkpoints folder or checkpoint prefix (`.../ckpt-600`).
+
+    Returns:
+        (prefix, folder): the latest checkpoint prefix in the folder (None when
+        the folder holds none), and the folder it is in.
+
+    Raises:
+        FileNotFoundError: `path` is neither a folder nor a checkpoint prefix.
+    """
+    if fileio.isdir(path):
+        subdir = checkpoints_dir(path)
+        folder = subdir if fileio.isdir(subdir) else path
+        return tf.train.latest_checkpoint(folder), folder
+    if tf.io.gfile.exists(path + ".index"):
+        return path, fileio.dirname(path)
+    raise FileNotFoundError(
+        f"Checkpoint {path!r} does not exist: give a training model_dir, its "
+        f"{CHECKPOINTS_SUBDIR}/ folder or a checkpoint prefix (with its .index file).")
+
+
+def params_beside(folder: str) -> Optional[str]:
+    """The run's params.yaml for a checkpoint folder (in it or one level up), or None."""
+    for candidate in (params_path(folder), params_path(fileio.dirname(folder.rstrip("/")))):
+        if fileio.isfile(candidate):
+            return candidate
+    return None
+
+
 def read_params(model_dir: str) -> dict:
     """Returns the run's merged configuration (`params.yaml`) as a dict.
 
@@ -53,7 +101,7 @@ def read_params(model_dir: str) -> dict:
     """
     import yaml  # noqa: PLC0415
 
-    path = fileio.join(model_dir, PARAMS_FILE)
+    path = params_path(model_dir)
     if not fileio.isfile(path):
         raise RunError(f"{model_dir!r} is not a training run: it has no {PARAMS_FILE} "
                        "(python -m polynet_tf.train writes it into --model_dir).")

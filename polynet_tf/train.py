@@ -53,7 +53,7 @@ def main(argv):
         sys.exit(0)
     except ValueError as error:
         _fail(str(error), EXIT_CONFIG)
-    from polynet_tf import fileio  # noqa: PLC0415
+    from polynet_tf import runs  # noqa: PLC0415
     from polynet_tf.configs import ConfigError, load_experiment, write_yaml  # noqa: PLC0415
 
     try:
@@ -63,7 +63,7 @@ def main(argv):
     import tensorflow as tf  # noqa: PLC0415
 
     _check_data_files(config, FLAGS.mode, tf)
-    checkpoint_dir = fileio.join(FLAGS.model_dir, "checkpoints")
+    checkpoint_dir = runs.checkpoints_dir(FLAGS.model_dir)
     if FLAGS.mode == "eval" and not tf.train.latest_checkpoint(checkpoint_dir):
         _fail(f"--mode=eval found no checkpoint in {checkpoint_dir}: evaluating the random "
               "initial weights would mean nothing. Point --model_dir at a training run "
@@ -78,7 +78,7 @@ def main(argv):
     chief = cluster.is_chief(strategy)
     if chief:
         tf.io.gfile.makedirs(FLAGS.model_dir)
-        write_yaml(config.to_dict(), fileio.join(FLAGS.model_dir, "params.yaml"))
+        write_yaml(config.to_dict(), runs.params_path(FLAGS.model_dir))
     _log_startup(config, strategy, num_workers, task, chief)
     try:
         trainer = Trainer(config, FLAGS.model_dir, strategy, num_workers, FLAGS.init_from,

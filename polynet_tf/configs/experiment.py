@@ -9,6 +9,7 @@ override them per setup.
 import dataclasses
 from typing import Optional
 
+from polynet_tf import fileio
 from polynet_tf.configs import base
 from polynet_tf.data.config import DataConfig
 from polynet_tf.models.options import ModelOptions
@@ -261,22 +262,33 @@ def _choice(key, value, allowed):
 def load_experiment(config_files=(), params_override="", mode="train"):
     """Merges YAML files in order, then overrides; validates.
 
+    The one loader of experiment configurations: training, evaluation,
+    export and fine-tuning read YAML files (a run's `params.yaml`) through it.
+
     Args:
-        config_files: YAML paths; later files override earlier ones.
+        config_files: YAML paths (or URIs); later files override earlier ones.
         params_override: "a.b=1,c=2" applied last.
-        mode: which data must be set ("train", "eval", "train_and_eval").
+        mode: which data must be set ("train", "eval", "train_and_eval"), or
+            None to read the model and the data's preprocessing of a
+            configuration without requiring data sources (evaluation and
+            export read their own data): keys and types are still checked.
 
     Returns:
-        A validated `ExperimentConfig`.
+        An `ExperimentConfig` (validated for `mode`).
 
     Raises:
+        FileNotFoundError: with mode None, a missing file.
         base.ConfigError: naming the offending key or file.
     """
+    if isinstance(config_files, str):
+        config_files = [config_files]
     values = {}
     for path in config_files:
+        if mode is None and not fileio.isfile(path):
+            raise FileNotFoundError(f"Configuration file {path!r} does not exist.")
         values = base.merge_dicts(values, base.load_yaml(path))
     values = base.merge_dicts(values, base.parse_overrides(params_override))
     values.setdefault("train_data", {}).setdefault("is_training", True)
     values.setdefault("eval_data", {}).setdefault("is_training", False)
     config = base.from_dict(ExperimentConfig, values)
-    return config.validate(mode)
+    return config if mode is None else config.validate(mode)

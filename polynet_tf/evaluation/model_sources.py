@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
-from polynet_tf import fileio
+from polynet_tf import fileio, runs
 from polynet_tf.data import normalization
 
 SOURCE_KINDS = ("weights", "checkpoint", "saved_model")
@@ -217,27 +217,15 @@ def load_scorer(spec: ModelSpec) -> Scorer:
 
 
 def load_model_config(path):
-    """The `ExperimentConfig` of a YAML file, without requiring data sources.
+    """Deprecated: `polynet_tf.configs.experiment.load_experiment([path], mode=None)`."""
+    return _load_config(path)
 
-    Args:
-      path: experiment YAML (e.g. a run's `params.yaml`).
 
-    Returns:
-      An `ExperimentConfig` (unknown keys are errors; the data fields are not
-      checked: evaluation reads its own data).
-
-    Raises:
-      FileNotFoundError: if the file does not exist.
-    """
+def _load_config(path):
     # Imported here: configs import models, which the protocols do not need.
-    from polynet_tf.configs import base, experiment  # noqa: PLC0415
+    from polynet_tf.configs.experiment import load_experiment  # noqa: PLC0415
 
-    if not fileio.isfile(path):
-        raise FileNotFoundError(f"Configuration file {path!r} does not exist.")
-    values = base.load_yaml(path) or {}
-    values.setdefault("train_data", {}).setdefault("is_training", True)
-    values.setdefault("eval_data", {}).setdefault("is_training", False)
-    return base.from_dict(experiment.ExperimentConfig, values)
+    return load_experiment([path], mode=None)
 
 
 def _weights_scorer(spec):
@@ -247,7 +235,7 @@ def _weights_scorer(spec):
     if spec.path != "imagenet" and not fileio.isfile(spec.path):
         raise FileNotFoundError(f"Weights file {spec.path!r} does not exist.")
     if spec.config:
-        config = load_model_config(spec.config)
+        config = _load_config(spec.config)
         model = build_model(config.model, image_size=None, classifier_activation="softmax")
         if spec.path == "imagenet":
             raise ValueError("weights=imagenet takes architecture=very_deep, not a config.")
@@ -272,32 +260,17 @@ def _weights_scorer(spec):
 def _checkpoint_scorer(spec):
     from polynet_tf.models.factory import build_model  # noqa: PLC0415
 
-    path = spec.path
-    if fileio.isdir(path):
-        subdir = fileio.join(path, "checkpoints")
-        checkpoint_dir = subdir if fileio.isdir(subdir) else path
-        prefix = tf.train.latest_checkpoint(checkpoint_dir)
-        if prefix is None:
-            raise FileNotFoundError(
-                f"No checkpoint in {checkpoint_dir!r}; give a training model_dir, its "
-                "checkpoints/ folder or a checkpoint prefix like ckpt-600.")
-    elif tf.io.gfile.exists(path + ".index"):
-        prefix = path
-        checkpoint_dir = fileio.dirname(path)
-    else:
-        raise FileNotFoundError(f"Checkpoint {path!r} does not exist.")
-    config_path = spec.config
+    prefix, checkpoint_dir = runs.find_checkpoint(spec.path)
+    if prefix is None:
+        raise FileNotFoundError(
+            f"No checkpoint in {checkpoint_dir!r}; give a training model_dir, its "
+            "checkpoints/ folder or a checkpoint prefix like ckpt-600.")
+    config_path = spec.config or runs.params_beside(checkpoint_dir)
     if not config_path:
-        for candidate in (fileio.join(checkpoint_dir, "params.yaml"),
-                          fileio.join(fileio.dirname(checkpoint_dir), "params.yaml")):
-            if fileio.isfile(candidate):
-                config_path = candidate
-                break
-        else:
-            raise FileNotFoundError(
-                f"No params.yaml next to checkpoint {prefix!r}; pass config=YAML (the "
-                "training configuration).")
-    config = load_model_config(config_path)
+        raise FileNotFoundError(
+            f"No params.yaml next to checkpoint {prefix!r}; pass config=YAML (the "
+            "training configuration).")
+    config = _load_config(config_path)
     model = build_model(config.model, image_size=None)
     try:
         status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()

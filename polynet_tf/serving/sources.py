@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Sequence
 import keras
 import tensorflow as tf
 
-from polynet_tf import fileio
-from polynet_tf.configs import base, experiment
+from polynet_tf import fileio, runs
+from polynet_tf.configs.experiment import load_experiment
 from polynet_tf.data import normalization
 from polynet_tf.data.config import RESIZING_EVAL_PROTOCOLS
 from polynet_tf.evaluation import protocols
@@ -48,24 +48,6 @@ class ExportModel:
     class_names: List[str]
     model_outputs: str
     description: Dict
-
-
-def load_experiment_config(config_files: Sequence[str], params_override: str = ""):
-    """An `ExperimentConfig` from YAML files and overrides; data sources not required.
-
-    Raises:
-      FileNotFoundError: a missing file.
-      polynet_tf.configs.base.ConfigError: unknown keys or bad values, named.
-    """
-    values = {}
-    for path in config_files:
-        if not fileio.isfile(path):
-            raise FileNotFoundError(f"Configuration file {path!r} does not exist.")
-        values = base.merge_dicts(values, base.load_yaml(path) or {})
-    values = base.merge_dicts(values, base.parse_overrides(params_override))
-    values.setdefault("train_data", {}).setdefault("is_training", True)
-    values.setdefault("eval_data", {}).setdefault("is_training", False)
-    return base.from_dict(experiment.ExperimentConfig, values)
 
 
 def preprocessing_from_config(config, crop_size: Optional[int] = None) -> ServingPreprocessing:
@@ -98,26 +80,12 @@ def preset_preprocessing(architecture: str, crop_size: Optional[int] = None,
 
 
 def _checkpoint_prefix(path):
-    if fileio.isdir(path):
-        subdir = fileio.join(path, "checkpoints")
-        folder = subdir if fileio.isdir(subdir) else path
-        prefix = tf.train.latest_checkpoint(folder)
-        if prefix is None:
-            raise FileNotFoundError(
-                f"No checkpoint in {folder!r}; give a training model_dir, its checkpoints/ "
-                "folder or a checkpoint prefix like model_dir/checkpoints/ckpt-600.")
-        return prefix, folder
-    if tf.io.gfile.exists(path + ".index"):
-        return path, fileio.dirname(path)
-    raise FileNotFoundError(f"Checkpoint {path!r} does not exist.")
-
-
-def _run_params(folder):
-    for candidate in (fileio.join(folder, "params.yaml"),
-                      fileio.join(fileio.dirname(folder), "params.yaml")):
-        if fileio.isfile(candidate):
-            return candidate
-    return None
+    prefix, folder = runs.find_checkpoint(path)
+    if prefix is None:
+        raise FileNotFoundError(
+            f"No checkpoint in {folder!r}; give a training model_dir, its checkpoints/ "
+            "folder or a checkpoint prefix like model_dir/checkpoints/ckpt-600.")
+    return prefix, folder
 
 
 def _class_names(class_names_file, config, num_classes):
@@ -169,11 +137,11 @@ def load_export_model(weights: Optional[str] = None, checkpoint: Optional[str] =
                          "--checkpoint DIR.")
     if checkpoint:
         prefix, folder = _checkpoint_prefix(checkpoint)
-        config_files = list(config_files) or [p for p in [_run_params(folder)] if p]
+        config_files = list(config_files) or [p for p in [runs.params_beside(folder)] if p]
         if not config_files:
             raise ValueError(f"--checkpoint {checkpoint!r} needs --config (the training "
                              "configuration); no params.yaml was found beside it.")
-        config = load_experiment_config(config_files, params_override)
+        config = load_experiment(config_files, params_override, mode=None)
         preprocessing = _with_protocol(preprocessing_from_config(config, crop_size), protocol)
         model = build_model(config.model, image_size=preprocessing.crop_size)
         try:
@@ -189,7 +157,7 @@ def load_export_model(weights: Optional[str] = None, checkpoint: Optional[str] =
     if config_files:
         if weights == "imagenet":
             raise ValueError("--weights imagenet takes --architecture (a preset), not --config.")
-        config = load_experiment_config(config_files, params_override)
+        config = load_experiment(config_files, params_override, mode=None)
         preprocessing = _with_protocol(preprocessing_from_config(config, crop_size), protocol)
         model = build_model(config.model, image_size=preprocessing.crop_size,
                             classifier_activation="softmax")

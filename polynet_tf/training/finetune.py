@@ -35,15 +35,15 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from polynet_tf import fileio
+from polynet_tf import fileio, runs
 from polynet_tf.configs.experiment import FREEZE_CHOICES
 
 # Backbone parts bottom to top; `freeze: X` freezes X and everything below it.
 PARTS = FREEZE_CHOICES[1:-1]
 HEAD_LAYER = "predictions"
 REPORT_FILE = "finetune_report.json"
-PARAMS_FILE = "params.yaml"
-CHECKPOINT_SUBDIR = "checkpoints"
+PARAMS_FILE = runs.PARAMS_FILE
+CHECKPOINT_SUBDIR = runs.CHECKPOINTS_SUBDIR
 _KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5")
 
 
@@ -269,25 +269,20 @@ def _load_file(source, path):
 
 def _checkpoint_and_params(path):
     """(checkpoint prefix, params.yaml of its run) of a model_dir, checkpoints/ or prefix."""
-    if fileio.isdir(path):
-        subdir = fileio.join(path, CHECKPOINT_SUBDIR)
-        folder = subdir if fileio.isdir(subdir) else path
-        prefix = tf.train.latest_checkpoint(folder)
-        if prefix is None:
-            raise FineTuneError(
-                f"init.weights: no checkpoint in {folder!r}; give 'imagenet', a .weights.h5 "
-                "file, a training model_dir or a checkpoint prefix like "
-                "model_dir/checkpoints/ckpt-600.")
-    elif fileio.exists(path + ".index"):
-        prefix, folder = path, fileio.dirname(path)
-    else:
+    try:
+        prefix, folder = runs.find_checkpoint(path)
+    except FileNotFoundError:
         raise FineTuneError(
             f"init.weights {path!r} does not exist: give 'imagenet', a .weights.h5 file, a "
-            "training model_dir or a checkpoint prefix (with its .index file).")
-    run_dir = fileio.dirname(folder.rstrip("/"))
-    for candidate in (fileio.join(folder, PARAMS_FILE), fileio.join(run_dir, PARAMS_FILE)):
-        if fileio.isfile(candidate):
-            return prefix, candidate
+            "training model_dir or a checkpoint prefix (with its .index file).") from None
+    if prefix is None:
+        raise FineTuneError(
+            f"init.weights: no checkpoint in {folder!r}; give 'imagenet', a .weights.h5 "
+            "file, a training model_dir or a checkpoint prefix like "
+            "model_dir/checkpoints/ckpt-600.")
+    params = runs.params_beside(folder)
+    if params:
+        return prefix, params
     raise FineTuneError(
         f"init.weights {path!r}: no {PARAMS_FILE} beside the checkpoint or in its run "
         "directory, so its architecture is unknown; export its weights to a .weights.h5 "

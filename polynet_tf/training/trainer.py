@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from polynet_tf import fileio
+from polynet_tf import fileio, runs
 from polynet_tf.data import build_dataset
 from polynet_tf.models import polyinception_modules, set_path_drop_rates
 from polynet_tf.models.factory import build_model
@@ -31,7 +31,7 @@ from polynet_tf.training.optimization import (build_optimizer, classification_lo
 from polynet_tf.training.preemption import PreemptionWatcher, sum_over_workers
 from polynet_tf.training.reporting import Reporter
 
-CHECKPOINT_SUBDIR = "checkpoints"
+CHECKPOINT_SUBDIR = runs.CHECKPOINTS_SUBDIR  # The run layout is polynet_tf.runs.
 
 
 class TrainingDivergedError(RuntimeError):

@@ -11,7 +11,7 @@ from polynet_tf.data import preprocessing as data_preprocessing
 from polynet_tf.data import write_class_index
 from polynet_tf.models.factory import build_model
 from polynet_tf.serving import exporter
-from polynet_tf.serving.sources import load_experiment_config
+from polynet_tf.configs.experiment import load_experiment
 from tests.conftest import TINY_WIDTH
 from tests.serving.conftest import ARCHITECTURE, encode, random_image
 
@@ -36,7 +36,7 @@ def run(tmp_path_factory):
     model_dir = root / "model_dir"
     model_dir.mkdir()
     base.write_yaml(config, str(model_dir / "params.yaml"))
-    experiment = load_experiment_config([str(model_dir / "params.yaml")])
+    experiment = load_experiment([str(model_dir / "params.yaml")], mode=None)
     model = build_model(experiment.model, image_size=75)
     for variable in model.non_trainable_variables:
         if "moving_mean" in variable.path:
