@@ -171,8 +171,8 @@ def _from_checkpoint(path, config, params_override, crop_size, protocol, fixed_i
         tf.train.Checkpoint(model=model).restore(prefix).expect_partial() \
             .assert_existing_objects_matched()
     except (AssertionError, ValueError) as error:
-        raise ValueError(f"Checkpoint {prefix!r} does not fit the configured model: "
-                         f"{str(error)[:300]}") from None
+        raise ValueError(f"Checkpoint {prefix!r} does not fit the model its configuration "
+                         f"builds: {str(error)[:300]}") from None
     return LoadedModel(model, crop, tuple(config.eval_data.mean), tuple(config.eval_data.std),
                        config.model.num_classes, config,
                        {"architecture": config.model.architecture,

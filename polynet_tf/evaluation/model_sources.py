@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
-from polynet_tf import fileio, runs
+from polynet_tf import fileio
 from polynet_tf.data import normalization
 
 SOURCE_KINDS = ("weights", "checkpoint", "saved_model")
@@ -229,58 +229,22 @@ def _load_config(path):
 
 
 def _weights_scorer(spec):
-    from polynet_tf.models import PolyNet  # noqa: PLC0415
-    from polynet_tf.models.factory import build_model  # noqa: PLC0415
+    from polynet_tf.loading import load_model  # noqa: PLC0415
 
     if spec.path != "imagenet" and not fileio.isfile(spec.path):
         raise FileNotFoundError(f"Weights file {spec.path!r} does not exist.")
-    if spec.config:
-        config = _load_config(spec.config)
-        model = build_model(config.model, image_size=None, classifier_activation="softmax")
-        if spec.path == "imagenet":
-            raise ValueError("weights=imagenet takes architecture=very_deep, not a config.")
-        with fileio.local_file_for_reading(spec.path) as local:  # h5py reads local files.
-            model.load_weights(local)
-        return keras_scorer(model, config.eval_data.mean, config.eval_data.std,
-                            description=spec.describe())
-    options = {} if spec.width_multiplier is None else {
-        "width_multiplier": spec.width_multiplier}
-    if spec.path == "imagenet":
-        model = PolyNet(spec.architecture, weights="imagenet", input_shape=(None, None, 3),
-                        classes=spec.classes or 1000, classifier_activation="softmax", **options)
-    else:
-        with fileio.local_file_for_reading(spec.path) as local:
-            model = PolyNet(spec.architecture, weights=local, input_shape=(None, None, 3),
-                            classes=spec.classes or 1000, classifier_activation="softmax",
-                            **options)
-    # preprocess_input's statistics (the released weights').
-    return keras_scorer(model, description=spec.describe())
+    loaded = load_model(weights=spec.path, config=spec.config, architecture=spec.architecture,
+                        classes=spec.classes, width_multiplier=spec.width_multiplier)
+    return keras_scorer(loaded.model, loaded.mean, loaded.std, description=spec.describe())
 
 
 def _checkpoint_scorer(spec):
-    from polynet_tf.models.factory import build_model  # noqa: PLC0415
+    from polynet_tf.loading import load_model  # noqa: PLC0415
 
-    prefix, checkpoint_dir = runs.find_checkpoint(spec.path)
-    if prefix is None:
-        raise FileNotFoundError(
-            f"No checkpoint in {checkpoint_dir!r}; give a training model_dir, its "
-            "checkpoints/ folder or a checkpoint prefix like ckpt-600.")
-    config_path = spec.config or runs.params_beside(checkpoint_dir)
-    if not config_path:
-        raise FileNotFoundError(
-            f"No params.yaml next to checkpoint {prefix!r}; pass config=YAML (the "
-            "training configuration).")
-    config = _load_config(config_path)
-    model = build_model(config.model, image_size=None)
-    try:
-        status = tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
-        status.assert_existing_objects_matched()
-    except (AssertionError, ValueError) as error:
-        raise ValueError(
-            f"Checkpoint {prefix!r} does not fit the model of {config_path!r}: "
-            f"{str(error)[:300]}") from None
-    return keras_scorer(model, config.eval_data.mean, config.eval_data.std,
-                        from_logits=True, description=f"{spec.describe()} ({prefix})")
+    # Logits: the scorer applies the softmax in float32.
+    loaded = load_model(checkpoint=spec.path, config=spec.config, classifier_activation=None)
+    return keras_scorer(loaded.model, loaded.mean, loaded.std, from_logits=True,
+                        description=f"{spec.describe()} ({loaded.description['source']})")
 
 
 def _saved_model_scorer(spec):
