@@ -123,7 +123,8 @@ def config_protocol(config: ExperimentConfig, crop_size: Optional[int] = None,
     size = int(crop_size or data.image_size)
     name = protocol or data.eval_protocol
     if protocol and protocol != data.eval_protocol:
-        return protocols.get_protocol(name, crop_size=size)
+        kept = {"crop_fraction": data.crop_fraction} if name == "single" else {}
+        return protocols.get_protocol(name, crop_size=size, **kept)
     if name in RESIZING_EVAL_PROTOCOLS:
         return protocols.get_protocol(name, crop_size=size, scales=(data.resize_size,))
     return protocols.get_protocol(name, crop_size=size, crop_fraction=data.crop_fraction)

@@ -20,12 +20,9 @@ import dataclasses
 from typing import Dict, List, Optional, Sequence
 
 import keras
-import tensorflow as tf
 
-from polynet_tf import fileio, runs
-from polynet_tf.configs.experiment import load_experiment
+from polynet_tf import fileio, loading, runs
 from polynet_tf.data import normalization
-from polynet_tf.data.config import RESIZING_EVAL_PROTOCOLS
 from polynet_tf.evaluation import protocols
 from polynet_tf.serving import labels
 from polynet_tf.serving.preprocessing import ServingPreprocessing
@@ -50,33 +47,26 @@ class ExportModel:
     description: Dict
 
 
+def serving_preprocessing(crop, mean, std) -> ServingPreprocessing:
+    """The `ServingPreprocessing` of a single-crop `CropProtocol` and a normalisation."""
+    if crop.name in protocols.RELEASED_PROTOCOLS:
+        return ServingPreprocessing(crop.name, crop.crop_size, resize_size=crop.scales[0],
+                                    mean=list(mean), std=list(std))
+    return ServingPreprocessing(crop.name, crop.crop_size, crop_fraction=crop.crop_fraction,
+                                mean=list(mean), std=list(std))
+
+
 def preprocessing_from_config(config, crop_size: Optional[int] = None) -> ServingPreprocessing:
     """The evaluator's single-crop protocol equal to the experiment's eval pipeline."""
-    data = config.eval_data
-    size = int(crop_size or data.image_size)
-    if data.eval_protocol in RESIZING_EVAL_PROTOCOLS:  # The same names as the evaluator's.
-        return ServingPreprocessing(data.eval_protocol, size, resize_size=data.resize_size,
-                                    mean=list(data.mean), std=list(data.std))
-    return ServingPreprocessing("single", size, crop_fraction=data.crop_fraction,
-                                mean=list(data.mean), std=list(data.std))
+    return serving_preprocessing(loading.config_protocol(config, crop_size),
+                                 config.eval_data.mean, config.eval_data.std)
 
 
 def preset_preprocessing(architecture: str, crop_size: Optional[int] = None,
                          protocol: Optional[str] = None) -> ServingPreprocessing:
     """A preset's preprocessing: its published weights' protocol, else "single"."""
-    from polynet_tf.models.architectures import resolve_architecture  # noqa: PLC0415
-
-    preset, _ = resolve_architecture(architecture)
-    default_size = preset.default_size if preset else 299
-    published = preset.pretrained.get("imagenet") if preset else None
-    protocol = protocol or (published.crop_protocol if published else "single")
-    size = int(crop_size or default_size)
-    mean, std = list(normalization.IMAGENET_MEAN), list(normalization.IMAGENET_STD)
-    if protocol in protocols.RELEASED_PROTOCOLS:
-        # The protocol's resize / crop ratio (378 / 331, ...) at this crop size.
-        resize = protocols.get_protocol(protocol, crop_size=size).scales[0]
-        return ServingPreprocessing(protocol, size, resize_size=resize, mean=mean, std=std)
-    return ServingPreprocessing(protocol, size, mean=mean, std=std)
+    return serving_preprocessing(loading.preset_protocol(architecture, crop_size, protocol),
+                                 normalization.IMAGENET_MEAN, normalization.IMAGENET_STD)
 
 
 def _checkpoint_prefix(path):
@@ -129,70 +119,36 @@ def load_export_model(weights: Optional[str] = None, checkpoint: Optional[str] =
         that does not fit the configured model.
       FileNotFoundError: missing files.
     """
-    from polynet_tf.models import PolyNet  # noqa: PLC0415
-    from polynet_tf.models.factory import build_model  # noqa: PLC0415
-
     if bool(weights) == bool(checkpoint):
         raise ValueError("Give exactly one model source: --weights FILE|imagenet or "
                          "--checkpoint DIR.")
+    common = dict(crop_size=crop_size, protocol=protocol, fixed_input=True)
     if checkpoint:
         prefix, folder = _checkpoint_prefix(checkpoint)
         config_files = list(config_files) or [p for p in [runs.params_beside(folder)] if p]
         if not config_files:
             raise ValueError(f"--checkpoint {checkpoint!r} needs --config (the training "
                              "configuration); no params.yaml was found beside it.")
-        config = load_experiment(config_files, params_override, mode=None)
-        preprocessing = _with_protocol(preprocessing_from_config(config, crop_size), protocol)
-        model = build_model(config.model, image_size=preprocessing.crop_size)
-        try:
-            tf.train.Checkpoint(model=model).restore(prefix).expect_partial() \
-                .assert_existing_objects_matched()
-        except (AssertionError, ValueError) as error:
-            raise ValueError(f"Checkpoint {prefix!r} does not fit the model of "
-                             f"{config_files}: {str(error)[:300]}") from None
-        names, names_source = _class_names(class_names_file, config, config.model.num_classes)
-        return ExportModel(model, preprocessing, names, "logits", {
-            "architecture": config.model.architecture, "source": f"checkpoint {prefix}",
-            "class_names_source": names_source})
-    if config_files:
+        # Logits: the export adds the softmax.
+        loaded = loading.load_model(checkpoint=prefix, config=config_files,
+                                    params_override=params_override,
+                                    classifier_activation=None, **common)
+        outputs = "logits"
+    elif config_files:
         if weights == "imagenet":
             raise ValueError("--weights imagenet takes --architecture (a preset), not --config.")
-        config = load_experiment(config_files, params_override, mode=None)
-        preprocessing = _with_protocol(preprocessing_from_config(config, crop_size), protocol)
-        model = build_model(config.model, image_size=preprocessing.crop_size,
-                            classifier_activation="softmax")
         if not fileio.isfile(weights):
             raise FileNotFoundError(f"Weights file {weights!r} does not exist.")
-        with fileio.local_file_for_reading(weights) as local:  # h5py reads local files.
-            model.load_weights(local)
-        names, names_source = _class_names(class_names_file, config, config.model.num_classes)
-        return ExportModel(model, preprocessing, names, "probabilities", {
-            "architecture": config.model.architecture, "source": f"weights {weights}",
-            "class_names_source": names_source})
-    if weights == "imagenet" and not architecture:
-        from polynet_tf.models.architectures import get_pretrained_config  # noqa: PLC0415
-
-        architecture = get_pretrained_config(None, weights)[0]
-    if not architecture:
-        raise ValueError(f"--weights {weights!r} needs --architecture NAME or --config YAML "
-                         "to build the model the weights belong to.")
-    if weights != "imagenet" and not fileio.isfile(weights):
-        raise FileNotFoundError(f"Weights file {weights!r} does not exist.")
-    preprocessing = preset_preprocessing(architecture, crop_size, protocol)
-    size = preprocessing.crop_size
-    if weights == "imagenet":
-        model = PolyNet(architecture, weights=weights, input_shape=(size, size, 3))
+        loaded = loading.load_model(weights=weights, config=list(config_files),
+                                    params_override=params_override, **common)
+        outputs = "probabilities"
     else:
-        with fileio.local_file_for_reading(weights) as local:
-            model = PolyNet(architecture, weights=local, input_shape=(size, size, 3))
-    names, names_source = _class_names(class_names_file, None, int(model.output_shape[-1]))
-    return ExportModel(model, preprocessing, names, "probabilities", {
-        "architecture": architecture, "source": f"weights {weights}",
-        "class_names_source": names_source})
-
-
-def _with_protocol(preprocessing, protocol):
-    if protocol is None or protocol == preprocessing.protocol:
-        return preprocessing
-    # Another protocol: its own resize / crop ratio (379 / 331 for pytorchcv's).
-    return dataclasses.replace(preprocessing, protocol=protocol, resize_size=None)
+        if weights != "imagenet" and not architecture:
+            raise ValueError(f"--weights {weights!r} needs --architecture NAME or --config "
+                             "YAML to build the model the weights belong to.")
+        loaded = loading.load_model(weights=weights, architecture=architecture, **common)
+        outputs = "probabilities"
+    preprocessing = serving_preprocessing(loaded.protocol, loaded.mean, loaded.std)
+    names, names_source = _class_names(class_names_file, loaded.config, loaded.num_classes)
+    return ExportModel(loaded.model, preprocessing, names, outputs,
+                       dict(loaded.description, class_names_source=names_source))
