@@ -16,15 +16,18 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from polynet_tf.data.normalization import IMAGENET_MEAN, IMAGENET_STD
+from polynet_tf.data.preprocessing import DEFAULT_CROP_FRACTION
 from polynet_tf.hub.backbone import PolyNetBackbone
+from polynet_tf.models.architectures import get_pretrained_config
 
-RELEASED_IMAGE_SIZE = (331, 331)
-# 331 / 378: the released evaluation resizes the shorter side to 378.
-RELEASED_CROP_FRACTION = 0.875
+# What the published weights expect: their preset's PretrainedConfig.
+_PUBLISHED = get_pretrained_config(None, "imagenet")[1]
+RELEASED_IMAGE_SIZE = (_PUBLISHED.input_size, _PUBLISHED.input_size)
+# About crop / resize of the released evaluation (the shorter side resized first).
+RELEASED_CROP_FRACTION = DEFAULT_CROP_FRACTION
 # (x / 255 - mean) / std written as x * scale + offset, keras-hub's form.
-RELEASED_SCALE = tuple(1.0 / (255.0 * s) for s in IMAGENET_STD)
-RELEASED_OFFSET = tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+RELEASED_SCALE = tuple(1.0 / (255.0 * s) for s in _PUBLISHED.std)
+RELEASED_OFFSET = tuple(-m / s for m, s in zip(_PUBLISHED.mean, _PUBLISHED.std))
 
 
 def _crop_window(height, width, target, fraction, is_tensor):
