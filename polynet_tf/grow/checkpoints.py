@@ -29,8 +29,9 @@ def load_source_weights(model, path):
 
     Args:
         model: the source network, built from the source architecture.
-        path: a `.weights.h5` / `.keras` file, a TensorFlow checkpoint
-            directory (its latest checkpoint) or a checkpoint prefix.
+        path: a `.weights.h5` / `.keras` file, a training run's model_dir or
+            a TensorFlow checkpoint directory (its latest checkpoint), or a
+            checkpoint prefix.
 
     Returns:
         The path actually read (the latest checkpoint prefix for a directory).
@@ -47,9 +48,9 @@ def load_source_weights(model, path):
             _load_keras_file(model, local, path)
         return path
     if fileio.isdir(path):
-        import tensorflow as tf
+        from polynet_tf import runs  # The run layout: model_dir/checkpoints/ or the folder.
 
-        prefix = tf.train.latest_checkpoint(path)
+        prefix, _ = runs.find_checkpoint(path)
         if prefix is None:
             raise GrowthError(path, "the directory holds no TensorFlow checkpoint "
                                     "(no `checkpoint` file of a CheckpointManager).",
