@@ -188,11 +188,17 @@ def load_yaml(path):
     """Reads one YAML configuration file (a mapping).
 
     Raises:
-        ConfigError: missing file or not a mapping.
+        ConfigError: missing file, not UTF-8 text, not YAML, or not a mapping.
     """
     if not fileio.isfile(path):
         raise ConfigError(f"Configuration file not found: {path}")
-    values = yaml.safe_load(fileio.read_text(path)) or {}
+    try:
+        values = yaml.safe_load(fileio.read_text(path)) or {}
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"Configuration file {path} is not UTF-8 text ({error}).") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"Configuration file {path} is not valid YAML: "
+                          f"{str(error)[:500]}") from error
     if not isinstance(values, dict):
         raise ConfigError(f"Configuration file {path} must hold a mapping at the top level")
     return values

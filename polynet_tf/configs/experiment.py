@@ -288,6 +288,10 @@ def load_experiment(config_files=(), params_override="", mode="train"):
             raise FileNotFoundError(f"Configuration file {path!r} does not exist.")
         values = base.merge_dicts(values, base.load_yaml(path))
     values = base.merge_dicts(values, base.parse_overrides(params_override))
+    for section in ("train_data", "eval_data"):
+        if not isinstance(values.get(section, {}), dict):
+            raise base.ConfigError(f"`{section}` must be a mapping of its fields; received "
+                                   f"{values[section]!r}.")
     values.setdefault("train_data", {}).setdefault("is_training", True)
     values.setdefault("eval_data", {}).setdefault("is_training", False)
     config = base.from_dict(ExperimentConfig, values)
