@@ -94,5 +94,5 @@ def test_the_crops_differ_from_the_whole_image(tmp_path):
         jpeg = helpers.encode_jpeg(_image(background, block, corner, 40, 60))
         whole = reference.preprocess_for_eval(tf.constant(jpeg), CROP, 1.0).numpy()
         centre = reference.preprocess_for_eval(tf.constant(jpeg), CROP, 0.5).numpy()
-        # Mean colours (what the classifier sees) differ by a large part of the range.
-        assert np.abs(whole.mean(axis=(0, 1)) - centre.mean(axis=(0, 1))).max() > 0.2
+        # Mean colours (what the classifier sees) differ clearly (normalised units).
+        assert np.abs(whole.mean(axis=(0, 1)) - centre.mean(axis=(0, 1))).max() > 0.1
