@@ -26,9 +26,11 @@ CONFIG = "official_configs/digits_demo.yaml"
 # scales (352..576 for 331, up to 1.74x the crop) would cut corner crops holding a third of a digit.
 # The demo's scales stay within the views it trained on (digits_demo.yaml: crops of 60-100% of the
 # area): a 75 corner crop of a side-s image holds (75 / s)^2 of it, >= 0.6 for s <= 96
-# (docs/demo.md). The protocol still mirrors every crop, which no digit was trained on.
+# (docs/demo.md). No digit was mirrored in training (random_flip: false), and a mirrored digit is
+# another digit or none: 18 crops per scale leaves the mirror images out.
 CROP_SIZE = "75"
 MULTICROP_SCALES = "75,78,81,84,87,90,93,96"
+MULTICROP_CROPS_PER_SCALE = "18"
 
 
 @dataclasses.dataclass
@@ -125,6 +127,7 @@ def commands(options: DemoOptions, ports: Sequence[int] = README_PORTS) -> List[
             "--output", f"{p['run']}/evaluation_single.json"]),)),
         Step(f"Evaluate: multi-crop ({options.multicrop_protocol})", (tuple(evaluate + [
             "--protocol", options.multicrop_protocol, "--scales", MULTICROP_SCALES,
+            "--crops_per_scale", MULTICROP_CROPS_PER_SCALE,
             *multicrop_limit,
             "--output", f"{p['run']}/evaluation_{options.multicrop_protocol}.json",
             "--save_crops_figure", f"{p['report']}/crops.png"]),)),
