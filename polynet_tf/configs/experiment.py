@@ -12,6 +12,7 @@ from typing import Optional
 from polynet_tf import fileio
 from polynet_tf.configs import base
 from polynet_tf.data.config import DataConfig
+from polynet_tf.models.architectures import get_pretrained_config, resolve_architecture
 from polynet_tf.models.options import ModelOptions
 
 
@@ -143,8 +144,6 @@ class ExperimentConfig:
         Raises:
             base.ConfigError: naming the key.
         """
-        from polynet_tf.models.architectures import resolve_architecture
-
         try:
             resolve_architecture(self.model.architecture)
         except ValueError as error:
@@ -223,8 +222,6 @@ def _validate_init(config):
         raise base.ConfigError("'init.architecture' and 'init.num_classes' describe "
                                "'init.weights'; set it too")
     if init.weights == "imagenet":
-        from polynet_tf.models.architectures import get_pretrained_config
-
         try:
             get_pretrained_config(config.model.architecture, "imagenet")
             published = config.model.width_multiplier == 1.0

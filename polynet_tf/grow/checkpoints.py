@@ -48,7 +48,8 @@ def load_source_weights(model, path):
             _load_keras_file(model, local, path)
         return path
     if fileio.isdir(path):
-        from polynet_tf import runs  # The run layout: model_dir/checkpoints/ or the folder.
+        # The run layout: a model_dir's checkpoints/ or the folder itself.
+        from polynet_tf import runs  # noqa: PLC0415
 
         prefix, _ = runs.find_checkpoint(path)
         if prefix is None:
