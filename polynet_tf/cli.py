@@ -171,3 +171,31 @@ class definer:  # noqa: N801 (used like a module: `define.string(...)`)
         """Marks flags required: parsing without them is a usage error naming them."""
         for name in names:
             flags.mark_flag_as_required(name, flag_values=self._flag_values)
+
+
+def absl_flags_parser(argv: Sequence[str]) -> List[str]:
+    """`flags_parser` for commands run by `absl.app.run` on the global FLAGS.
+
+    Gives them this library's behaviour: --help/--helpfull print usage and
+    exit 0 (absl exits 1), a flag error prints `PROG: error: ...` and exits 2
+    (absl exits 1).
+
+    Args:
+      argv: the command line, program name first.
+
+    Returns:
+      The arguments left after the flags, program name first.
+    """
+    from absl import app  # noqa: PLC0415
+
+    wanted = help_requested(argv[1:])
+    if wanted:
+        app.usage(shorthelp=wanted == "short", writeto_stdout=True)
+        sys.exit(0)
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    prog = f"python -m {spec.name}" if spec is not None else argv[0]
+    try:
+        return flags.FLAGS(list(argv))
+    except flags.Error as error:
+        message = str(error).strip().replace("\n", " ")
+        sys.exit(fail(prog, f"{message} (--help lists the options)"))

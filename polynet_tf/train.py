@@ -145,7 +145,9 @@ def _fail(message, code):
 
 
 def run():
-    app.run(main)
+    from polynet_tf import cli  # noqa: PLC0415  (--help exits 0, flag errors exit 2)
+
+    app.run(main, flags_parser=cli.absl_flags_parser)
 
 
 if __name__ == "__main__":

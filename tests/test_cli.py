@@ -70,3 +70,15 @@ def test_help_helpfull_and_usage_errors(target, own_flag, bad, named, capsys):
     assert "Traceback" not in error
     assert main(["--no_such_flag=1"]) == 2
     assert "no_such_flag" in capsys.readouterr().err
+
+
+def test_train_on_absl_app_help_exits_0_and_flag_errors_exit_2():
+    command = [sys.executable, "-m", "polynet_tf.train"]
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    shown = subprocess.run(command + ["--help"], capture_output=True, text=True, cwd=ROOT,
+                           env=environment, timeout=300)
+    assert shown.returncode == 0 and "--model_dir" in shown.stdout, shown.stderr[-2000:]
+    refused = subprocess.run(command + ["--task_index=x"], capture_output=True, text=True,
+                             cwd=ROOT, env=environment, timeout=300)
+    assert refused.returncode == 2
+    assert "python -m polynet_tf.train: error: flag --task_index=x" in refused.stderr
