@@ -53,6 +53,8 @@ def test_shards_of_mutated_images_and_mutated_shard_files(tmp_path, seed_images)
     def make_case(rng, number):
         if number % 3 == 2:  # the file's bytes: framing, lengths, checksums
             return None, mutate(good_bytes, rng)
+        if number % 6 == 1:  # a control: intact images must all be delivered
+            return records, None
         images = [mutate(seed_images[int(rng.integers(len(seed_images)))], rng)
                   for _ in range(int(rng.integers(1, 4)))]
         return [example_format.make_example(data, 1, "c1", 20, 24, "x.img")
