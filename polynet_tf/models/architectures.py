@@ -3,7 +3,7 @@
 Every preset is data: the stage spec (grammar in `polynet_tf.models.spec`),
 its residual-scale schedule, default input size and where it comes from.
 Sources: the paper (Zhang et al., CVPR 2017) sections 3.2-3.4 and 5, and
-DESIGN section 1 for the released network.
+docs/design.md section 1 for the released network.
 """
 
 import dataclasses
@@ -12,7 +12,7 @@ from polynet_tf.models.pretrained_config import PretrainedConfig
 from polynet_tf.models.spec import parse_architecture
 
 # The released network's beta_k = 1 - 0.3 k / 39, rounded to 6 decimals as in
-# the published weights (DESIGN section 1).
+# the published weights (docs/design.md section 1).
 RELEASED_RESIDUAL_SCALE = {"start": 1.0, "end": 0.7, "decimals": 6}
 # The paper's own runs (section 4, "Residual scaling"): beta = 0.3.
 PAPER_RESIDUAL_SCALE = 0.3
@@ -68,7 +68,7 @@ _register(ArchitecturePreset(
     residual_scale=RELEASED_RESIDUAL_SCALE,
     default_size=331,
     description="Very Deep PolyNet, the released network (ImageNet top-1 81.0 / top-5 95.6)",
-    source="paper section 3.4; pretrainedmodels `polynet`; DESIGN section 1",
+    source="paper section 3.4; pretrainedmodels `polynet`; docs/design.md section 1",
     pretrained={"imagenet": PretrainedConfig(
         name="imagenet",
         num_classes=1000,
