@@ -34,6 +34,7 @@ _EXTRAS["test"] = sorted(
     {
         "pytest>=7.4",
         "pytest-xdist>=3.3",
+        "ruff>=0.6",
         "scikit-learn>=1.3",
         *_EXTRAS["serving"],
         *_EXTRAS["tfds"],

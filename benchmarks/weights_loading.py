@@ -39,7 +39,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 PUBLISHED_NAME = "polynet-f71d82a5.pth"
 

@@ -157,7 +157,8 @@ def _run(args) -> int:
         if len(labels) != len(model_dirs):
             raise cli.UsageError(f"--labels has {len(labels)} labels for {len(model_dirs)} "
                                  "runs.")
-    points = [run_point(d, args.metric, args.protocol, l) for d, l in zip(model_dirs, labels)]
+    points = [run_point(model_dir, args.metric, args.protocol, label)
+              for model_dir, label in zip(model_dirs, labels)]
     plot_points(points, args.output, args.metric, args.title)
     for point in points:
         print(f"{point.label}: {point.multiply_adds / 1e6:,.1f} M multiply-adds, "

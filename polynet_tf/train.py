@@ -17,7 +17,8 @@ import sys
 from absl import app, flags, logging
 
 flags.DEFINE_multi_string("config", [], "YAML configuration file; repeatable, later files win.")
-flags.DEFINE_string("params_override", "", "Overrides, e.g. 'trainer.train_steps=100,model.num_classes=10'.")
+flags.DEFINE_string("params_override", "",
+                    "Overrides, e.g. 'trainer.train_steps=100,model.num_classes=10'.")
 flags.DEFINE_string("model_dir", None, "Checkpoints, summaries and params.yaml go here.")
 flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval"], "What to run.")
 flags.DEFINE_string("worker_hosts", "", "Comma-separated host:port of all workers.")
@@ -42,7 +43,7 @@ def main(argv):
     if not FLAGS.model_dir:
         _fail("--model_dir is required.", EXIT_CONFIG)
     # The cluster must be configured and the strategy made before any other
-    # TensorFlow op (DESIGN section 4).
+    # TensorFlow op (docs/design.md section 4).
     from polynet_tf.training import cluster  # noqa: PLC0415
 
     try:

@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh test
+# Lint first (ruff.toml): seconds, and a failure names file and line.
+.venv/bin/ruff check .
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 # Two processes: the machine has two cores; files stay whole per process so
 # module-scoped fixtures (reference networks, datasets) are built once.

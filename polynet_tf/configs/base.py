@@ -141,7 +141,8 @@ def parse_overrides(text):
         if not item.strip():
             continue
         if "=" not in item:
-            raise ConfigError(f"--params_override item {item.strip()!r} is not of the form key=value")
+            raise ConfigError(
+                f"--params_override item {item.strip()!r} is not of the form key=value")
         key, raw = item.split("=", 1)
         key = key.strip()
         if not key or any(not part for part in key.split(".")):

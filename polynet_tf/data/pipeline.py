@@ -148,7 +148,7 @@ def build_dataset(
 def _make_source(config, input_context, stats):
     if config.file_pattern:
         return sources.TFRecordSource(config, input_context, stats.report)
-    from polynet_tf.data import tfds_source  # Optional dependency.
+    from polynet_tf.data import tfds_source  # Optional dependency.  # noqa: PLC0415
     return tfds_source.TfdsSource(config, input_context)
 
 

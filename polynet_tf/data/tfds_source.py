@@ -25,7 +25,7 @@ from polynet_tf.data.config import DataConfig
 
 def _import_tfds():
     try:
-        import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+        import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  # noqa: PLC0415
     except ImportError:
         raise ImportError(
             "DataConfig.tfds_name needs tensorflow-datasets: "

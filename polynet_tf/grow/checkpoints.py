@@ -16,6 +16,11 @@ import re
 import warnings
 import zipfile
 
+import h5py
+import keras
+import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
+
 from polynet_tf import fileio
 from polynet_tf.grow.errors import GrowthError
 
@@ -127,8 +132,6 @@ def _load_strictly(model, local, path):
 
 def _stored_weight_count(path):
     """Number of layer weights in a Keras 3 weights file (None: other layout)."""
-    import h5py
-
     if path.endswith(".keras"):
         with zipfile.ZipFile(path) as archive:
             if KERAS_ARCHIVE_WEIGHTS not in archive.namelist():
@@ -162,9 +165,6 @@ def _keras_load_failure(error):
 
 
 def _restore_tf_checkpoint(model, prefix):
-    import keras
-    import tensorflow as tf
-
     checkpoint = tf.train.Checkpoint(model=model)
     reachable = {id(obj) for obj in tf.train.TrackableView(checkpoint).descendants()}
     unreachable = [w for w in model.weights if id(w) not in reachable]
@@ -206,9 +206,6 @@ def _restore_tf_checkpoint(model, prefix):
 
 def _checkpoint_model_variables(prefix):
     """Number of variables stored under the checkpoint's `model` object."""
-    import tensorflow as tf
-    from tensorflow.core.protobuf import trackable_object_graph_pb2
-
     graph = trackable_object_graph_pb2.TrackableObjectGraph()
     reader = tf.train.load_checkpoint(prefix)
     graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))

@@ -166,7 +166,7 @@ class PolyNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         Raises:
             PresetError: the preset holds another model, or is unreadable.
         """
-        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel
+        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
 
         with presets.clear_errors(preset, cls):
             return super().from_preset(preset, load_weights=load_weights, **kwargs)
@@ -177,7 +177,7 @@ class PolyNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         `preset_dir` may be any TensorFlow filesystem URI; the preset appears
         complete or not at all (see `polynet_tf.hub.save_preset`).
         """
-        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel
+        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
 
         presets.save_preset(self, preset_dir, max_shard_size=max_shard_size)
 
@@ -193,7 +193,7 @@ class PolyNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         """
         if getattr(self, "_loading_strictly", False) or not str(filepath).endswith(".weights.h5"):
             return super().load_weights(filepath, *args, **kwargs)
-        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel
+        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
 
         self._loading_strictly = True
         try:

@@ -94,7 +94,7 @@ class PolyNetImageClassifier(keras_hub.models.ImageClassifier):
         Raises:
             PresetError: the preset holds another model, or is unreadable.
         """
-        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel
+        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
 
         with presets.clear_errors(preset, PolyNetBackbone):
             return super().from_preset(preset, load_weights=load_weights, **kwargs)
@@ -104,7 +104,7 @@ class PolyNetImageClassifier(keras_hub.models.ImageClassifier):
 
         The preset appears complete or not at all (`polynet_tf.hub.save_preset`).
         """
-        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel
+        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
 
         presets.save_preset(self, preset_dir, max_shard_size=max_shard_size)
 
@@ -114,7 +114,7 @@ class PolyNetImageClassifier(keras_hub.models.ImageClassifier):
         Raises:
             PresetError: a weight is missing, extra or of another shape.
         """
-        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel
+        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
 
         presets.load_weights_strictly(
             lambda: super(PolyNetImageClassifier, self).load_task_weights(filepath), filepath)

@@ -96,8 +96,8 @@ def save_preset(model, preset_dir, max_shard_size=10):
 
 def _write(model, local_dir, max_shard_size):
     """keras-hub's own saving into a local directory."""
-    from polynet_tf.hub.backbone import PolyNetBackbone  # pylint: disable=import-outside-toplevel
-    from polynet_tf.hub.preprocessing import (  # pylint: disable=import-outside-toplevel
+    from polynet_tf.hub.backbone import PolyNetBackbone  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
+    from polynet_tf.hub.preprocessing import (  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
         PolyNetImageConverter,
     )
 

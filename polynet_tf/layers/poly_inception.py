@@ -14,7 +14,7 @@ import keras
 from polynet_tf.layers.batch_norm import BatchNormSettings, frozen_statistics
 from polynet_tf.layers.blocks import BLOCK_TYPES, InceptionResidualBlock
 from polynet_tf.layers.indexed import get_indexed
-from polynet_tf.layers.module_spec import ModuleSpec, parse_module
+from polynet_tf.layers.module_spec import parse_module
 
 
 @keras.saving.register_keras_serializable(package="polynet_tf")

@@ -72,7 +72,8 @@ def _folded_config(config, dtype_policy):
         for key, item in value.items():
             if key == "batch_norm" and isinstance(item, dict):
                 item = {**item, "folded": True}
-            elif key == "dtype" and policy is not None and not keep_dtype and isinstance(item, dict):
+            elif (key == "dtype" and policy is not None and not keep_dtype
+                  and isinstance(item, dict)):
                 item = policy
             else:
                 item = rewrite(item, keep_dtype)

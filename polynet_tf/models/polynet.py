@@ -1,7 +1,7 @@
 """`PolyNet()`: the keras.applications-style builder of every PolyNet.
 
 Reference: Zhang, Li, Loy, Lin, "PolyNet: A Pursuit of Structural Diversity in
-Very Deep Networks", CVPR 2017. The released network is DESIGN section 1.
+Very Deep Networks", CVPR 2017. The released network is docs/design.md section 1.
 
     stem -> stage A -> reduction A -> stage B -> reduction B -> stage C
          -> global average pool -> dropout 0.2 -> dense (classes)
@@ -150,14 +150,14 @@ def PolyNet(
         # Lazy import: polynet_tf.weights (downloads, checkpoint conversion,
         # optional torch) is needed only for pretrained weights, and itself
         # imports polynet_tf.models inside its functions.
-        from polynet_tf.weights.pretrained import load_imagenet_weights
+        from polynet_tf.weights.pretrained import load_imagenet_weights  # noqa: PLC0415
 
         load_imagenet_weights(model, preset.name)
     elif weights is not None:
         # Strict: only a file that fits this model exactly loads (Keras's
         # load_weights ignores weights the model lacks); a file's classifier
         # may go unused by a model built without it, as with "imagenet".
-        from polynet_tf.weights.weights_file import load_weights_file
+        from polynet_tf.weights.weights_file import load_weights_file  # noqa: PLC0415
 
         load_weights_file(model, weights, allow_unused=() if include_top else ("predictions",))
     return model
@@ -238,7 +238,7 @@ def _validate_weights(weights, preset, include_top, classes, options):
 def _weights_file_exists(path):
     # Lazy import: the check goes through tf.io.gfile (paths may be URIs), which
     # model code does not use directly.
-    from polynet_tf.weights.weights_file import exists
+    from polynet_tf.weights.weights_file import exists  # noqa: PLC0415
 
     return exists(path)
 
@@ -281,7 +281,8 @@ def _input_shape(input_shape, input_tensor, default_size, include_top, weights):
             f"Received: input_shape={input_shape}"
         )
     if channels is None or channels < 1:
-        raise ValueError(f"The channel dimension must be known. Received: input_shape={input_shape}")
+        raise ValueError(
+            f"The channel dimension must be known. Received: input_shape={input_shape}")
     for size in (height, width):
         if size is not None and size < MIN_INPUT_SIZE:
             raise ValueError(

@@ -179,7 +179,7 @@ class _SignatureBuilder:
             image = serving_preprocessing.decode_checked(data, position, MULTICROP_SIGNATURE)
             scores = []
             for scale_index in range(protocol.num_scales):
-                # One scale at a time (DESIGN section 4: 288 crops of 331 pixels
+                # One scale at a time (docs/design.md section 4: 288 crops of 331 pixels
                 # are 378 MB per image): the next scale's crops are cut only
                 # after this scale's scores exist.
                 with tf.control_dependencies(scores[-1:]):

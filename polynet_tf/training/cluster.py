@@ -93,7 +93,8 @@ def configure_cluster(worker_hosts="", task_index=0):
                 "(e.g. --worker_hosts=10.0.0.1:2222,10.0.0.2:2222)")
     if len(hosts) <= 1:
         if task_index not in (0, None):
-            raise ValueError(f"--task_index={task_index} needs --worker_hosts with more than one host")
+            raise ValueError(
+                f"--task_index={task_index} needs --worker_hosts with more than one host")
         return 1, 0
     if not 0 <= task_index < len(hosts):
         raise ValueError(

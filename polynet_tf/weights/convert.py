@@ -52,7 +52,7 @@ def convert_checkpoint(checkpoint, output, source, model=None):
     if model is None:
         # Imported here: polynet_tf.weights depends on polynet_tf.layers only,
         # except for building the default model.
-        from polynet_tf.models.polynet import PolyNet  # pylint: disable=import-outside-toplevel
+        from polynet_tf.models.polynet import PolyNet  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
 
         model = PolyNet(architecture="very_deep", weights=None)
     assign_state_dict(model, state_dict, source, source_name=os.fspath(checkpoint))

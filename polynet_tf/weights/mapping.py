@@ -7,7 +7,7 @@ or nothing: any checkpoint tensor left unused, any Keras weight left
 unassigned or any shape mismatch raises `CheckpointMismatchError` naming the
 first bad key, before a single weight is changed.
 
-Conversions (DESIGN section 1): conv (O, I, kh, kw) -> (kh, kw, I, O); dense
+Conversions (docs/design.md section 1): conv (O, I, kh, kw) -> (kh, kw, I, O); dense
 (out, in) -> (in, out); BatchNorm weight, bias, running_mean, running_var ->
 gamma, beta, moving_mean, moving_variance. `num_batches_tracked` is ignored.
 """

@@ -1,7 +1,7 @@
 """`PolyNet(weights="imagenet")`: the published weights, downloaded, checked, converted once.
 
 The released Very Deep PolyNet weights exist publicly only as PyTorch
-checkpoints (DESIGN section 1, "Weight files"). On first use the checkpoint is
+checkpoints (docs/design.md section 1). On first use the checkpoint is
 fetched with `keras.utils.get_file` into a temporary folder inside the Keras
 cache (`$KERAS_HOME/models`, default `~/.keras/models`), its hash is checked,
 it is moved into the cache, converted to a Keras `.weights.h5` file (written
@@ -247,7 +247,7 @@ def _convert_into_cache(spec, cache_dir, target=None):
     source, checkpoint = _obtain_checkpoint(spec, folder, converted)
     _LOG.info("Converting %s (%s layout) to %s", checkpoint, source.layout, converted)
     # Imported here: convert builds a very_deep model through polynet_tf.models.
-    from polynet_tf.weights.convert import convert_checkpoint  # pylint: disable=import-outside-toplevel
+    from polynet_tf.weights.convert import convert_checkpoint  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
 
     return convert_checkpoint(checkpoint, converted, source.layout, model=target)
 

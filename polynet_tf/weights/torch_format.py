@@ -102,15 +102,17 @@ def _contiguous_strides(size):
 
 
 class _PositionedFile:
-    """A read-only file that skips seeks to where it already is.
+    """A read-only file that skips seeks to where it already is and never reads past its end.
 
     zipfile seeks before every read; `tf.io.gfile.GFile.seek` is slow to call
     (a deprecation wrapper inspects its arguments each time), and members are
-    read in order, so most of those seeks are no-ops.
+    read in order, so most of those seeks are no-ops. A read is cut to what
+    the file still holds: a corrupt length field asks for exabytes, and
+    `GFile.read` of such a size crashes the process (TensorFlow 2.21).
     """
 
-    def __init__(self, handle):
-        self._handle, self._position = handle, handle.tell()
+    def __init__(self, handle, size):
+        self._handle, self._position, self._size = handle, handle.tell(), size
 
     def seekable(self):
         return True
@@ -120,19 +122,36 @@ class _PositionedFile:
 
     def seek(self, offset, whence=0):
         if whence != 0 or offset != self._position:
-            self._handle.seek(offset, whence)
+            try:
+                self._handle.seek(offset, whence)
+            except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as error:
+                # A corrupt directory offset (before the start or past the end): what
+                # zipfile reports for a bad archive.
+                raise zipfile.BadZipFile(f"cannot seek to {offset}: {error.message}") from None
             self._position = self._handle.tell()
         return self._position
 
     def read(self, size=-1):
-        data = self._handle.read(size)
+        left = max(0, self._size - self._position)
+        size = left if size is None or size < 0 else min(size, left)
+        data = self._handle.read(size) if size else b""
         self._position += len(data)
         return data
 
+    def readline(self, size=-1):
+        line = self._handle.readline()
+        self._position += len(line)
+        return line
 
-def _read_zip(handle, source):
+    def readinto(self, buffer):
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _read_zip(handle, source, size):
     try:
-        archive = zipfile.ZipFile(_PositionedFile(handle))
+        archive = zipfile.ZipFile(_PositionedFile(handle, size))
     except zipfile.BadZipFile as error:
         raise CheckpointError(
             f"{source} starts like a zip file but cannot be opened as one ({error}): it is "
@@ -159,7 +178,11 @@ def _read_zip(handle, source):
             member = f"{prefix}data/{key}"
             if member not in names:
                 raise CheckpointError(f"{source}: storage record {member} is missing")
-            data = bytearray(archive.getinfo(member).file_size)
+            info = archive.getinfo(member)
+            if info.compress_type == zipfile.ZIP_STORED and info.file_size > size:
+                raise CheckpointError(f"{source}: storage record {member} claims "
+                                      f"{info.file_size} bytes, more than the file's {size}")
+            data = bytearray(info.file_size)
             with archive.open(member) as stream:
                 if stream.readinto(data) != len(data):
                     raise CheckpointError(f"{source}: storage record {member} is short")
@@ -168,7 +191,7 @@ def _read_zip(handle, source):
         return _materialise(state, read_storage, byteorder)
 
 
-def _read_legacy(handle, source):
+def _read_legacy(handle, source, size):
     if unpickle(handle) != LEGACY_MAGIC_NUMBER:
         raise CheckpointError(
             f"{source} is neither a zip nor a legacy torch.save file (wrong magic number)")
@@ -195,6 +218,9 @@ def _read_legacy(handle, source):
             raise CheckpointError(f"{source} ends before storage {key!r}: truncated")
         (count,) = struct.unpack("<q", header)
         nbytes = count * storages[key].dtype.itemsize
+        if nbytes > size:
+            raise CheckpointError(f"{source}: storage {key!r} claims {nbytes} bytes, more than "
+                                  f"the file's {size}: truncated or corrupt")
         if count != storages[key].numel:
             raise CheckpointError(f"{source}: storage {key!r} has {count} elements, "
                                         f"its tensors say {storages[key].numel}")
@@ -229,14 +255,18 @@ def load_state_dict(path):
         if not head:
             raise CheckpointError(f"{source} is empty (0 bytes)")
         handle.seek(0)
+        size = handle.size()
         try:
             if head == b"PK\x03\x04":
-                return _read_zip(handle, source)
-            return _read_legacy(handle, source)
+                return _read_zip(handle, source, size)
+            return _read_legacy(_PositionedFile(handle, size), source, size)
         except CheckpointError:
             raise
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError,
-                IndexError, AttributeError, struct.error, zipfile.BadZipFile) as error:
+                IndexError, AttributeError, struct.error, zipfile.BadZipFile,
+                zipfile.LargeZipFile, NotImplementedError, OverflowError, MemoryError,
+                RecursionError, tf.errors.InvalidArgumentError,
+                tf.errors.OutOfRangeError) as error:
             raise CheckpointError(
                 f"{source} cannot be read as a torch.save file ({type(error).__name__}: "
                 f"{error}): it is truncated or corrupt") from error

@@ -67,7 +67,7 @@ class _StorageType:
 
 def _numpy_dtype(code):
     if code == "bfloat16":
-        import ml_dtypes  # pylint: disable=import-outside-toplevel  # a TensorFlow dependency
+        import ml_dtypes  # pylint: disable=import-outside-toplevel  # a TensorFlow dependency  # noqa: PLC0415
 
         return np.dtype(ml_dtypes.bfloat16)
     return np.dtype(code)
@@ -107,8 +107,15 @@ _ALLOWED_GLOBALS = {
 }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that maps the few admitted globals to stand-ins and refuses all others."""
+class RestrictedUnpickler(pickle._Unpickler):  # pylint: disable=protected-access
+    """Unpickler that maps the few admitted globals to stand-ins and refuses all others.
+
+    Built on the pure-Python unpickler: on a corrupt length field the C one
+    (CPython 3.11) let a MemoryError escape with a bytearray still exported,
+    then crashed the process; this one raises an exception we can report.
+    The pickles of a state dict hold only names and storage references (the
+    tensor bytes live outside them), so the slower unpickler costs little.
+    """
 
     def __init__(self, file, persistent_load):
         super().__init__(file, encoding="utf-8")

@@ -3,11 +3,10 @@
 import json
 import os
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
-from polynet_tf.data import (DataConfig, build_dataset, example_format, make_example,
+from polynet_tf.data import (DataConfig, build_dataset, make_example,
                              parse_example, read_class_index, write_class_index)
 from tests.data.conftest import collect, encode, image_array
 

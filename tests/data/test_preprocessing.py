@@ -60,7 +60,8 @@ def test_horizontal_flip_frequency_is_one_half():
     # A left-to-right ramp: a flipped crop is brighter on its left side.
     ramp = np.tile(np.linspace(0, 255, 64, dtype=np.float32)[None, :, None], (48, 1, 3))
     data = tf.constant(encode(ramp.astype(np.uint8), "PNG"))
-    seeds = tf.data.Dataset.range(_NUM_SAMPLES).map(lambda i: tf.stack([tf.constant(9, tf.int64), i]))
+    seeds = tf.data.Dataset.range(_NUM_SAMPLES).map(
+        lambda i: tf.stack([tf.constant(9, tf.int64), i]))
     images = seeds.map(lambda seed: preprocessing.preprocess_for_train(
         data, 8, seed, normalize=False)).batch(_NUM_SAMPLES).get_single_element().numpy()
     flipped = images[:, :, 0, 0].mean(axis=1) > images[:, :, -1, 0].mean(axis=1)

@@ -1,10 +1,8 @@
 """Tests of TFDS sources, on a tiny TFDS builder defined here (no download)."""
 
-import io
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 tfds = pytest.importorskip("tensorflow_datasets")
 

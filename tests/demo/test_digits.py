@@ -26,7 +26,7 @@ def test_writes_a_deterministic_disjoint_split_of_faithful_images(tmp_path):
     files = _files(tmp_path / "a")
     for split, per_class in (("train", 9), ("held_out", 3)):
         for label in map(str, range(10)):
-            assert sum(1 for s, l, _ in files if (s, l) == (split, label)) == per_class
+            assert sum(1 for s, lab, _ in files if (s, lab) == (split, label)) == per_class
     names = {split: {n for s, _, n in files if s == split} for split in digits.SPLITS}
     assert not names["train"] & names["held_out"]
 

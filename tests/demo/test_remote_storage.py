@@ -1,4 +1,5 @@
-"""The demo's tools on TensorFlow's in-memory `ram://` filesystem (read and written through gfile)."""
+"""The demo's tools on TensorFlow's in-memory `ram://` filesystem (read and written
+through gfile)."""
 
 import uuid
 

@@ -56,12 +56,6 @@ def torch_target(folder):
     print(f"torch target: {count} cases, {outcomes}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by this target (seed 20170721) in torch_format/torch_pickle: a MemoryError "
-    "escapes from the restricted unpickler on a huge opcode length, 'SystemError: "
-    "deallocated bytearray object has exported buffers' is printed, and the process "
-    "ends in a segmentation fault after ~1600 cases; remove this mark once the reader "
-    "only ever raises CheckpointError"))
 def test_mutated_torch_save_files(tmp_path):
     pytest.importorskip("torch")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -29,7 +29,8 @@ _JAX_SCRIPT = textwrap.dedent(
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     before = [np.array(w) for w in model.trainable_weights]
     loss = float(model.train_on_batch(x, np.arange(len(x)) % 10))
-    changed = sum(not np.array_equal(b, np.array(w)) for b, w in zip(before, model.trainable_weights))
+    changed = sum(not np.array_equal(b, np.array(w))
+                  for b, w in zip(before, model.trainable_weights))
     assert np.isfinite(loss), loss
     assert changed == len(before), (changed, len(before))
     print("jax-ok", loss)

@@ -62,7 +62,8 @@ def test_each_shared_conv_becomes_one_conv_per_batch_norm():
 
 
 def test_features_without_top_and_pooling():
-    model = randomize_batch_norms(tiny(include_top=False, pooling="avg", input_shape=(None, None, 3)))
+    model = randomize_batch_norms(
+        tiny(include_top=False, pooling="avg", input_shape=(None, None, 3)))
     folded = fold_batch_norms(model)
     x = _images(batch=2, size=83)
     np.testing.assert_allclose(folded(x).numpy(), model(x, training=False).numpy(),

@@ -1,6 +1,5 @@
 """PolyNet(): parameters, shapes, keras.applications-style validation, saving."""
 
-import os
 
 import keras
 import numpy as np

@@ -46,7 +46,8 @@ def train_command(model_dir, params_override, mode="train", worker_hosts=None, t
 
 def launch(command, log_path, tf_config=None, cwd=ROOT):
     """Starts `command` with the package importable; TF_CONFIG only if given."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+    python_path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=python_path,
                TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     env.pop("TF_CONFIG", None)
     if tf_config is not None:

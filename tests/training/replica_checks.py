@@ -22,6 +22,10 @@ from polynet_tf.models.factory import build_model  # noqa: E402
 from polynet_tf.training.batch_norm_sync import moving_statistics  # noqa: E402
 from polynet_tf.training.trainer import Trainer  # noqa: E402
 from tests.training.conftest import TINY_CONFIG, overrides  # noqa: E402
+from tests.training.equivalence import (  # noqa: E402
+    EQUIVALENCE_STEPS,
+    relative_update_difference,
+)
 
 DEVICES = ["/cpu:0", "/cpu:1"]
 
@@ -74,33 +78,32 @@ def batch_norm_and_evaluation(shards, model_dir):
     }
 
 
-def equivalence(shards, model_dir, steps=10):
-    """10 steps on two replicas (per-replica and synchronized BatchNorm) and on one."""
-    tf.config.experimental.enable_op_determinism()
-    base = {"train_data.global_batch_size": 16, "trainer.train_steps": steps,
-            "trainer.steps_per_loop": 5, "trainer.checkpoint_interval": steps,
+def _short_run(steps):
+    return {"train_data.global_batch_size": 16, "trainer.train_steps": steps,
+            "trainer.steps_per_loop": 1, "trainer.checkpoint_interval": steps,
             "runtime.deterministic_ops": True}
-    mirrored = Trainer(_config(shards, **base), model_dir,
+
+
+def equivalence(shards, model_dir, steps=EQUIVALENCE_STEPS):
+    """Two replicas for `steps` steps; the initial weights go next to the checkpoints."""
+    tf.config.experimental.enable_op_determinism()
+    mirrored = Trainer(_config(shards, **_short_run(steps)), model_dir,
                        tf.distribute.MirroredStrategy(DEVICES))
-    initial = [v.numpy() for v in mirrored.model.trainable_weights]
+    np.savez(model_dir + "_initial.npz", *[v.numpy() for v in mirrored.model.weights])
     mirrored.train()
-    moved = max(float(np.max(np.abs(v.numpy() - w))) / max(float(np.max(np.abs(w))), 1e-12)
-                for v, w in zip(mirrored.model.trainable_weights, initial))
-    return {"largest_relative_change": moved}
+    return {"steps": mirrored.step}
 
 
-def synchronized(shards, model_dir, steps=10):
+def synchronized(shards, model_dir, steps=EQUIVALENCE_STEPS):
     """Synchronized BatchNorm: two replicas of 8 against one replica of 16 made of
     the same two halves. In a process of its own: after another multi-replica
     Trainer in the same process, TF 2.21 aborted this run with a collective
     shape mismatch (one Trainer per process is what the command line does)."""
     tf.config.experimental.enable_op_determinism()
-    base = {"train_data.global_batch_size": 16, "trainer.train_steps": steps,
-            "trainer.steps_per_loop": 5, "trainer.checkpoint_interval": steps,
-            "runtime.deterministic_ops": True}
-    synced = dict(base, **{"model.synchronized_batch_norm": True})
+    synced = dict(_short_run(steps), **{"model.synchronized_batch_norm": True})
     two = Trainer(_config(shards, **synced), model_dir + "_sync2",
                   tf.distribute.MirroredStrategy(DEVICES))
+    initial = [v.numpy() for v in two.model.weights]
     two.train()
     config = _config(shards, **synced)
     one = Trainer(config, model_dir + "_sync1", tf.distribute.OneDeviceStrategy("/cpu:0"))
@@ -109,14 +112,10 @@ def synchronized(shards, model_dir, steps=10):
     whole = tf.data.Dataset.zip(*pipelines).map(
         lambda a, b: (tf.concat([a[0], b[0]], 0), tf.concat([a[1], b[1]], 0)))
     one._make_train_function()(iter(whole), tf.constant(steps))
-    return {"sync_two_minus_one": _relative_differences(two.model, one.model),
+    return {"sync_two_minus_one": relative_update_difference(
+                initial, [v.numpy() for v in two.model.weights],
+                [v.numpy() for v in one.model.weights]),
             "sync_steps": [two.step, one.step]}
-
-
-def _relative_differences(a, b):
-    return {v.path: float(np.max(np.abs(v.numpy() - w.numpy())) /
-                          max(float(np.max(np.abs(w.numpy()))), 1e-12))
-            for v, w in zip(a.weights, b.weights)}
 
 
 if __name__ == "__main__":

@@ -7,9 +7,13 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from tests.training.conftest import ROOT, free_ports, launch, overrides, train_command
+from polynet_tf.configs import load_experiment
+from polynet_tf.grow.checkpoints import load_source_weights
+from polynet_tf.models.factory import build_model
+from tests.training.conftest import (
+    ROOT, TINY_CONFIG, free_ports, launch, overrides, train_command)
+from tests.training.equivalence import EQUIVALENCE_STEPS, relative_update_difference
 from tests.training.synthetic_data import write_dataset
 
 pytestmark = pytest.mark.slow
@@ -54,18 +58,20 @@ def test_saved_and_evaluated_batch_norm_statistics_are_the_replica_mean(odd_shar
     assert mirrored["top1"] == single["top1"]
 
 
-def _checkpoint_weights(model_dir):
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir / "checkpoints")))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name.startswith("model/") and "OPTIMIZER_SLOT" not in name}
+def _restored_weights(model_dir, params):
+    """The model weights of the run's latest checkpoint, in `model.weights` order."""
+    config = load_experiment([TINY_CONFIG], params, mode="train")
+    model = build_model(config.model, image_size=config.train_data.image_size)
+    load_source_weights(model, str(model_dir))  # every weight must be found
+    return [v.numpy() for v in model.weights], [v.path for v in model.weights]
 
 
 def test_two_workers_equal_two_replicas_and_synchronized_batch_norm_equals_one(
         synthetic_shards, tmp_path):
-    steps = 10
+    steps = EQUIVALENCE_STEPS
     params = overrides(synthetic_shards, **{
         "train_data.global_batch_size": 16, "trainer.train_steps": steps,
-        "trainer.steps_per_loop": 5, "trainer.checkpoint_interval": steps,
+        "trainer.steps_per_loop": 1, "trainer.checkpoint_interval": steps,
         "runtime.deterministic_ops": True, "runtime.collective_timeout_seconds": 60,
         "runtime.startup_timeout_seconds": 120})
     hosts = [f"localhost:{port}" for port in free_ports(2)]
@@ -75,19 +81,31 @@ def test_two_workers_equal_two_replicas_and_synchronized_batch_norm_equals_one(
     mirrored = _replica_check("equivalence", synthetic_shards, tmp_path)
     for index, worker in enumerate(workers):
         assert worker.wait(timeout=600) == 0, open(tmp_path / f"worker_{index}.log").read()[-3000:]
-    result = _result(*mirrored)
+    assert _result(*mirrored)["steps"] == steps
     synced = _result(*_replica_check("synchronized", synthetic_shards, tmp_path))
-    two_workers = _checkpoint_weights(tmp_path / "workers")
-    two_replicas = _checkpoint_weights(tmp_path / "equivalence")
-    assert two_workers.keys() == two_replicas.keys() and len(two_workers) > 100
-    for name, value in two_replicas.items():
-        if "step" in name:
-            continue
-        scale = max(float(np.max(np.abs(value))), 1e-6)
-        np.testing.assert_allclose(two_workers[name], value, rtol=1e-5, atol=1e-5 * scale,
-                                   err_msg=name)
-    # The test can fail: ten steps moved the weights far more than the tolerance.
-    assert result["largest_relative_change"] > 1e-2
+
+    initial = list(np.load(tmp_path / "equivalence_initial.npz").values())
+    two_workers, names = _restored_weights(tmp_path / "workers", params)
+    two_replicas, _ = _restored_weights(tmp_path / "equivalence", params)
+    assert len(names) > 200
+    # The steps (trainable weights and the replica mean of the moving
+    # statistics) are the same in both layouts to 1e-5, and every weight to
+    # 1e-4 of its size (a weight near zero, like a BatchNorm beta after two
+    # steps, is all update) ...
+    assert relative_update_difference(initial, two_workers, two_replicas) < 1e-5
+    for name, ours, reference in zip(names, two_workers, two_replicas):
+        scale = max(float(np.max(np.abs(reference))), 1e-6)
+        np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-4 * scale, err_msg=name)
+    # ... and the comparison can fail: the same steps with BatchNorm
+    # statistics over the global batch instead of each replica's half (the
+    # only difference) move the weights otherwise.
+    synchronized, _ = _restored_weights(tmp_path / "synchronized_sync2", params)
+    assert relative_update_difference(initial, synchronized, two_replicas) > 1e-2
+    # Synchronized BatchNorm: two replicas of 8 take the steps of one of 16,
+    # to the precision of Keras's synchronized moments (variance as
+    # E[x^2] - E[x]^2, summed in another order here): measured 2.4e-3 after
+    # two steps; that formula against the two-pass one on the same batch in
+    # one process moves the gradient by 7e-3. Per-replica statistics (the
+    # control above, a missing all-reduce) give about 9e-2.
     assert synced["sync_steps"] == [steps, steps]
-    worst = max(synced["sync_two_minus_one"].items(), key=lambda item: item[1])
-    assert worst[1] < 1e-5, worst
+    assert synced["sync_two_minus_one"] < 1e-2

@@ -1,0 +1,29 @@
+"""What test_replicas compares between layouts (no TensorFlow device set-up here)."""
+
+import numpy as np
+
+# Training steps compared between layouts. Over more steps, rounding
+# differences between process layouts (another reduction order) grow through
+# the network: docs/cluster.md, "Two workers or two replicas".
+EQUIVALENCE_STEPS = 2
+
+
+def relative_update_difference(initial, ours, reference):
+    """||our change - the reference's change|| / ||the reference's change||, over all weights.
+
+    Changes, not values: a few steps move a weight by far less than its size,
+    so values compared to 1e-5 of their size could agree even if the steps
+    did not.
+
+    Args:
+        initial, ours, reference: lists of arrays, the same weights in the
+            same order (before, and after the steps in each run).
+
+    Returns:
+        The relative difference as a float.
+    """
+    difference = sum(float(np.sum(np.square(a.astype(np.float64) - b)))
+                     for a, b in zip(ours, reference))
+    change = sum(float(np.sum(np.square(b.astype(np.float64) - start)))
+                 for b, start in zip(reference, initial))
+    return float(np.sqrt(difference / change))
