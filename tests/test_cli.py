@@ -23,7 +23,7 @@ COMMANDS = [
     ("polynet_tf.grow", "--from_architecture", ["--classes=0"], "--classes"),
     ("polynet_tf.data.build_tfrecords", "--num_shards",
      ["--image_dir=a", "--output_dir=b", "--num_shards=1", "--num_threads=0"], "--num_threads"),
-    ("polynet_tf.weights.convert", "--source", ["--source=caffe", "--checkpoint=a",
+    ("polynet_tf.convert_weights", "--source", ["--source=caffe", "--checkpoint=a",
                                                 "--output=b.weights.h5"], "--source"),
     ("polynet_tf.plot_runs", "--metric", ["run", "--output=a.png", "--metric=speed"],
      "--metric"),

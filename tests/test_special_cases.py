@@ -22,7 +22,6 @@ _OWNERS = {
 # Still to convert (issue 16): each entry is a special case that remains.
 _REMAINING = {
     "hub/make_preset.py",  # flag defaults
-    "weights/convert.py",  # builds the released network to convert into
 }
 
 

@@ -147,12 +147,13 @@ def PolyNet(
     model = keras.Model(inputs, x, name=name)
 
     if weights == "imagenet":
-        # Lazy import: polynet_tf.weights (downloads, checkpoint conversion,
-        # optional torch) is needed only for pretrained weights, and itself
-        # imports polynet_tf.models inside its functions.
+        # Lazy import: polynet_tf.weights (downloads, checkpoint conversion)
+        # is needed only for pretrained weights.
         from polynet_tf.weights.pretrained import load_imagenet_weights  # noqa: PLC0415
 
-        load_imagenet_weights(model, preset.name)
+        load_imagenet_weights(
+            model, preset.name,
+            build_full_model=lambda: PolyNet(architecture=preset.name, weights=None))
     elif weights is not None:
         # Strict: only a file that fits this model exactly loads (Keras's
         # load_weights ignores weights the model lacks); a file's classifier

@@ -7,6 +7,7 @@ library and NumPy, a restricted unpickler). Weights files are loaded strictly
 """
 
 from polynet_tf.weights.checkpoint import CheckpointError, read_checkpoint
+from polynet_tf.weights.convert import convert_checkpoint
 from polynet_tf.weights.layouts import LAYOUTS
 from polynet_tf.weights.mapping import CheckpointMismatchError, assign_state_dict
 from polynet_tf.weights.torch_format import UnsafeCheckpointError, load_state_dict
@@ -29,12 +30,3 @@ __all__ = [
     "load_weights_file",
     "read_checkpoint",
 ]
-
-
-def __getattr__(name):
-    # Imported lazily so that `python -m polynet_tf.weights.convert` does not find
-    # its own module already imported by the package (runpy's RuntimeWarning).
-    if name == "convert_checkpoint":
-        from polynet_tf.weights.convert import convert_checkpoint  # noqa: PLC0415
-        return convert_checkpoint
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,6 +33,7 @@ import keras
 import tensorflow as tf
 
 from polynet_tf.weights.checkpoint import extract_single_pth, file_digest
+from polynet_tf.weights.convert import convert_checkpoint
 from polynet_tf.weights.weights_file import (
     CorruptWeightsFileError,
     WeightsMismatchError,
@@ -160,7 +161,8 @@ def cache_folder(cache_dir=None):
     return os.path.join(base, "models")
 
 
-def load_imagenet_weights(model, architecture="very_deep", cache_dir=None):
+def load_imagenet_weights(model, architecture="very_deep", cache_dir=None,
+                          build_full_model=None):
     """Loads the published ImageNet weights into a model built by `PolyNet()`.
 
     The first time, the checkpoint is converted straight into `model` when it
@@ -170,6 +172,10 @@ def load_imagenet_weights(model, architecture="very_deep", cache_dir=None):
         model: the Keras model (with or without the top).
         architecture: its preset name.
         cache_dir: Keras cache base folder (default `$KERAS_HOME` or `~/.keras`).
+        build_full_model: a function returning a new model of `architecture`
+            with the 1000-class top; needed when `model` has no top and the
+            converted file is not cached yet (`PolyNet()` passes one: this
+            package does not build networks itself).
 
     Returns:
         The path of the converted weights file.
@@ -184,8 +190,8 @@ def load_imagenet_weights(model, architecture="very_deep", cache_dir=None):
         _load_whole(model, converted)
         return converted
     if _has_imagenet_top(model):
-        return _convert_into_cache(spec, cache_dir, target=model)
-    _convert_into_cache(spec, cache_dir)
+        return _convert_into_cache(spec, cache_dir, model)
+    _convert_into_cache(spec, cache_dir, _full_model(build_full_model, architecture))
     _load_whole(model, converted)
     return converted
 
@@ -206,13 +212,16 @@ def _load_whole(model, path):
             f"converted anew from the checkpoint. {error}") from error
 
 
-def imagenet_weights_file(architecture="very_deep", name="imagenet", cache_dir=None):
+def imagenet_weights_file(architecture="very_deep", name="imagenet", cache_dir=None,
+                          build_full_model=None):
     """Path of the converted weights in the cache, made on first use.
 
     Args:
         architecture: preset name.
         name: weights name.
         cache_dir: Keras cache base folder (default `$KERAS_HOME` or `~/.keras`).
+        build_full_model: as in `load_imagenet_weights`; needed when the
+            file is not cached yet.
 
     Returns:
         Path of the `.weights.h5` file.
@@ -224,7 +233,17 @@ def imagenet_weights_file(architecture="very_deep", name="imagenet", cache_dir=N
     converted = os.path.join(cache_folder(cache_dir), spec.converted_filename)
     if _is_file(converted):
         return converted
-    return _convert_into_cache(spec, cache_dir)
+    return _convert_into_cache(spec, cache_dir, _full_model(build_full_model, architecture))
+
+
+def _full_model(build_full_model, architecture):
+    if build_full_model is None:
+        raise ValueError(
+            f"The converted {architecture} weights are not cached yet, and converting them "
+            "needs a model with the 1000-class top: pass build_full_model, e.g. "
+            f"lambda: PolyNet(architecture={architecture!r}, weights=None), or call "
+            f"PolyNet(architecture={architecture!r}, weights='imagenet') once.")
+    return build_full_model()
 
 
 def _is_file(path):
@@ -239,17 +258,14 @@ def _has_imagenet_top(model):
     return getattr(head, "units", None) == 1000
 
 
-def _convert_into_cache(spec, cache_dir, target=None):
-    """Obtains a checked checkpoint and writes the converted file; returns its path."""
+def _convert_into_cache(spec, cache_dir, target):
+    """Obtains a checked checkpoint, converts it into `target` and saves that; returns the path."""
     folder = cache_folder(cache_dir)
     converted = os.path.join(folder, spec.converted_filename)
     tf.io.gfile.makedirs(folder)
     source, checkpoint = _obtain_checkpoint(spec, folder, converted)
     _LOG.info("Converting %s (%s layout) to %s", checkpoint, source.layout, converted)
-    # Imported here: convert builds a very_deep model through polynet_tf.models.
-    from polynet_tf.weights.convert import convert_checkpoint  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
-
-    return convert_checkpoint(checkpoint, converted, source.layout, model=target)
+    return convert_checkpoint(checkpoint, converted, source.layout, target)
 
 
 def _obtain_checkpoint(spec, folder, converted):
@@ -312,7 +328,7 @@ def _unavailable_error(spec, folder, converted, failures):
         f"access and put it at the path shown:\n{by_hand}\n"
         f"then call PolyNet(weights={spec.name!r}) again: it checks the hash and converts the "
         "file once. Or convert a checkpoint yourself and put the result at "
-        f"{converted}:\n  python -m polynet_tf.weights.convert --source {first.layout} "
+        f"{converted}:\n  python -m polynet_tf.convert_weights --source {first.layout} "
         f"--checkpoint {first.filename} --output {converted}"
     )
     error_type = HashMismatchError if any(bad for *_, bad in failures) else PretrainedWeightsError

@@ -132,7 +132,7 @@ def _corrupt(path, error):
     return CorruptWeightsFileError(
         f"{path} is not a readable Keras weights file ({type(error).__name__}: {error}); it is "
         "truncated or corrupt. Delete it, then convert it again (python -m "
-        "polynet_tf.weights.convert ...) or save it again with model.save_weights().")
+        "polynet_tf.convert_weights ...) or save it again with model.save_weights().")
 
 
 def _listing(local, source):

@@ -16,7 +16,7 @@ from polynet_tf.weights import (
     CheckpointMismatchError,
     convert_checkpoint,
 )
-from polynet_tf.weights.convert import main as convert_main
+from polynet_tf.convert_weights import main as convert_main
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
@@ -42,7 +42,8 @@ def converted(request, tmp_path_factory):
                                    "--output", output])
             assert status == 0
         else:
-            assert convert_checkpoint(reference.checkpoint, output, layout) == output
+            model = PolyNet("very_deep", weights=None)
+            assert convert_checkpoint(reference.checkpoint, output, layout, model) == output
         assert os.path.isfile(output)
         out[layout] = (reference, output)
     # Atomic writes leave no temporary files behind.
@@ -133,14 +134,15 @@ def test_truncated_state_dict_names_first_missing_key(pretrainedmodels_reference
     _assert_nothing_written(out)
 
 
-def test_truncated_file_is_rejected(pretrainedmodels_reference, tmp_path):
+def test_truncated_file_is_rejected(pretrainedmodels_reference, spare_model, tmp_path):
     data = open(pretrainedmodels_reference.checkpoint, "rb").read()
     checkpoint = tmp_path / "cut.pth"
     checkpoint.write_bytes(data[: len(data) // 3])
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(CheckpointError, match="cut.pth.*truncated"):
-        convert_checkpoint(str(checkpoint), str(out / "x.weights.h5"), "pretrainedmodels")
+        convert_checkpoint(str(checkpoint), str(out / "x.weights.h5"), "pretrainedmodels",
+                           spare_model)
     _assert_nothing_written(out)
 
 
@@ -184,11 +186,12 @@ class _Payload:
     """An arbitrary object: torch.load(weights_only=True) must refuse to unpickle it."""
 
 
-def test_arbitrary_pickled_objects_are_refused(tmp_path):
+def test_arbitrary_pickled_objects_are_refused(spare_model, tmp_path):
     checkpoint = _save({"stem.conv1.0.conv.weight": torch.zeros(1), "x": _Payload()},
                        tmp_path / "objects.pth")
     with pytest.raises(CheckpointError, match="weights_only"):
-        convert_checkpoint(checkpoint, str(tmp_path / "x.weights.h5"), "pretrainedmodels")
+        convert_checkpoint(checkpoint, str(tmp_path / "x.weights.h5"), "pretrainedmodels",
+                           spare_model)
     assert not os.path.exists(tmp_path / "x.weights.h5")
 
 

@@ -7,8 +7,6 @@ the other direction would make an import circle.
 import ast
 import pathlib
 
-import pytest
-
 import polynet_tf.weights
 
 
@@ -33,12 +31,5 @@ def _offenders():
             for line, name in _imports_of_models(path)]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 item 4, still open: weights/convert.py builds "
-                   "the released network itself (convert_checkpoint without a model, and its "
-                   "command line); the caller should pass the model")
 def test_no_module_of_the_weights_package_imports_the_models():
     assert not _offenders(), "\n".join(_offenders())
-
-
-def test_the_only_remaining_import_of_the_models_is_the_converters():
-    assert {entry.split(":")[0] for entry in _offenders()} <= {"convert.py"}

@@ -111,7 +111,7 @@ def test_offline_error_says_where_to_put_the_file(served, pretrainedmodels_refer
     assert not isinstance(info.value, HashMismatchError)
     hand_placed = os.path.join(served["cache"], "polynet-f71d82a5.pth")
     assert hand_placed in message and "offline" in message
-    assert "python -m polynet_tf.weights.convert" in message
+    assert "python -m polynet_tf.convert_weights" in message
     assert os.listdir(served["cache"]) == []  # nothing half-written
 
     # Doing what the message says works, still offline (the pretrainedmodels layout).

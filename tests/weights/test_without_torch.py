@@ -59,7 +59,7 @@ def offline(*args, **kwargs):
 
 keras.utils.get_file = offline
 from polynet_tf.models.polynet import PolyNet
-from polynet_tf.weights.convert import main
+from polynet_tf.convert_weights import main
 
 model = PolyNet(weights="imagenet", classifier_activation=None)
 np.save(logits_path, keras.ops.convert_to_numpy(model(np.load(inputs_path), training=False)))

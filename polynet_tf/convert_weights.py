@@ -1,0 +1,57 @@
+"""Converts a released PolyNet PyTorch checkpoint to a Keras `.weights.h5` file.
+
+Usage:
+
+    python -m polynet_tf.convert_weights --source pretrainedmodels \\
+        --checkpoint polynet-f71d82a5.pth --output polynet.weights.h5
+    python -m polynet_tf.convert_weights --source pytorchcv \\
+        --checkpoint polynet-0452-6a1b295d.pth --output polynet.weights.h5
+
+No PyTorch is needed. Paths may be URIs (`gs://...`). The output loads into
+`PolyNet(architecture=ARCHITECTURE, weights=OUTPUT)`, with or without the top.
+Every tensor must find its Keras weight and vice versa; otherwise nothing is
+written and the error names the first bad key.
+"""
+
+import sys
+
+from polynet_tf import cli
+from polynet_tf.models.polynet import PolyNet
+from polynet_tf.weights.convert import convert_checkpoint
+from polynet_tf.weights.layouts import LAYOUTS
+
+_PROG = "python -m polynet_tf.convert_weights"
+
+
+def _define_flags(flag_values):
+    define = cli.definer(flag_values)
+    define.enum("source", None, list(LAYOUTS), "Checkpoint layout: pretrainedmodels "
+                "(polynet-f71d82a5.pth) or pytorchcv (polynet-0452-6a1b295d.pth).")
+    define.string("checkpoint", None, "The .pth (or pytorchcv .pth.zip) file.")
+    define.string("output", None, "The Keras file to write (*.weights.h5).")
+    define.string("architecture", None, "The preset the checkpoint was trained as "
+                  "(default: PolyNet()'s, the released Very Deep PolyNet).")
+    define.required("source", "checkpoint", "output")
+
+
+def _run(args):
+    try:
+        preset = {"architecture": args.architecture} if args.architecture else {}
+        model = PolyNet(weights=None, **preset)
+        path = convert_checkpoint(args.checkpoint, args.output, args.source, model)
+    except (ValueError, OSError) as error:
+        return cli.fail(_PROG, str(error), status=1)
+    print(f"Wrote {path}")
+    return 0
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status.
+
+    0 written, 1 the checkpoint cannot be converted (nothing written), 2 usage error.
+    """
+    return cli.run(_PROG, __doc__, _define_flags, _run, argv, usage_errors=())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
