@@ -302,12 +302,7 @@ def shorter_side_center_crop(
     Raises:
       ValueError: if `crop_size > resize_size`.
     """
-    if crop_size > resize_size:
-        raise ValueError(
-            f"crop_size ({crop_size}) must not exceed resize_size ({resize_size})."
-        )
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
+    image = _decode_for_crop(image_bytes, resize_size, crop_size)
     target = shorter_side_shape(tf.shape(image), resize_size)
     image = tf.image.resize(image, target, method="bilinear", antialias=antialias)
     y0 = torchvision_center_offset(target[0], crop_size)
@@ -315,6 +310,17 @@ def shorter_side_center_crop(
     image = image[y0:y0 + crop_size, x0:x0 + crop_size, :]
     image.set_shape([crop_size, crop_size, 3])
     return _finish(image, normalize, mean, std)
+
+
+def _decode_for_crop(image_bytes, resize_size, crop_size):
+    """The decoded RGB image, after checking that the crop fits the resize."""
+    if crop_size > resize_size:
+        raise ValueError(
+            f"crop_size ({crop_size}) must not exceed resize_size ({resize_size})."
+        )
+    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
 
 
 def squash_center_crop(
@@ -349,12 +355,7 @@ def squash_center_crop(
     Raises:
       ValueError: if `crop_size > resize_size`.
     """
-    if crop_size > resize_size:
-        raise ValueError(
-            f"crop_size ({crop_size}) must not exceed resize_size ({resize_size})."
-        )
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
+    image = _decode_for_crop(image_bytes, resize_size, crop_size)
     image = tf.image.resize(image, [resize_size, resize_size], method="bilinear",
                             antialias=antialias)
     offset = (resize_size - crop_size + 1) // 2
