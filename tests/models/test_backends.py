@@ -71,7 +71,8 @@ _JAX_RATES_SCRIPT = textwrap.dedent(
     import keras
     from polynet_tf import PolyNet, set_path_drop_rates
     keras.utils.set_random_seed(0)
-    model = PolyNet("ir_3_6_3", width_multiplier=0.0625, classes=10, input_shape=(75, 75, 3),
+    model = PolyNet("A: 2way | B: poly3[convs] | C: 2way", width_multiplier=0.0625, classes=10,
+                    input_shape=(75, 75, 3),
                     dropout_rate=0.0, weights=None)
     model.compile(optimizer=keras.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
     x = np.random.default_rng(0).uniform(0, 1, (4, 75, 75, 3)).astype("float32")
