@@ -58,13 +58,3 @@ def _fresh_keras_state():
     keras.utils.set_random_seed(1234)
     yield
 
-
-def pytest_collection_modifyitems(config, items):
-    """Files with slow tests first (order within a file kept).
-
-    With `pytest -n 2 --dist loadfile` each file goes whole to the next free
-    worker in this order: long files first keep one worker from running the
-    longest file alone at the end.
-    """
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)

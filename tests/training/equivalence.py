@@ -8,6 +8,13 @@ import numpy as np
 EQUIVALENCE_STEPS = 2
 
 
+def short_run(steps=EQUIVALENCE_STEPS):
+    """The config overrides of every compared run: global batch 16, one checkpoint at the end."""
+    return {"train_data.global_batch_size": 16, "trainer.train_steps": steps,
+            "trainer.steps_per_loop": 1, "trainer.checkpoint_interval": steps,
+            "runtime.deterministic_ops": True}
+
+
 def relative_update_difference(initial, ours, reference):
     """||our change - the reference's change|| / ||the reference's change||, over all weights.
 

@@ -25,6 +25,7 @@ from tests.training.conftest import TINY_CONFIG, overrides  # noqa: E402
 from tests.training.equivalence import (  # noqa: E402
     EQUIVALENCE_STEPS,
     relative_update_difference,
+    short_run,
 )
 
 DEVICES = ["/cpu:0", "/cpu:1"]
@@ -78,16 +79,10 @@ def batch_norm_and_evaluation(shards, model_dir):
     }
 
 
-def _short_run(steps):
-    return {"train_data.global_batch_size": 16, "trainer.train_steps": steps,
-            "trainer.steps_per_loop": 1, "trainer.checkpoint_interval": steps,
-            "runtime.deterministic_ops": True}
-
-
 def equivalence(shards, model_dir, steps=EQUIVALENCE_STEPS):
     """Two replicas for `steps` steps; the initial weights go next to the checkpoints."""
     tf.config.experimental.enable_op_determinism()
-    mirrored = Trainer(_config(shards, **_short_run(steps)), model_dir,
+    mirrored = Trainer(_config(shards, **short_run(steps)), model_dir,
                        tf.distribute.MirroredStrategy(DEVICES))
     np.savez(model_dir + "_initial.npz", *[v.numpy() for v in mirrored.model.weights])
     mirrored.train()
@@ -100,7 +95,7 @@ def synchronized(shards, model_dir, steps=EQUIVALENCE_STEPS):
     Trainer in the same process, TF 2.21 aborted this run with a collective
     shape mismatch (one Trainer per process is what the command line does)."""
     tf.config.experimental.enable_op_determinism()
-    synced = dict(_short_run(steps), **{"model.synchronized_batch_norm": True})
+    synced = dict(short_run(steps), **{"model.synchronized_batch_norm": True})
     two = Trainer(_config(shards, **synced), model_dir + "_sync2",
                   tf.distribute.MirroredStrategy(DEVICES))
     initial = [v.numpy() for v in two.model.weights]

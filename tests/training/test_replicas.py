@@ -13,7 +13,8 @@ from polynet_tf.grow.checkpoints import load_source_weights
 from polynet_tf.models.factory import build_model
 from tests.training.conftest import (
     ROOT, TINY_CONFIG, free_ports, launch, overrides, train_command)
-from tests.training.equivalence import EQUIVALENCE_STEPS, relative_update_difference
+from tests.training.equivalence import (
+    EQUIVALENCE_STEPS, relative_update_difference, short_run)
 from tests.training.synthetic_data import write_dataset
 
 pytestmark = pytest.mark.slow
@@ -69,11 +70,8 @@ def _restored_weights(model_dir, params):
 def test_two_workers_equal_two_replicas_and_synchronized_batch_norm_equals_one(
         synthetic_shards, tmp_path):
     steps = EQUIVALENCE_STEPS
-    params = overrides(synthetic_shards, **{
-        "train_data.global_batch_size": 16, "trainer.train_steps": steps,
-        "trainer.steps_per_loop": 1, "trainer.checkpoint_interval": steps,
-        "runtime.deterministic_ops": True, "runtime.collective_timeout_seconds": 60,
-        "runtime.startup_timeout_seconds": 120})
+    params = overrides(synthetic_shards, **short_run(steps), **{
+        "runtime.collective_timeout_seconds": 60, "runtime.startup_timeout_seconds": 120})
     hosts = [f"localhost:{port}" for port in free_ports(2)]
     workers = [launch(train_command(tmp_path / "workers", params, worker_hosts=hosts,
                                     task_index=i), tmp_path / f"worker_{i}.log")
