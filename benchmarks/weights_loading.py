@@ -47,11 +47,11 @@ import dataclasses, json, resource, sys, time, tracemalloc
 case, home, digest = sys.argv[1:4]
 import keras
 import tensorflow as tf
+from polynet_tf.models.architectures import get_architecture, get_pretrained_config
 from polynet_tf.weights import pretrained
 
-key = ("very_deep", "imagenet")
-real = pretrained.PRETRAINED_WEIGHTS[key]
-pretrained.PRETRAINED_WEIGHTS[key] = dataclasses.replace(real, sources=tuple(
+preset, real = get_pretrained_config(None, "imagenet")
+get_architecture(preset).pretrained["imagenet"] = dataclasses.replace(real, sources=tuple(
     dataclasses.replace(s, file_hash=digest) if s.layout == "pretrainedmodels" else s
     for s in real.sources))
 def offline(*args, **kwargs):
@@ -71,7 +71,8 @@ if case in ("convert", "cached"):
     out["total_s"] = time.perf_counter() - start
     out["params"] = model.count_params()
     if case == "cached":  # the parts, timed again in this (now warm) process
-        path = pretrained.imagenet_weights_file()
+        path = pretrained.pretrained_weights_file(
+            get_architecture(preset).pretrained["imagenet"], preset)
         del model
         start = time.perf_counter()
         model = PolyNet(weights=None)

@@ -17,7 +17,6 @@ _LITERALS = ("very_deep", 378, 379, 331)
 _OWNERS = {
     "models/architectures.py",  # the registry and each preset's PretrainedConfig
     "data/preprocessing.py",  # RELEASED_CROP_SIZE, RELEASED_RESIZE_SIZE, ...
-    "weights/pretrained.py",  # download sources, keyed by preset
 }
 # Still to convert (issue 16): each entry is a special case that remains.
 _REMAINING = {

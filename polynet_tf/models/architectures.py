@@ -8,7 +8,7 @@ docs/design.md section 1 for the released network.
 
 import dataclasses
 
-from polynet_tf.models.pretrained_config import PretrainedConfig
+from polynet_tf.models.pretrained_config import CheckpointSource, PretrainedConfig
 from polynet_tf.models.spec import parse_architecture
 
 # The released network's beta_k = 1 - 0.3 k / 39, rounded to 6 decimals as in
@@ -79,6 +79,33 @@ _register(ArchitecturePreset(
         description="CUHK's released Very Deep PolyNet (Caffe), ported to PyTorch by "
                     "pretrainedmodels and pytorchcv: ImageNet val top-1 81.0 / top-5 95.6 "
                     "under the released protocol.",
+        # Sources, checked in this package's history (not fetched at run time):
+        # pytorchcv 0.0.74 `model_metainfos.csv` (row `polynet,95366600,0452,
+        # 6a1b295d...,v0.0.96`) with `model_store.get_model_file`, which checks
+        # the full SHA-1 of the unzipped `.pth`; pretrainedmodels 0.7.4
+        # `pretrained_settings["polynet"]`, whose 8 hex digits follow the
+        # torch.hub convention (start of the SHA-256), served over plain http
+        # only (so the https source comes first).
+        sources=(
+            CheckpointSource(
+                layout="pytorchcv",
+                url="https://github.com/osmr/imgclsmob/releases/download/v0.0.96/"
+                    "polynet-0452-6a1b295d.pth.zip",
+                filename="polynet-0452-6a1b295d.pth",
+                hash_algorithm="sha1",
+                file_hash="6a1b295dad3f261b48e845f1b283e4eef3ab5a0b",
+                reference="pytorchcv 0.0.74 model_metainfos.csv and model_store.py",
+            ),
+            CheckpointSource(
+                layout="pretrainedmodels",
+                url="http://data.lip6.fr/cadene/pretrainedmodels/polynet-f71d82a5.pth",
+                filename="polynet-f71d82a5.pth",
+                hash_algorithm="sha256",
+                file_hash="f71d82a5",
+                reference="pretrainedmodels 0.7.4 pretrainedmodels/models/polynet.py",
+            ),
+        ),
+        converted_filename="polynet_very_deep_imagenet.weights.h5",
     )},
 ))
 _register(ArchitecturePreset(
@@ -150,6 +177,11 @@ def get_architecture(name):
         ) from None
 
 
+def presets_with_weights(name):
+    """Names of the presets that have published weights `name`, sorted."""
+    return [p for p in sorted(_PRESETS) if name in _PRESETS[p].pretrained]
+
+
 def get_pretrained_config(architecture, name="imagenet"):
     """The `PretrainedConfig` of a preset's published weights.
 
@@ -165,7 +197,7 @@ def get_pretrained_config(architecture, name="imagenet"):
         ValueError: no such published weights, naming those that exist.
     """
     if architecture is None:
-        having = [p for p in sorted(_PRESETS) if name in _PRESETS[p].pretrained]
+        having = presets_with_weights(name)
         if len(having) != 1:
             raise ValueError(f"Weights {name!r} exist for the presets {having}; name the "
                              "architecture.")

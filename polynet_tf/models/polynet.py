@@ -19,7 +19,7 @@ from polynet_tf.layers import (
     Stem,
 )
 from polynet_tf.models import schedules
-from polynet_tf.models.architectures import resolve_architecture
+from polynet_tf.models.architectures import presets_with_weights, resolve_architecture
 from polynet_tf.models.options import ModelOptions
 
 # The smallest input whose stage-C feature map is at least 1x1 (stride-2
@@ -46,8 +46,9 @@ def PolyNet(
             the released "very_deep") or a stage spec such as
             "A: 2way*5 | B: (poly3, 2way)*5 | C: ir*5".
         include_top: whether to include the classifier (pool, dropout, dense).
-        weights: None (random initialization), "imagenet" (the published
-            weights of "very_deep") or the path (or URI) of a `.weights.h5`
+        weights: None (random initialization), the name of the preset's
+            published weights ("imagenet" for "very_deep": the preset's
+            `PretrainedConfig`) or the path (or URI) of a `.weights.h5`
             or `.keras` file that fits this model exactly (with
             `include_top=False`, the file's classifier may go unused): a
             missing, unexpected or differently shaped weight is an error
@@ -59,7 +60,8 @@ def PolyNet(
             size is the architecture's default (331 for very_deep, else 299),
             and (None, None, 3) without it.
         pooling: without the top: None (4D feature map), "avg" or "max".
-        classes: number of classes of the top; 1000 with ImageNet weights.
+        classes: number of classes of the top; the published weights' with them
+            (1000 for ImageNet).
         classifier_activation: activation of the top layer; "softmax" or None
             with pretrained weights.
         name: model name (default "polynet_<architecture>").
@@ -85,7 +87,7 @@ def PolyNet(
     """
     options = ModelOptions.from_kwargs(options).as_kwargs()
     preset, spec = resolve_architecture(architecture)
-    _validate_weights(weights, preset, include_top, classes, options)
+    published = _validate_weights(weights, preset, include_top, classes, options)
     _validate_head(include_top, pooling, classes, classifier_activation, weights)
     default_size = preset.default_size if preset else 299
     input_shape = _input_shape(input_shape, input_tensor, default_size, include_top, weights)
@@ -146,14 +148,14 @@ def PolyNet(
         name = f"polynet_{preset.name}" if preset else "polynet"
     model = keras.Model(inputs, x, name=name)
 
-    if weights == "imagenet":
+    if published is not None:
         # Lazy import: polynet_tf.weights (downloads, checkpoint conversion)
         # is needed only for pretrained weights.
-        from polynet_tf.weights.pretrained import load_imagenet_weights  # noqa: PLC0415
+        from polynet_tf.weights.pretrained import load_pretrained_weights  # noqa: PLC0415
 
-        load_imagenet_weights(
-            model, preset.name,
-            build_full_model=lambda: PolyNet(architecture=preset.name, weights=None))
+        load_pretrained_weights(
+            model, published, preset.name,
+            build_full_model=lambda: PolyNet(architecture=preset.name, weights=weights))
     elif weights is not None:
         # Strict: only a file that fits this model exactly loads (Keras's
         # load_weights ignores weights the model lacks); a file's classifier
@@ -211,29 +213,36 @@ def _recompile_jax_train_step(model):
 
 
 def _validate_weights(weights, preset, include_top, classes, options):
-    if not (weights in {"imagenet", None} or (isinstance(weights, (str, os.PathLike))
-                                             and _weights_file_exists(weights))):
+    """Checks `weights`; returns the preset's `PretrainedConfig` when it names one, else None."""
+    if weights is None:
+        return None
+    if isinstance(weights, str) and preset is not None and weights in preset.pretrained:
+        published = preset.pretrained[weights]
+    elif isinstance(weights, str) and presets_with_weights(weights):
+        raise ValueError(
+            f"The {weights!r} weights are published only for architecture="
+            f"{' or '.join(map(repr, presets_with_weights(weights)))}. Received: "
+            f"architecture={preset.name if preset else 'a custom spec'!r}"
+        )
+    elif isinstance(weights, (str, os.PathLike)) and _weights_file_exists(weights):
+        return None
+    else:
         raise ValueError(
             "The `weights` argument should be either `None` (random initialization), "
-            "`imagenet` (pre-training on ImageNet), or the path to the weights file "
-            f"to be loaded. Received: weights={weights}"
+            "the name of published weights such as `imagenet` (pre-training on ImageNet), "
+            f"or the path to the weights file to be loaded. Received: weights={weights}"
         )
-    if weights == "imagenet":
-        if preset is None or "imagenet" not in preset.pretrained:
-            raise ValueError(
-                "ImageNet weights exist only for architecture='very_deep'. Received: "
-                f"architecture={preset.name if preset else 'a custom spec'!r}"
-            )
-        if options["width_multiplier"] != 1.0:
-            raise ValueError(
-                "ImageNet weights need width_multiplier=1.0. Received: "
-                f"width_multiplier={options['width_multiplier']}"
-            )
-        if include_top and classes != 1000:
-            raise ValueError(
-                'If using `weights="imagenet"` with `include_top=True`, `classes` '
-                f"should be 1000. Received classes={classes}"
-            )
+    if options["width_multiplier"] != 1.0:
+        raise ValueError(
+            f"Published weights need width_multiplier=1.0. Received: weights={weights!r}, "
+            f"width_multiplier={options['width_multiplier']}"
+        )
+    if include_top and classes != published.num_classes:
+        raise ValueError(
+            f'If using `weights="{weights}"` with `include_top=True`, `classes` '
+            f"should be {published.num_classes}. Received classes={classes}"
+        )
+    return published
 
 
 def _weights_file_exists(path):

@@ -1,19 +1,49 @@
-"""`PretrainedConfig`: what published weights of a preset expect (timm's `pretrained_cfg`).
+"""`PretrainedConfig`: published weights next to the architecture (timm's `pretrained_cfg`).
 
 Each architecture preset (`polynet_tf.models.architectures`) names its
-published weights; the entry says which input, crop protocol and
-normalisation the weights were measured with, so that evaluation, serving,
-fine-tuning and the keras-hub converter look them up here instead of testing
-for the released network by name. The download sources and hashes are
-`polynet_tf.weights.pretrained.PRETRAINED_WEIGHTS[(preset, name)]`.
+published weights. The entry says where the checkpoints are published and
+their hashes, which input, crop protocol and normalisation the weights were
+measured with, and the name of the converted file in the Keras cache; the
+weights package (downloads, conversion), evaluation, serving, fine-tuning and
+the keras-hub converter read it here instead of testing for the released
+network by name.
 """
 
 import dataclasses
-from typing import Tuple
+from typing import Optional, Tuple
 
 # ImageNet statistics on the [0, 1] scale (the released weights').
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointSource:
+    """One public PyTorch checkpoint of a preset's weights.
+
+    Attributes:
+        layout: checkpoint key layout (`polynet_tf.weights.LAYOUTS`:
+            "pytorchcv" or "pretrainedmodels").
+        url: where it is published; a `.zip` URL holds the `.pth` file.
+        filename: name of the `.pth` file (in the cache and in the zip).
+        hash_algorithm: "sha1" or "sha256".
+        file_hash: hex digest of the `.pth` file, or its first characters.
+        reference: where these facts come from.
+    """
+
+    layout: str
+    url: str
+    filename: str
+    hash_algorithm: str
+    file_hash: str
+    reference: str = ""
+
+    def describe_hash(self):
+        """The hash in words, e.g. "SHA-256 starting f71d82a5"."""
+        name = self.hash_algorithm.upper().replace("SHA", "SHA-")
+        if len(self.file_hash) < 40:
+            return f"{name} starting {self.file_hash}"
+        return f"{name} {self.file_hash}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,13 +61,19 @@ class PretrainedConfig:
         mean: per-channel RGB mean on the [0, 1] scale.
         std: per-channel RGB standard deviation on the [0, 1] scale.
         description: provenance and published accuracy.
+        sources: the public checkpoints (`CheckpointSource`), in the order
+            they are tried.
+        converted_filename: name of the converted `.weights.h5` file in the
+            Keras cache.
     """
 
     name: str
     num_classes: int = 1000
     input_size: int = 299
     crop_protocol: str = "single"
-    resize_size: int = None
+    resize_size: Optional[int] = None
     mean: Tuple[float, float, float] = IMAGENET_MEAN
     std: Tuple[float, float, float] = IMAGENET_STD
     description: str = ""
+    sources: Tuple[CheckpointSource, ...] = ()
+    converted_filename: Optional[str] = None

@@ -1,29 +1,17 @@
-"""`PolyNet(weights="imagenet")`: the published weights, downloaded, checked, converted once.
+"""Published weights (`PolyNet(weights="imagenet")`): downloaded, checked, converted once.
 
 The released Very Deep PolyNet weights exist publicly only as PyTorch
-checkpoints (docs/design.md section 1). On first use the checkpoint is
-fetched with `keras.utils.get_file` into a temporary folder inside the Keras
-cache (`$KERAS_HOME/models`, default `~/.keras/models`), its hash is checked,
-it is moved into the cache, converted to a Keras `.weights.h5` file (written
-atomically) and that file is loaded; later calls load the converted file
-directly, without the network. Reading the checkpoint needs no PyTorch
-(`polynet_tf.weights.torch_format`).
-
-Sources of the metadata below (checked in this package's history, not fetched
-at run time):
-- pytorchcv: `pytorchcv/models/common/model_metainfos.csv` of pytorchcv 0.0.74
-  (row `polynet,95366600,0452,6a1b295dad3f261b48e845f1b283e4eef3ab5a0b,v0.0.96`)
-  and `model_store.get_model_file`, which downloads
-  `https://github.com/osmr/imgclsmob/releases/download/<tag>/<name>-<error>-<sha1[:8]>.pth.zip`
-  and checks the full SHA-1 of the unzipped `.pth`.
-- pretrainedmodels: `pretrained_settings["polynet"]` in
-  `pretrainedmodels/models/polynet.py` (PyPI 0.7.4 and GitHub master: `polynet-f71d82a5.pth`;
-  an older revision named `polynet-c8b99e1f.pth`). The 8 hex digits follow the
-  torch.hub convention (start of the file's SHA-256); the package itself never
-  checks them. Served over plain http only (so the https source comes first).
+checkpoints (docs/design.md section 1). What to fetch, and the hashes to
+check, is the preset's `PretrainedConfig` (`polynet_tf.models.architectures`),
+which the caller passes in: this package does not know the presets. On first
+use the checkpoint is fetched with `keras.utils.get_file` into a temporary
+folder inside the Keras cache (`$KERAS_HOME/models`, default
+`~/.keras/models`), its hash is checked, it is moved into the cache, converted
+to a Keras `.weights.h5` file (written atomically) and that file is loaded;
+later calls load the converted file directly, without the network. Reading
+the checkpoint needs no PyTorch (`polynet_tf.weights.torch_format`).
 """
 
-import dataclasses
 import logging
 import os
 import tempfile
@@ -43,106 +31,12 @@ from polynet_tf.weights.weights_file import (
 _LOG = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class CheckpointSource:
-    """One public PyTorch checkpoint of a network.
-
-    Attributes:
-        layout: checkpoint key layout ("pytorchcv" or "pretrainedmodels").
-        url: where it is published; a `.zip` URL holds the `.pth` file.
-        filename: name of the `.pth` file (in the cache and in the zip).
-        hash_algorithm: "sha1" or "sha256".
-        file_hash: hex digest of the `.pth` file, or its first characters.
-        reference: where these facts come from.
-    """
-
-    layout: str
-    url: str
-    filename: str
-    hash_algorithm: str
-    file_hash: str
-    reference: str = ""
-
-    def describe_hash(self):
-        name = self.hash_algorithm.upper().replace("SHA", "SHA-")
-        if len(self.file_hash) < 40:
-            return f"{name} starting {self.file_hash}"
-        return f"{name} {self.file_hash}"
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainedWeights:
-    """Published weights of one architecture preset.
-
-    Attributes:
-        architecture: preset name.
-        name: weights name (the `weights=` argument), e.g. "imagenet".
-        converted_filename: name of the converted file in the Keras cache.
-        sources: checkpoints to try, in order of preference.
-        description: provenance and published accuracy.
-    """
-
-    architecture: str
-    name: str
-    converted_filename: str
-    sources: tuple
-    description: str = ""
-
-
-PRETRAINED_WEIGHTS = {
-    ("very_deep", "imagenet"): PretrainedWeights(
-        architecture="very_deep",
-        name="imagenet",
-        converted_filename="polynet_very_deep_imagenet.weights.h5",
-        sources=(
-            CheckpointSource(
-                layout="pytorchcv",
-                url="https://github.com/osmr/imgclsmob/releases/download/v0.0.96/"
-                    "polynet-0452-6a1b295d.pth.zip",
-                filename="polynet-0452-6a1b295d.pth",
-                hash_algorithm="sha1",
-                file_hash="6a1b295dad3f261b48e845f1b283e4eef3ab5a0b",
-                reference="pytorchcv 0.0.74 model_metainfos.csv and model_store.py",
-            ),
-            CheckpointSource(
-                layout="pretrainedmodels",
-                url="http://data.lip6.fr/cadene/pretrainedmodels/polynet-f71d82a5.pth",
-                filename="polynet-f71d82a5.pth",
-                hash_algorithm="sha256",
-                file_hash="f71d82a5",
-                reference="pretrainedmodels 0.7.4 pretrainedmodels/models/polynet.py",
-            ),
-        ),
-        description=(
-            "CUHK's released Very Deep PolyNet (Caffe), as ported to PyTorch by "
-            "pretrainedmodels and pytorchcv. ImageNet val, centre crop 331 after the "
-            "shorter side is resized to 378 (aspect kept): top-1 81.0 / top-5 95.6."
-        ),
-    ),
-}
-
-
 class PretrainedWeightsError(OSError):
     """The published weights could not be obtained; the message says how to place them by hand."""
 
 
 class HashMismatchError(PretrainedWeightsError):
     """A downloaded or hand-placed checkpoint whose hash is not the published one."""
-
-
-def get_pretrained(architecture, name="imagenet"):
-    """The `PretrainedWeights` entry of a preset.
-
-    Raises:
-        ValueError: no such published weights.
-    """
-    try:
-        return PRETRAINED_WEIGHTS[(architecture, name)]
-    except KeyError:
-        known = sorted(f"{a}/{n}" for a, n in PRETRAINED_WEIGHTS)
-        raise ValueError(
-            f"No published {name!r} weights for architecture {architecture!r}; known: {known}"
-        ) from None
 
 
 def cache_folder(cache_dir=None):
@@ -161,19 +55,21 @@ def cache_folder(cache_dir=None):
     return os.path.join(base, "models")
 
 
-def load_imagenet_weights(model, architecture="very_deep", cache_dir=None,
-                          build_full_model=None):
-    """Loads the published ImageNet weights into a model built by `PolyNet()`.
+def load_pretrained_weights(model, pretrained, architecture, cache_dir=None,
+                            build_full_model=None):
+    """Loads a preset's published weights into a model built by `PolyNet()`.
 
     The first time, the checkpoint is converted straight into `model` when it
-    has the 1000-class top (and saved from it), else into a new full model.
+    has the full classifier (and saved from it), else into a new full model.
 
     Args:
         model: the Keras model (with or without the top).
-        architecture: its preset name.
+        pretrained: the preset's `PretrainedConfig` (its `name`,
+            `num_classes`, `sources` and `converted_filename` are read).
+        architecture: the preset's name, for messages.
         cache_dir: Keras cache base folder (default `$KERAS_HOME` or `~/.keras`).
-        build_full_model: a function returning a new model of `architecture`
-            with the 1000-class top; needed when `model` has no top and the
+        build_full_model: a function returning a new model of the preset
+            with the full classifier; needed when `model` has no top and the
             converted file is not cached yet (`PolyNet()` passes one: this
             package does not build networks itself).
 
@@ -183,15 +79,16 @@ def load_imagenet_weights(model, architecture="very_deep", cache_dir=None,
     Raises:
         PretrainedWeightsError: no source could be downloaded (offline).
         HashMismatchError: a checkpoint's hash is not the published one.
+        ValueError: `pretrained` has no sources or converted file name.
     """
-    spec = get_pretrained(architecture)
-    converted = os.path.join(cache_folder(cache_dir), spec.converted_filename)
+    converted = _converted_path(pretrained, architecture, cache_dir)
     if _is_file(converted):
         _load_whole(model, converted)
         return converted
-    if _has_imagenet_top(model):
-        return _convert_into_cache(spec, cache_dir, model)
-    _convert_into_cache(spec, cache_dir, _full_model(build_full_model, architecture))
+    if _has_full_top(model, pretrained.num_classes):
+        return _convert_into_cache(pretrained, architecture, cache_dir, model)
+    _convert_into_cache(pretrained, architecture, cache_dir,
+                        _full_model(build_full_model, architecture))
     _load_whole(model, converted)
     return converted
 
@@ -212,35 +109,43 @@ def _load_whole(model, path):
             f"converted anew from the checkpoint. {error}") from error
 
 
-def imagenet_weights_file(architecture="very_deep", name="imagenet", cache_dir=None,
-                          build_full_model=None):
-    """Path of the converted weights in the cache, made on first use.
+def pretrained_weights_file(pretrained, architecture, cache_dir=None,
+                            build_full_model=None):
+    """Path of a preset's converted published weights in the cache, made on first use.
 
     Args:
-        architecture: preset name.
-        name: weights name.
+        pretrained: the preset's `PretrainedConfig`.
+        architecture: the preset's name, for messages.
         cache_dir: Keras cache base folder (default `$KERAS_HOME` or `~/.keras`).
-        build_full_model: as in `load_imagenet_weights`; needed when the
+        build_full_model: as in `load_pretrained_weights`; needed when the
             file is not cached yet.
 
     Returns:
         Path of the `.weights.h5` file.
 
     Raises:
-        See `load_imagenet_weights`.
+        See `load_pretrained_weights`.
     """
-    spec = get_pretrained(architecture, name)
-    converted = os.path.join(cache_folder(cache_dir), spec.converted_filename)
+    converted = _converted_path(pretrained, architecture, cache_dir)
     if _is_file(converted):
         return converted
-    return _convert_into_cache(spec, cache_dir, _full_model(build_full_model, architecture))
+    return _convert_into_cache(pretrained, architecture, cache_dir,
+                               _full_model(build_full_model, architecture))
+
+
+def _converted_path(pretrained, architecture, cache_dir):
+    if not pretrained.sources or not pretrained.converted_filename:
+        raise ValueError(
+            f"The {pretrained.name!r} weights of {architecture!r} name no published "
+            "checkpoint (`sources`) or no `converted_filename` in their PretrainedConfig.")
+    return os.path.join(cache_folder(cache_dir), pretrained.converted_filename)
 
 
 def _full_model(build_full_model, architecture):
     if build_full_model is None:
         raise ValueError(
             f"The converted {architecture} weights are not cached yet, and converting them "
-            "needs a model with the 1000-class top: pass build_full_model, e.g. "
+            "needs a model with the full classifier: pass build_full_model, e.g. "
             f"lambda: PolyNet(architecture={architecture!r}, weights=None), or call "
             f"PolyNet(architecture={architecture!r}, weights='imagenet') once.")
     return build_full_model()
@@ -250,28 +155,28 @@ def _is_file(path):
     return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
 
 
-def _has_imagenet_top(model):
+def _has_full_top(model, num_classes):
     try:
         head = model.get_layer("predictions")
     except ValueError:
         return False
-    return getattr(head, "units", None) == 1000
+    return getattr(head, "units", None) == num_classes
 
 
-def _convert_into_cache(spec, cache_dir, target):
+def _convert_into_cache(pretrained, architecture, cache_dir, target):
     """Obtains a checked checkpoint, converts it into `target` and saves that; returns the path."""
     folder = cache_folder(cache_dir)
-    converted = os.path.join(folder, spec.converted_filename)
+    converted = os.path.join(folder, pretrained.converted_filename)
     tf.io.gfile.makedirs(folder)
-    source, checkpoint = _obtain_checkpoint(spec, folder, converted)
+    source, checkpoint = _obtain_checkpoint(pretrained, architecture, folder, converted)
     _LOG.info("Converting %s (%s layout) to %s", checkpoint, source.layout, converted)
     return convert_checkpoint(checkpoint, converted, source.layout, target)
 
 
-def _obtain_checkpoint(spec, folder, converted):
+def _obtain_checkpoint(pretrained, architecture, folder, converted):
     """A hash-checked checkpoint in `folder`: one placed by hand, else a download."""
     failures = []
-    for source in spec.sources:
+    for source in pretrained.sources:
         path = os.path.join(folder, source.filename)
         if _is_file(path):
             digest = file_digest(path, source.hash_algorithm)
@@ -280,14 +185,14 @@ def _obtain_checkpoint(spec, folder, converted):
             failures.append((source, path, f"the file there has {source.hash_algorithm} "
                                            f"{digest}, not the published {source.describe_hash()}",
                              True))
-    for source in spec.sources:
+    for source in pretrained.sources:
         try:
             return source, _download(source, folder)
         except HashMismatchError as error:
             failures.append((source, source.url, str(error), True))
         except Exception as error:  # pylint: disable=broad-except  # get_file raises Exception
             failures.append((source, source.url, f"{type(error).__name__}: {error}", False))
-    raise _unavailable_error(spec, folder, converted, failures)
+    raise _unavailable_error(pretrained, architecture, folder, converted, failures)
 
 
 def _download(source, folder):
@@ -313,21 +218,21 @@ def _download(source, folder):
             tf.io.gfile.rmtree(staging)
 
 
-def _unavailable_error(spec, folder, converted, failures):
+def _unavailable_error(pretrained, architecture, folder, converted, failures):
     tried = "\n".join(f"  - {where}: {why}" for _, where, why, _ in failures)
     by_hand = "\n".join(
         f"  - {source.url}\n      -> {os.path.join(folder, source.filename)}"
         + ("  (unzip it)" if source.url.endswith(".zip") else "")
         + f"; {source.describe_hash()}"
-        for source in spec.sources
+        for source in pretrained.sources
     )
-    first = spec.sources[0]
+    first = pretrained.sources[0]
     message = (
-        f"Could not obtain the {spec.name} weights of PolyNet {spec.architecture!r}:\n{tried}\n"
+        f"Could not obtain the {pretrained.name} weights of PolyNet {architecture!r}:\n{tried}\n"
         "To install them by hand, download one of these files on a machine with internet "
         f"access and put it at the path shown:\n{by_hand}\n"
-        f"then call PolyNet(weights={spec.name!r}) again: it checks the hash and converts the "
-        "file once. Or convert a checkpoint yourself and put the result at "
+        f"then call PolyNet(weights={pretrained.name!r}) again: it checks the hash and "
+        "converts the file once. Or convert a checkpoint yourself and put the result at "
         f"{converted}:\n  python -m polynet_tf.convert_weights --source {first.layout} "
         f"--checkpoint {first.filename} --output {converted}"
     )

@@ -159,7 +159,10 @@ def test_weights_file_is_loaded(tmp_path):
     "kwargs, error, fragment",
     [
         (dict(weights="/no/such/file.weights.h5"), ValueError, "The `weights` argument should be"),
-        (dict(weights="imagenet", classes=10), ValueError, "ImageNet weights exist only"),
+        (dict(weights="imagenet", classes=10), ValueError,
+         "published only for architecture='very_deep'. Received: architecture='ir_3_6_3'"),
+        (dict(weights="imagenet", architecture="A: ir | B: ir | C: ir"), ValueError,
+         "Received: architecture='a custom spec'"),
         (dict(architecture="very_deep", weights="imagenet", classes=10), ValueError,
          "`classes` should be 1000"),
         (dict(architecture="very_deep", weights="imagenet", classes=1000,

@@ -2,7 +2,8 @@
 
 `keras.utils.get_file` is replaced by a function that copies a local file (or
 fails as offline), and the published hashes by those of the random reference
-checkpoints; URLs, file names and everything else are the real ones.
+checkpoints (in the preset's `PretrainedConfig`); URLs, file names and
+everything else are the real ones.
 """
 
 import dataclasses
@@ -15,15 +16,14 @@ import keras
 import numpy as np
 import pytest
 
+from polynet_tf.models.architectures import get_architecture, get_pretrained_config
 from polynet_tf.models.polynet import PolyNet
-from polynet_tf.weights import pretrained
 from polynet_tf.weights.pretrained import HashMismatchError, PretrainedWeightsError
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
 
-KEY = ("very_deep", "imagenet")
-REAL = pretrained.PRETRAINED_WEIGHTS[KEY]
+PRESET, REAL = get_pretrained_config(None, "imagenet")
 CV_URL, PM_URL = (source.url for source in REAL.sources)
 TOLERANCE = 1e-4
 
@@ -65,7 +65,7 @@ def served(monkeypatch, tmp_path, pytorchcv_reference, pretrainedmodels_referenc
         dataclasses.replace(pm, file_hash=_digest(pretrainedmodels_reference.checkpoint,
                                                   "sha256")[:8]),
     ))
-    monkeypatch.setitem(pretrained.PRETRAINED_WEIGHTS, KEY, spec)
+    monkeypatch.setitem(get_architecture(PRESET).pretrained, "imagenet", spec)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     table = {CV_URL: str(cv_zip), PM_URL: pretrainedmodels_reference.checkpoint}
     calls = []

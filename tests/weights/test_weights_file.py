@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from polynet_tf.models.architectures import get_pretrained_config
 from polynet_tf.models.polynet import PolyNet
 from polynet_tf.weights import (
     CorruptWeightsFileError,
@@ -19,8 +20,7 @@ from polynet_tf.weights import (
 from polynet_tf.weights.pretrained import (
     PretrainedWeightsError,
     cache_folder,
-    get_pretrained,
-    load_imagenet_weights,
+    load_pretrained_weights,
 )
 
 SMALL = "A: 2way | B: poly3[convs] | C: 2way"
@@ -133,14 +133,14 @@ def test_corrupt_file_given_by_hand(files, tmp_path, damage):
 
 
 def test_corrupt_converted_file_in_the_keras_cache(files, tmp_path):
-    converted = os.path.join(cache_folder(str(tmp_path)), get_pretrained("very_deep")
-                             .converted_filename)
+    preset, published = get_pretrained_config(None, "imagenet")
+    converted = os.path.join(cache_folder(str(tmp_path)), published.converted_filename)
     os.makedirs(os.path.dirname(converted))
     data = open(files["small"], "rb").read()
     with open(converted, "wb") as handle:
         handle.write(data[: len(data) // 3])
     with pytest.raises(PretrainedWeightsError) as info:
-        load_imagenet_weights(_tiny(), cache_dir=str(tmp_path))
+        load_pretrained_weights(_tiny(), published, preset, cache_dir=str(tmp_path))
     message = str(info.value)
     assert converted in message and "Delete it and call again" in message
     assert "truncated or corrupt" in message

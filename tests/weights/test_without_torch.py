@@ -45,12 +45,11 @@ else:
     raise SystemExit("torch is importable")
 import keras
 import numpy as np
-from polynet_tf.weights import pretrained
+from polynet_tf.models.architectures import get_architecture, get_pretrained_config
 
 folder, digest, inputs_path, logits_path = sys.argv[1:5]
-key = ("very_deep", "imagenet")
-real = pretrained.PRETRAINED_WEIGHTS[key]
-pretrained.PRETRAINED_WEIGHTS[key] = dataclasses.replace(
+preset, real = get_pretrained_config(None, "imagenet")
+get_architecture(preset).pretrained["imagenet"] = dataclasses.replace(
     real, sources=tuple(dataclasses.replace(s, file_hash=digest)
                         if s.layout == "pretrainedmodels" else s for s in real.sources))
 
