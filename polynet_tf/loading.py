@@ -27,7 +27,6 @@ import tensorflow as tf
 from polynet_tf import fileio, runs
 from polynet_tf.configs.experiment import ExperimentConfig, load_experiment
 from polynet_tf.data import protocols
-from polynet_tf.data.config import RESIZING_EVAL_PROTOCOLS
 from polynet_tf.models import PolyNet
 from polynet_tf.models.architectures import get_pretrained_config, resolve_architecture
 from polynet_tf.models.factory import build_model
@@ -125,9 +124,7 @@ def config_protocol(config: ExperimentConfig, crop_size: Optional[int] = None,
     if protocol and protocol != data.eval_protocol:
         kept = {"crop_fraction": data.crop_fraction} if name == "single" else {}
         return protocols.get_protocol(name, crop_size=size, **kept)
-    if name in RESIZING_EVAL_PROTOCOLS:
-        return protocols.get_protocol(name, crop_size=size, scales=(data.resize_size,))
-    return protocols.get_protocol(name, crop_size=size, crop_fraction=data.crop_fraction)
+    return data.eval_crop_protocol(size)
 
 
 def preset_protocol(architecture: str, crop_size: Optional[int] = None,

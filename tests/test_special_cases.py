@@ -18,10 +18,6 @@ _OWNERS = {
     "models/architectures.py",  # the registry and each preset's PretrainedConfig
     "data/preprocessing.py",  # RELEASED_CROP_SIZE, RELEASED_RESIZE_SIZE, ...
 }
-# Still to convert (issue 16): each entry is a special case that remains.
-_REMAINING = {
-    "hub/make_preset.py",  # flag defaults
-}
 
 
 def _defaults(tree):
@@ -61,13 +57,7 @@ def test_no_module_names_the_released_network_outside_the_registry():
     found = []
     for path in sorted(root.rglob("*.py")):
         relative = path.relative_to(root).as_posix()
-        if relative in _OWNERS or relative in _REMAINING:
+        if relative in _OWNERS:
             continue
         found.extend(f"{relative}:{line}: {value!r}" for line, value in _special_cases(path))
     assert not found, "special cases of the released network:\n" + "\n".join(found)
-
-
-def test_the_allowlist_of_remaining_special_cases_is_not_stale():
-    root = pathlib.Path(polynet_tf.__file__).parent
-    for relative in sorted(_REMAINING):
-        assert list(_special_cases(root / relative)), f"{relative} is clean: drop it"

@@ -9,7 +9,7 @@ import dataclasses
 import warnings
 from typing import Any, Dict, List, Mapping, Optional
 
-from polynet_tf.data import normalization
+from polynet_tf.data import normalization, protocols
 
 ON_ERROR_POLICIES = ("fail", "skip")
 # The evaluator's single-crop protocol names (`polynet_tf.data.protocols`).
@@ -222,6 +222,32 @@ class DataConfig:
         if min(self.std) <= 0:
             raise ValueError(f"DataConfig.std entries must be positive; received {self.std!r}.")
         return self
+
+    def eval_crop_protocol(self, crop_size: Optional[int] = None) -> protocols.CropProtocol:
+        """The single-crop `CropProtocol` of this evaluation data.
+
+        `eval_protocol` with this config's sizes: `crop_fraction` for
+        "single", `resize_size` for the resizing protocols, and
+        `eval_antialias`. The input pipeline, training's evaluation and
+        `polynet_tf.loading` all cut their crop from it.
+
+        Args:
+          crop_size: the crop side; default `image_size`.
+
+        Returns:
+          A validated `CropProtocol` named `eval_protocol`.
+
+        Raises:
+          ValueError: the crop does not fit `resize_size`.
+        """
+        size = int(crop_size or self.image_size)
+        if self.eval_protocol in RESIZING_EVAL_PROTOCOLS:
+            return protocols.get_protocol(self.eval_protocol, crop_size=size,
+                                          scales=(self.resize_size,),
+                                          antialias=self.eval_antialias)
+        return protocols.get_protocol(self.eval_protocol, crop_size=size,
+                                      crop_fraction=self.crop_fraction,
+                                      antialias=self.eval_antialias)
 
     def to_dict(self) -> Dict[str, Any]:
         """Returns the fields as a dict of simple types (YAML/JSON ready)."""

@@ -35,6 +35,7 @@ from absl import logging
 import tensorflow as tf
 
 from polynet_tf.data import preprocessing
+from polynet_tf.data import protocols
 from polynet_tf.data import sharding
 from polynet_tf.data import sources
 from polynet_tf.data.config import DataConfig
@@ -221,6 +222,7 @@ class _BatchDecoder:
         self._batch_size = batch_size
         self._stats = stats
         self._num_classes = getattr(source, "num_classes", None)
+        self._eval_protocol = None if config.is_training else config.eval_crop_protocol()
 
     def _preprocess(self, record, index, epoch):
         config = self._config
@@ -235,18 +237,9 @@ class _BatchDecoder:
                 max_attempts=config.max_attempts,
                 random_flip=config.random_flip,
                 mean=config.mean, std=config.std)
-        elif config.eval_protocol == "released":
-            image = preprocessing.shorter_side_center_crop(
-                encoded, config.resize_size, config.image_size,
-                antialias=config.eval_antialias, mean=config.mean, std=config.std)
-        elif config.eval_protocol == "released_squash":
-            image = preprocessing.squash_center_crop(
-                encoded, config.resize_size, config.image_size,
-                antialias=config.eval_antialias, mean=config.mean, std=config.std)
         else:
-            image = preprocessing.preprocess_for_eval(
-                encoded, config.image_size, config.crop_fraction,
-                antialias=config.eval_antialias, mean=config.mean, std=config.std)
+            image = protocols.preprocess_single_crop(
+                encoded, self._eval_protocol, mean=config.mean, std=config.std)
         return image, label
 
     def __call__(self, records, indices, epochs):

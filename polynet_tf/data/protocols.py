@@ -51,11 +51,11 @@ to `s` is `floor(longer * s / shorter + 0.5)`. With `rounding="torchvision"`
 
 import dataclasses
 import math
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from polynet_tf.data import preprocessing
+from polynet_tf.data import normalization, preprocessing
 
 RESIZE_MODES = ("none", "shorter_side", "squash")
 LAYOUTS = ("center", "googlenet")
@@ -398,3 +398,55 @@ def get_protocol(name: str, **overrides) -> CropProtocol:
     if "scales" in values and values["scales"] is not None:
         values["scales"] = tuple(values["scales"])
     return CropProtocol(name=name, **values)
+
+
+def preprocess_single_crop(
+    image_bytes,
+    protocol: CropProtocol,
+    *,
+    normalize: bool = True,
+    mean: Sequence[float] = normalization.IMAGENET_MEAN,
+    std: Sequence[float] = normalization.IMAGENET_STD,
+):
+    """The one crop of a single-crop protocol, from one encoded image.
+
+    The same crop as `make_crops` on the decoded image (the JPEG window of
+    "single" is decoded alone), as a TensorFlow function for `tf.data`.
+
+    Args:
+      image_bytes: scalar string tensor, one encoded image.
+      protocol: a `CropProtocol` with one crop per image: "single",
+        "released", "released_pytorchcv" or "released_squash" (with any
+        sizes).
+      normalize: apply `normalize_image`; False returns RGB in [0, 255].
+      mean: normalisation mean on the [0, 1] scale.
+      std: normalisation standard deviation on the [0, 1] scale.
+
+    Returns:
+      float32 `[crop_size, crop_size, 3]`.
+
+    Raises:
+      ValueError: a protocol with several crops, or a single crop this
+        function does not cut (naming the protocol's fields).
+    """
+    common = dict(antialias=protocol.antialias, normalize=normalize, mean=mean, std=std)
+    if protocol.num_crops != 1:
+        raise ValueError(
+            f"CropProtocol {protocol.name!r} takes {protocol.num_crops} crops per image; the "
+            "input pipeline cuts one: use a single-crop protocol "
+            f"({', '.join(('single',) + RELEASED_PROTOCOLS)}) or the evaluator.")
+    if protocol.resize == "none":
+        return preprocessing.preprocess_for_eval(
+            image_bytes, protocol.crop_size, protocol.crop_fraction, **common)
+    if protocol.crop_fraction is None and protocol.resize == "squash":
+        return preprocessing.squash_center_crop(
+            image_bytes, protocol.scales[0], protocol.crop_size, **common)
+    if (protocol.crop_fraction is None and protocol.resize == "shorter_side"
+            and protocol.rounding == "torchvision"):
+        return preprocessing.shorter_side_center_crop(
+            image_bytes, protocol.scales[0], protocol.crop_size, **common)
+    raise ValueError(
+        f"CropProtocol {protocol.name!r} (resize={protocol.resize!r}, "
+        f"rounding={protocol.rounding!r}, crop_fraction={protocol.crop_fraction!r}) is not a "
+        "single crop the input pipeline cuts: use resize='none' with a crop_fraction, "
+        "'squash', or 'shorter_side' with rounding='torchvision'.")

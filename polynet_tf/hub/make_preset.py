@@ -30,22 +30,23 @@ from polynet_tf.hub.preprocessing import (
     PolyNetImageConverter,
 )
 from polynet_tf.hub.presets import save_preset
-from polynet_tf.models.polynet import PolyNet
-from polynet_tf.weights.weights_file import load_weights_file
+from polynet_tf.loading import load_model
 
 _DEFINITIONS = (
     ("string", "weights", None, "'imagenet' (the released network's weights) or a "
                                 "`.weights.h5` file of a PolyNet() model with its top."),
     ("string", "output", None, "Preset directory to write (path or URI)."),
-    ("string", "architecture", "very_deep", "Architecture preset name or stage spec."),
+    ("string", "architecture", None, "Architecture preset name or stage spec (default for "
+                                     "'imagenet': the preset that has them)."),
     ("float", "width_multiplier", 1.0, "Width multiplier the weights were trained with."),
     ("integer", "classes", 1000, "Classes of the weights' top."),
     ("enum", "activation", "softmax", "Activation of the top: softmax (probabilities, as "
                                       "PolyNet()) or linear (logits)."),
-    ("integer", "image_size", None, "Preprocessing output side (default: the "
-                                    "architecture's, 331 for very_deep)."),
-    ("float", "crop_fraction", 0.875, "Central crop of the shorter side before resizing "
-                                      "(0.875 = 331/378, the released evaluation)."),
+    ("integer", "image_size", None, "Preprocessing output side (default: the published "
+                                    "weights' or the architecture's)."),
+    ("float", "crop_fraction", None, "Central crop of the shorter side before resizing "
+                                     "(default: the evaluation protocol's; the published "
+                                     "weights' crop / resize, else 0.875)."),
     ("bool", "overwrite", False, "Replace an existing preset at --output."),
 )
 
@@ -60,8 +61,8 @@ def _define_flags(values):
     flags.mark_flags_as_required(["weights", "output"], flag_values=values)
 
 
-def make_preset(weights, output, architecture="very_deep", width_multiplier=1.0,
-                classes=1000, activation="softmax", image_size=None, crop_fraction=0.875,
+def make_preset(weights, output, architecture=None, width_multiplier=1.0,
+                classes=1000, activation="softmax", image_size=None, crop_fraction=None,
                 overwrite=False):
     """Builds the classifier with its weights and preprocessing, and saves it as a preset.
 
@@ -69,12 +70,15 @@ def make_preset(weights, output, architecture="very_deep", width_multiplier=1.0,
         weights: "imagenet" or the path/URI of a `.weights.h5` file of
             `PolyNet(architecture, classes=classes, width_multiplier=...)`.
         output: the preset directory (path or URI).
-        architecture: preset name or spec.
+        architecture: preset name or spec; default for "imagenet": the
+            preset that has them (needed for a weights file).
         width_multiplier: width of the weights.
         classes: classes of the top.
         activation: "softmax" or "linear".
-        image_size: output side of the preprocessing (None: the architecture's).
-        crop_fraction: central crop before resizing.
+        image_size: output side of the preprocessing (None: the published
+            weights' input size, else the architecture's).
+        crop_fraction: central crop of the shorter side before resizing
+            (None: that of the model's single-crop protocol, `load_model`'s).
         overwrite: replace an existing preset.
 
     Returns:
@@ -89,16 +93,14 @@ def make_preset(weights, output, architecture="very_deep", width_multiplier=1.0,
     if fileio.exists(output) and not overwrite:
         raise FileExistsError(f"{output!r} already exists; pass --overwrite to replace it.")
     activation = None if activation == "linear" else activation
-    if weights == "imagenet":
-        model = PolyNet(architecture, weights="imagenet", classes=classes,
-                        classifier_activation=activation, width_multiplier=width_multiplier)
-    else:
-        model = PolyNet(architecture, weights=None, classes=classes,
-                        classifier_activation=activation, width_multiplier=width_multiplier)
-        load_weights_file(model, weights)
-    backbone = PolyNetBackbone(architecture, width_multiplier=width_multiplier)
-    size = image_size or backbone.default_image_size
-    converter = PolyNetImageConverter(image_size=(size, size), crop_fraction=crop_fraction)
+    loaded = load_model(weights=weights, architecture=architecture, classes=classes,
+                        width_multiplier=width_multiplier, crop_size=image_size,
+                        classifier_activation=activation)
+    model, classes = loaded.model, loaded.num_classes
+    backbone = PolyNetBackbone(loaded.description["architecture"],
+                               width_multiplier=width_multiplier)
+    converter = PolyNetImageConverter.from_protocol(loaded.protocol, loaded.mean, loaded.std,
+                                                    crop_fraction=crop_fraction)
     classifier = PolyNetImageClassifier(
         backbone, num_classes=classes, activation=activation,
         preprocessor=PolyNetImageClassifierPreprocessor(converter),

@@ -1,14 +1,15 @@
-"""Image converter and classifier preprocessor with the released weights' protocol.
+"""Image converter and classifier preprocessor with the published weights' protocol.
 
-The released Very Deep PolyNet weights (the CUHK Caffe release as ported by
-`pretrainedmodels` and `pytorchcv`) were evaluated on RGB images whose shorter
-side is resized to 378 before the central 331x331 crop is kept, then scaled to
-[0, 1] and standardised with the ImageNet mean (0.485, 0.456, 0.406) and
-standard deviation (0.229, 0.224, 0.225). `PolyNetImageConverter` does the
-same as `polynet_tf.data.preprocessing.preprocess_for_eval`: it keeps the
-central window of `crop_fraction` (331 / 378 = 0.875) of the shorter side and
-resizes it to `image_size` (bilinear, antialiased, as PIL shrinks), which is
-the shorter-side resize and central crop in one step.
+The published weights' `PretrainedConfig` names their evaluation protocol
+(`polynet_tf.data.protocols`); for the released Very Deep PolyNet: the shorter
+side resized to 378, the central 331x331 crop, then scaled to [0, 1] and
+standardised with the ImageNet mean and standard deviation.
+`PolyNetImageConverter` does as `polynet_tf.data.preprocessing.preprocess_for_eval`:
+it keeps the central window of `crop_fraction` of the shorter side (331 / 378
+for the released protocol) and resizes it to `image_size` (bilinear,
+antialiased, as PIL shrinks), which is the shorter-side resize and central
+crop in one step. `PolyNetImageConverter.from_protocol` makes the converter of
+any single-crop `CropProtocol` whose crop keeps the aspect ratio.
 """
 
 import keras
@@ -16,18 +17,49 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from polynet_tf.data.preprocessing import DEFAULT_CROP_FRACTION
+from polynet_tf.data import protocols
 from polynet_tf.hub.backbone import PolyNetBackbone
 from polynet_tf.models.architectures import get_pretrained_config
 
+
+def protocol_crop_fraction(protocol):
+    """The central fraction of the shorter side that a single-crop protocol keeps.
+
+    Args:
+        protocol: a `CropProtocol` with one crop that keeps the aspect
+            ratio ("single", or a shorter-side resize then a centre crop).
+
+    Returns:
+        `crop_fraction` for resize "none", else crop_size / resized shorter side.
+
+    Raises:
+        ValueError: several crops, or a squashing protocol (no central window
+            of the original image is the same crop).
+    """
+    if protocol.num_crops != 1 or protocol.resize == "squash":
+        raise ValueError(
+            f"PolyNetImageConverter cuts one central crop that keeps the aspect ratio; "
+            f"protocol {protocol.name!r} (resize={protocol.resize!r}, "
+            f"{protocol.num_crops} crops) is not one.")
+    if protocol.resize == "none":
+        return protocol.crop_fraction
+    return protocol.crop_size / protocol.scales[0]
+
+
+def _scale_and_offset(mean, std):
+    """(x / 255 - mean) / std written as x * scale + offset, keras-hub's form."""
+    return (tuple(1.0 / (255.0 * s) for s in std),
+            tuple(-m / s for m, s in zip(mean, std)))
+
+
 # What the published weights expect: their preset's PretrainedConfig.
 _PUBLISHED = get_pretrained_config(None, "imagenet")[1]
+_PUBLISHED_PROTOCOL = protocols.get_protocol(
+    _PUBLISHED.crop_protocol, crop_size=_PUBLISHED.input_size,
+    scales=(_PUBLISHED.resize_size,) if _PUBLISHED.resize_size else None)
 RELEASED_IMAGE_SIZE = (_PUBLISHED.input_size, _PUBLISHED.input_size)
-# About crop / resize of the released evaluation (the shorter side resized first).
-RELEASED_CROP_FRACTION = DEFAULT_CROP_FRACTION
-# (x / 255 - mean) / std written as x * scale + offset, keras-hub's form.
-RELEASED_SCALE = tuple(1.0 / (255.0 * s) for s in _PUBLISHED.std)
-RELEASED_OFFSET = tuple(-m / s for m, s in zip(_PUBLISHED.mean, _PUBLISHED.std))
+RELEASED_CROP_FRACTION = protocol_crop_fraction(_PUBLISHED_PROTOCOL)
+RELEASED_SCALE, RELEASED_OFFSET = _scale_and_offset(_PUBLISHED.mean, _PUBLISHED.std)
 
 
 def _crop_window(height, width, target, fraction, is_tensor):
@@ -94,6 +126,30 @@ class PolyNetImageConverter(keras_hub.layers.ImageConverter):
         super().__init__(image_size=image_size, scale=scale, offset=offset,
                          interpolation=interpolation, antialias=antialias, **kwargs)
         self.crop_fraction = float(crop_fraction)
+
+    @classmethod
+    def from_protocol(cls, protocol, mean, std, crop_fraction=None, **kwargs):
+        """The converter that cuts a single-crop protocol's crop and normalises.
+
+        Args:
+            protocol: a `CropProtocol` (`protocol_crop_fraction` says which).
+            mean: per-channel RGB mean on the [0, 1] scale.
+            std: per-channel RGB standard deviation on the [0, 1] scale.
+            crop_fraction: instead of the protocol's.
+            **kwargs: other constructor arguments.
+
+        Returns:
+            A `PolyNetImageConverter` with the protocol's crop side, crop
+            fraction and antialiasing.
+
+        Raises:
+            ValueError: a protocol this converter cannot cut.
+        """
+        scale, offset = _scale_and_offset(mean, std)
+        return cls(image_size=(protocol.crop_size, protocol.crop_size), scale=scale,
+                   offset=offset,
+                   crop_fraction=crop_fraction or protocol_crop_fraction(protocol),
+                   antialias=protocol.antialias, **kwargs)
 
     def _call_python(self, inputs):
         # Called on every path (the TensorFlow one wraps it): crop, then let

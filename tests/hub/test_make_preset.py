@@ -29,6 +29,9 @@ def test_make_preset_from_a_weights_file(tmp_path, capsys):
     assert "Wrote the keras-hub preset" in capsys.readouterr().out
     loaded = keras_hub.models.ImageClassifier.from_preset(output)
     assert isinstance(loaded, PolyNetImageClassifier) and loaded.activation == "softmax"
+    # A weights file without published weights: the "single" protocol at --image_size.
+    converter = loaded.preprocessor.image_converter
+    assert converter.image_size == (75, 75) and converter.crop_fraction == 0.875
     images = raw_images(count=2)
     expected = model.predict(loaded.preprocessor(images), verbose=0)
     assert np.std(expected) > 0.05

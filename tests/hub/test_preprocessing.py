@@ -1,8 +1,10 @@
 """PolyNetImageConverter against the package's own evaluation preprocessing."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
+from polynet_tf.data import protocols
 from polynet_tf.data.normalization import normalize_image
 from polynet_tf.data.preprocessing import preprocess_for_eval
 from polynet_tf.hub import PolyNetImageClassifierPreprocessor, PolyNetImageConverter
@@ -18,7 +20,9 @@ def _image(height, width, seed=0):
 
 def test_released_defaults():
     converter = PolyNetImageConverter()
-    assert converter.image_size == (331, 331) and converter.crop_fraction == 0.875
+    # The released protocol: shorter side to 378, centre 331 (331 / 378 of the shorter side).
+    assert converter.image_size == (331, 331)
+    assert converter.crop_fraction == pytest.approx(331 / 378, abs=1e-12)
     assert converter.antialias and converter.interpolation == "bilinear"
     pixels = np.array([[[[0, 128, 255]]]], dtype="float32")
     # x * scale + offset is the released (x / 255 - mean) / std.
@@ -30,7 +34,7 @@ def test_released_defaults():
 def test_same_as_the_package_evaluation_preprocessing():
     # Crop 0.875 of the shorter side, resize to 75 (antialiased), normalise:
     # the package's tf.data evaluation path on the encoded image.
-    converter = PolyNetImageConverter(image_size=(75, 75))
+    converter = PolyNetImageConverter(image_size=(75, 75), crop_fraction=0.875)
     for height, width in ((120, 97), (90, 160), (80, 80)):
         image = _image(height, width)
         expected = preprocess_for_eval(tf.io.encode_png(image), 75).numpy()
@@ -56,3 +60,25 @@ def test_lists_of_images_of_different_sizes_and_labels_pass_through():
     whole = PolyNetImageConverter(image_size=(75, 75), crop_fraction=1.0)
     expected = preprocess_for_eval(tf.io.encode_png(images[0]), 75, crop_fraction=1.0).numpy()
     np.testing.assert_allclose(np.asarray(whole(images[0])), expected, rtol=0, atol=2e-5)
+
+
+def test_converter_of_a_protocol():
+    single = PolyNetImageConverter.from_protocol(
+        protocols.get_protocol("single", crop_size=75, crop_fraction=0.8), mean=(0.5,) * 3,
+        std=(0.25,) * 3)
+    assert single.image_size == (75, 75) and single.crop_fraction == 0.8
+    image = _image(120, 97)
+    expected = preprocess_for_eval(tf.io.encode_png(image), 75, crop_fraction=0.8,
+                                   mean=(0.5,) * 3, std=(0.25,) * 3).numpy()
+    np.testing.assert_allclose(np.asarray(single(image)), expected, rtol=0, atol=2e-5)
+    released = PolyNetImageConverter.from_protocol(
+        protocols.get_protocol("released", crop_size=75, scales=(90,), antialias=False),
+        mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert released.crop_fraction == pytest.approx(75 / 90) and not released.antialias
+    assert PolyNetImageConverter.from_protocol(
+        protocols.get_protocol("released", crop_size=75), (0.5,) * 3, (0.25,) * 3,
+        crop_fraction=0.9).crop_fraction == 0.9
+    for name in ("released_squash", "polynet_multicrop"):
+        with pytest.raises(ValueError, match=f"protocol {name!r}"):
+            PolyNetImageConverter.from_protocol(protocols.get_protocol(name), (0.5,) * 3,
+                                                (0.25,) * 3)
