@@ -32,7 +32,6 @@ import dataclasses
 import re
 
 import keras
-import tensorflow as tf
 from absl import logging
 
 from polynet_tf import fileio, runs
@@ -201,18 +200,24 @@ def initialize_model(model, config, report_dir=None, strategy=None, init_from=No
 
 
 def _load_source(init, model_config):
-    """Builds and loads the source network; returns it and its description."""
-    from polynet_tf.models import PolyNet  # noqa: PLC0415
-    from polynet_tf.models.architectures import get_pretrained_config  # noqa: PLC0415
+    """Builds and loads the source network; returns it and its description.
+
+    The published weights and a run's checkpoint load through
+    `polynet_tf.loading.load_model`, as evaluation and export do; a weights
+    file is built with the model's own options and the file's architecture
+    and classes.
+    """
+    from polynet_tf.loading import load_model  # noqa: PLC0415
     from polynet_tf.models.factory import build_model  # noqa: PLC0415
 
     weights = init.weights
     if weights == "imagenet":
         # The published weights of the configured preset (validate() checked it has them).
-        architecture, pretrained = get_pretrained_config(model_config.architecture, weights)
-        source = PolyNet(architecture, weights=weights, classifier_activation=None)
-        return source, {"kind": "imagenet", "path": "imagenet", "architecture": architecture,
-                        "num_classes": pretrained.num_classes}
+        loaded = load_model(weights=weights, architecture=model_config.architecture,
+                            classifier_activation=None)
+        return loaded.model, {"kind": "imagenet", "path": "imagenet",
+                              "architecture": loaded.description["architecture"],
+                              "num_classes": loaded.num_classes}
     if weights.endswith(_KERAS_SUFFIXES):
         if not fileio.isfile(weights):
             raise FineTuneError(f"init.weights: the weights file {weights!r} does not exist.")
@@ -231,11 +236,15 @@ def _load_source(init, model_config):
             f"init.architecture={init.architecture!r} contradicts the run's {params} "
             f"(model.architecture {source_config.architecture!r}); leave init.architecture "
             "unset for a checkpoint.")
-    source = build_model(source_config)
-    _restore_checkpoint(source, prefix)
-    return source, {"kind": "checkpoint", "path": prefix, "params": params,
-                    "architecture": source_config.architecture,
-                    "num_classes": source_config.num_classes}
+    try:
+        loaded = load_model(checkpoint=prefix, config=params, classifier_activation=None)
+    except ValueError as error:
+        raise FineTuneError(
+            f"The checkpoint {prefix} does not fit the architecture its {PARAMS_FILE} "
+            f"names ({source_config.architecture}): {error}") from None
+    return loaded.model, {"kind": "checkpoint", "path": prefix, "params": params,
+                          "architecture": source_config.architecture,
+                          "num_classes": source_config.num_classes}
 
 
 def _classes_in_weights_file(path):
@@ -298,20 +307,6 @@ def _run_model_config(params):
         return base.from_dict(ModelConfig, values.get("model") or {}, "model")
     except base.ConfigError as error:
         raise FineTuneError(f"{params}: {error}") from None
-
-
-def _restore_checkpoint(source, prefix):
-    checkpoint = tf.train.Checkpoint(model=source)
-    # assert_existing_objects_matched fails for any weight of `source` that the
-    # checkpoint does not hold (the optimizer and step in it are not needed).
-    try:
-        status = checkpoint.restore(prefix)
-        status.expect_partial()
-        status.assert_existing_objects_matched()
-    except (AssertionError, ValueError) as error:
-        raise FineTuneError(
-            f"The checkpoint {prefix} does not fit the architecture its params.yaml "
-            f"names ({source.name}): {str(error).splitlines()[0][:300]}") from None
 
 
 def _match(source, model, description):
