@@ -122,16 +122,71 @@ class ConvBN(keras.layers.Layer):
     def call(self, inputs, norm_index=0, training=None):
         if self.batch_norm.folded:
             x = self.folded_convs[norm_index](inputs)
+        elif not training:
+            # Inference: the BatchNorm uses its moving statistics, an affine
+            # map per channel, applied through the conv's kernel (see
+            # `_conv_with_norm_folded`). `training=None` is inference too, as
+            # for `keras.layers.BatchNormalization`.
+            x = self._conv_with_norm_folded(inputs, self.norms[norm_index])
         else:
             x = self.conv(inputs)
             norm = self.norms[norm_index]
-            if training and norm.trainable and statistics_frozen():
+            if norm.trainable and statistics_frozen():
                 x = normalize_with_batch_statistics(norm, x)
             else:
                 x = norm(x, training=training)
         if self.activation:
             x = keras.ops.relu(x)
         return x
+
+    def _conv_with_norm_folded(self, inputs, norm):
+        """`norm(conv(inputs), training=False)`, computed as one conv with a bias.
+
+        `BN(conv(x, W)) = conv(x, W * s) + (beta - mean * s)` with
+        `s = gamma / sqrt(moving_variance + epsilon)`, the same rewrite as
+        `polynet_tf.models.fold_batch_norms`, but done on every call from the
+        unchanged variables (same weights, checkpoints and training path).
+        Why: the unfolded BatchNorm is two passes over the conv's output
+        (multiply, add; under a mixed policy also two casts and float32
+        arithmetic), which cost 64% -> 80% of the GEMM peak of the released
+        network on CPU, while scaling the kernel reads the weights once per
+        call (the conv reads them anyway) and leaves conv + bias + ReLU, which
+        TensorFlow's graph optimizer fuses into one oneDNN convolution
+        (docs/benchmarks.md).
+
+        Args:
+            inputs: the unit's input, channels last.
+            norm: the built `keras.layers.BatchNormalization` to apply.
+
+        Returns:
+            The conv output with the BatchNorm applied (no ReLU), in the
+            unit's compute dtype.
+        """
+        # BatchNorm variables are float32 (never autocast); the per-channel
+        # scale and bias are computed in float32 like the BatchNorm does.
+        scale = keras.ops.rsqrt(
+            keras.ops.cast(norm.moving_variance, "float32") + norm.epsilon)
+        if norm.scale:
+            scale = scale * keras.ops.cast(norm.gamma, "float32")
+        bias = -keras.ops.cast(norm.moving_mean, "float32") * scale
+        if norm.center:
+            bias = bias + keras.ops.cast(norm.beta, "float32")
+        dtype = self.compute_dtype
+        # The kernel comes autocast to the compute dtype under a mixed
+        # policy; scaling it there costs half the memory traffic of a
+        # float32 product cast afterwards (measured, docs/benchmarks.md).
+        kernel = self.conv.kernel * keras.ops.cast(scale, dtype)
+        x = keras.ops.conv(
+            keras.ops.cast(inputs, dtype),
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            data_format="channels_last",
+        )
+        # `keras.ops.add`, not `+`: on TensorFlow it adds a per-channel vector
+        # with a BiasAdd, which Grappler fuses with the conv (and the ReLU)
+        # into one oneDNN convolution; it leaves an AddV2 apart.
+        return keras.ops.add(x, keras.ops.cast(bias, dtype))
 
     def compute_output_shape(self, input_shape):
         conv = self.folded_convs[0] if self.batch_norm.folded else self.conv
