@@ -216,18 +216,6 @@ def load_scorer(spec: ModelSpec) -> Scorer:
     return _weights_scorer(spec)
 
 
-def load_model_config(path):
-    """Deprecated: `polynet_tf.configs.experiment.load_experiment([path], mode=None)`."""
-    return _load_config(path)
-
-
-def _load_config(path):
-    # Imported here: configs import models, which the protocols do not need.
-    from polynet_tf.configs.experiment import load_experiment  # noqa: PLC0415
-
-    return load_experiment([path], mode=None)
-
-
 def _weights_scorer(spec):
     from polynet_tf.loading import load_model  # noqa: PLC0415
 
