@@ -6,11 +6,24 @@
    blocks where 2-way evaluates 2, so it should cost about 1.5x, not the 3x of
    the naive polynomial I + F + GF + HGF (F computed 3 times, G twice = 6
    blocks), which is timed side by side as the baseline.
+3. With --paths (and nothing else): the inference paths of the released
+   network at 331x331, `predict_on_batch`, side by side in rounds (so that a
+   change of load hits every path alike), each as images/s and as a share of
+   the float32 GEMM peak measured in the same rounds (`tf.matmul`, 2048^2,
+   same threads; the network is 2 x its multiply-adds per image, 69.4 GFLOP):
+   the model as `PolyNet()` builds it (BatchNorms applied through the conv
+   kernels at inference, issue 19), the same layers traced as before issue 19
+   (conv, then the BatchNorm layer on its output; benchmark only),
+   `fold_batch_norms(model)`, and the same three under the global
+   "mixed_bfloat16" policy (`fold_batch_norms(model, "mixed_bfloat16")` for
+   the last). All hold the same weights, BatchNorm statistics randomized.
 
 Usage: python benchmarks/forward.py [--repeats 5] [--skip_full]
+       python benchmarks/forward.py --paths [--batch 2] [--rounds 3] [--threads 2]
 """
 
 import argparse
+import contextlib
 import os
 import platform
 import time
@@ -22,7 +35,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from polynet_tf import PolyNet  # noqa: E402
-from polynet_tf.layers import PolyInceptionModule  # noqa: E402
+from polynet_tf.layers import ConvBN, PolyInceptionModule  # noqa: E402
+from polynet_tf.models import fold_batch_norms  # noqa: E402
+from polynet_tf.models.complexity import network_cost  # noqa: E402
 
 
 def _time(fn, repeats):
@@ -72,14 +87,132 @@ def _modules(batch, repeats):
     return {name: _time(lambda fn=fn: fn(x).numpy(), repeats) for name, fn in runs.items()}
 
 
+@contextlib.contextmanager
+def _unfolded_inference():
+    """ConvBN traced inside computes inference as before issue 19: conv, then BatchNorm layer."""
+    original = ConvBN._inference
+    ConvBN._inference = lambda self, inputs, norm: norm(self.conv(inputs), training=False)
+    try:
+        yield
+    finally:
+        ConvBN._inference = original
+
+
+def _gemm_gflops(dtype, n=2048, calls=10):
+    a = tf.cast(tf.random.stateless_normal((n, n), seed=(1, 2)), dtype)
+    matmul = tf.function(lambda: tf.matmul(a, a))
+    matmul().numpy()
+    start = time.perf_counter()
+    for _ in range(calls):
+        matmul().numpy()
+    return calls * 2 * n**3 / (time.perf_counter() - start) / 1e9
+
+
+def _randomized_batch_norms(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        name = weight.path.rsplit("/", 1)[-1]
+        if name == "gamma":
+            weight.assign(rng.uniform(0.5, 1.5, weight.shape))
+        elif name in ("beta", "moving_mean"):
+            weight.assign(rng.normal(0.0, 0.2, weight.shape))
+        elif name == "moving_variance":
+            weight.assign(rng.uniform(0.5, 2.0, weight.shape))
+    return model
+
+
+def _paths(size, batch, rounds, repeats):
+    """images/s of each inference path (median over rounds) and the GEMM peaks."""
+    gflop = 2 * network_cost("very_deep", size).multiply_adds / 1e9
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype("float32")
+    model = _randomized_batch_norms(
+        PolyNet(weights=None, input_shape=(size, size, 3), classifier_activation=None))
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = PolyNet(weights=None, input_shape=(size, size, 3), classifier_activation=None)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    mixed.set_weights(model.get_weights())
+    # (name, model, traced as before issue 19); a new keras.Model over the
+    # same layers has its own predict function, traced under the patch.
+    runs = [
+        ("float32: PolyNet() (default path)", model, False),
+        ("float32: same layers, unfolded BatchNorms (before)",
+         keras.Model(model.input, model.output), True),
+        ("float32: fold_batch_norms(model)", fold_batch_norms(model), False),
+        ("mixed_bfloat16: PolyNet() under the global policy", mixed, False),
+        ("mixed_bfloat16: same layers, unfolded BatchNorms (before)",
+         keras.Model(mixed.input, mixed.output), True),
+        ("mixed_bfloat16: fold_batch_norms(model, 'mixed_bfloat16')",
+         fold_batch_norms(model, "mixed_bfloat16"), False),
+    ]
+    reference = None
+    for name, net, unfolded in runs:
+        start = time.perf_counter()
+        with _unfolded_inference() if unfolded else contextlib.nullcontext():
+            logits = np.asarray(net.predict_on_batch(x), np.float32)  # traces
+        first = time.perf_counter() - start
+        if reference is None:
+            reference = logits
+        error = np.max(np.abs(logits - reference)) / np.std(reference)
+        print(f"  traced {name}: first call {first:.0f} s, "
+              f"max|logits - default float32| / std = {error:.1e}", flush=True)
+    speeds = {name: [] for name, _, _ in runs}
+    peaks = {"float32": [], "bfloat16": []}
+    for index in range(rounds):
+        for dtype in peaks:
+            peaks[dtype].append(_gemm_gflops(dtype))
+        for name, net, _ in runs:
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                net.predict_on_batch(x)
+                times.append(time.perf_counter() - start)
+            speeds[name].append(batch / min(times))
+        print(f"  round {index + 1}/{rounds}: GEMM float32 {peaks['float32'][-1]:.0f} GFLOP/s, "
+              + ", ".join(f"{v[-1]:.2f}" for v in speeds.values()) + " images/s", flush=True)
+    return ({name: float(np.median(v)) for name, v in speeds.items()},
+            {dtype: float(np.max(v)) for dtype, v in peaks.items()}, gflop)
+
+
+def _print_paths(args):
+    print(f"Inference paths, very_deep {args.size}x{args.size}, batch {args.batch}, "
+          f"predict_on_batch, {args.rounds} rounds of {args.repeats} (best of each round, median "
+          "over rounds); load average before: "
+          + " ".join(f"{v:.2f}" for v in os.getloadavg()), flush=True)
+    speeds, peaks, gflop = _paths(args.size, args.batch, args.rounds, args.repeats)
+    print(f"GEMM peak (tf.matmul 2048^2, best round): float32 {peaks['float32']:.0f} GFLOP/s, "
+          f"bfloat16 {peaks['bfloat16']:.0f} GFLOP/s; network {gflop:.1f} GFLOP per image")
+    print("| path | images/s | share of the float32 GEMM peak |")
+    print("| --- | --- | --- |")
+    for name, value in speeds.items():
+        print(f"| {name} | {value:.2f} | {value * gflop / peaks['float32']:.0%} |")
+    names = list(speeds)
+    for new, old in ((0, 1), (0, 2), (3, 4), (3, 5), (3, 0)):
+        print(f"ratio {names[new]} / {names[old]}: {speeds[names[new]] / speeds[names[old]]:.2f}x")
+    print("load average after: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--skip_full", action="store_true", help="only the module benchmark")
+    parser.add_argument("--paths", action="store_true",
+                        help="only the inference paths of the released network (section 3)")
+    parser.add_argument("--size", type=int, default=331, help="input size of --paths")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --paths")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="TensorFlow intra- and inter-op threads (default: TensorFlow's)")
     args = parser.parse_args()
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"TF {tf.__version__}, Keras {keras.__version__}")
+          f"TF {tf.__version__}, Keras {keras.__version__}, threads {args.threads or 'default'}")
+    if args.paths:
+        _print_paths(args)
+        return
     if not args.skip_full:
         deep = _network("very_deep", 331, args.batch, args.repeats)
         base = _network("ir_5_10_5", 299, args.batch, args.repeats)

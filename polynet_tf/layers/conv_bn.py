@@ -123,11 +123,9 @@ class ConvBN(keras.layers.Layer):
         if self.batch_norm.folded:
             x = self.folded_convs[norm_index](inputs)
         elif not training:
-            # Inference: the BatchNorm uses its moving statistics, an affine
-            # map per channel, applied through the conv's kernel (see
-            # `_conv_with_norm_folded`). `training=None` is inference too, as
-            # for `keras.layers.BatchNormalization`.
-            x = self._conv_with_norm_folded(inputs, self.norms[norm_index])
+            # Inference (`training=None` too, as for BatchNormalization): the
+            # BatchNorm is an affine map per channel, see `_inference`.
+            x = self._inference(inputs, self.norms[norm_index])
         else:
             x = self.conv(inputs)
             norm = self.norms[norm_index]
@@ -139,20 +137,29 @@ class ConvBN(keras.layers.Layer):
             x = keras.ops.relu(x)
         return x
 
-    def _conv_with_norm_folded(self, inputs, norm):
-        """`norm(conv(inputs), training=False)`, computed as one conv with a bias.
+    def _inference(self, inputs, norm):
+        """`norm(conv(inputs), training=False)`, by the cheaper of two exact rewrites.
 
-        `BN(conv(x, W)) = conv(x, W * s) + (beta - mean * s)` with
-        `s = gamma / sqrt(moving_variance + epsilon)`, the same rewrite as
-        `polynet_tf.models.fold_batch_norms`, but done on every call from the
-        unchanged variables (same weights, checkpoints and training path).
-        Why: the unfolded BatchNorm is two passes over the conv's output
-        (multiply, add; under a mixed policy also two casts and float32
-        arithmetic), which cost 64% -> 80% of the GEMM peak of the released
-        network on CPU, while scaling the kernel reads the weights once per
-        call (the conv reads them anyway) and leaves conv + bias + ReLU, which
-        TensorFlow's graph optimizer fuses into one oneDNN convolution
-        (docs/benchmarks.md).
+        With `s = gamma / sqrt(moving_variance + epsilon)` and
+        `b = beta - moving_mean * s` (per output channel):
+
+        - through the kernel: `conv(x, W * s) + b`, the rewrite of
+          `polynet_tf.models.fold_batch_norms` done on every call from the
+          unchanged variables. Conv, bias and ReLU are then one oneDNN
+          convolution on TensorFlow (Grappler fuses them), at the price of
+          one pass over the kernel per call;
+        - on the output: `conv(x, W) * s + b`, passes over the conv's output
+          like the BatchNorm layer's, without its float32 round trip under a
+          mixed policy.
+
+        Why not the BatchNorm layer: its multiply and add (and, under
+        mixed_bfloat16, two casts around float32 arithmetic) are separate
+        passes over every conv output, which kept the released network well
+        below the speed of its folded copy (docs/benchmarks.md). Scaling the
+        kernel costs in proportion to the weights, independently of the
+        batch; the stem and stage A have small kernels and large outputs,
+        stage C the opposite (8x8 outputs, kernels of up to 2048 input
+        channels), so each unit picks per call (`_scales_kernel`).
 
         Args:
             inputs: the unit's input, channels last.
@@ -163,7 +170,8 @@ class ConvBN(keras.layers.Layer):
             unit's compute dtype.
         """
         # BatchNorm variables are float32 (never autocast); the per-channel
-        # scale and bias are computed in float32 like the BatchNorm does.
+        # scale and bias are computed in float32 like the BatchNorm does,
+        # then cast to the compute dtype.
         scale = keras.ops.rsqrt(
             keras.ops.cast(norm.moving_variance, "float32") + norm.epsilon)
         if norm.scale:
@@ -172,21 +180,53 @@ class ConvBN(keras.layers.Layer):
         if norm.center:
             bias = bias + keras.ops.cast(norm.beta, "float32")
         dtype = self.compute_dtype
-        # The kernel comes autocast to the compute dtype under a mixed
-        # policy; scaling it there costs half the memory traffic of a
-        # float32 product cast afterwards (measured, docs/benchmarks.md).
-        kernel = self.conv.kernel * keras.ops.cast(scale, dtype)
-        x = keras.ops.conv(
-            keras.ops.cast(inputs, dtype),
-            kernel,
-            strides=self.strides,
-            padding=self.padding,
-            data_format="channels_last",
-        )
+        scale, bias = keras.ops.cast(scale, dtype), keras.ops.cast(bias, dtype)
+        if self._scales_kernel(inputs.shape):
+            # Under a mixed policy the kernel comes autocast to the compute
+            # dtype and is scaled there: fewer bytes than a float32 product
+            # cast afterwards, for one more rounding of each weight.
+            x = keras.ops.conv(
+                keras.ops.cast(inputs, dtype),
+                self.conv.kernel * scale,
+                strides=self.strides,
+                padding=self.padding,
+                data_format="channels_last",
+            )
+        else:
+            x = self.conv(inputs) * scale
         # `keras.ops.add`, not `+`: on TensorFlow it adds a per-channel vector
-        # with a BiasAdd, which Grappler fuses with the conv (and the ReLU)
-        # into one oneDNN convolution; it leaves an AddV2 apart.
-        return keras.ops.add(x, keras.ops.cast(bias, dtype))
+        # with a BiasAdd, which Grappler fuses into the conv before it (with
+        # the ReLU after it); an AddV2 would stay a separate pass.
+        return keras.ops.add(x, bias)
+
+    def _scales_kernel(self, input_shape):
+        """Whether inference applies the BatchNorm through the kernel (else on the output).
+
+        Through the kernel when the kernel has at most as many elements as
+        the conv's output: both rewrites are memory-bound passes, one over
+        the kernel, the other (multiply, bias, ReLU unfused) over the output.
+        For the released network at 331x331 this puts 3% of the kernel
+        elements (summed over calls) through the kernel at batch 1, 22% at
+        batch 2, 77% at batch 8; measured at batches 1 and 2, the mix was at
+        least as fast as either rewrite alone (docs/benchmarks.md). The shapes are
+        static, so the choice is made when the graph is traced. An unknown
+        batch counts as 1 (a SavedModel's serving signature), so no unit
+        costs more than the BatchNorm layer did at any batch; unknown
+        spatial dimensions choose the kernel, whose cost does not grow with
+        the input.
+
+        Args:
+            input_shape: the unit's input shape, channels last.
+
+        Returns:
+            A Python bool.
+        """
+        input_shape = tuple(input_shape)
+        output_shape = self.conv.compute_output_shape(input_shape)
+        if output_shape[1] is None or output_shape[2] is None:
+            return True
+        positions = (output_shape[0] or 1) * output_shape[1] * output_shape[2]
+        return self.kernel_size[0] * self.kernel_size[1] * input_shape[-1] <= positions
 
     def compute_output_shape(self, input_shape):
         conv = self.folded_convs[0] if self.batch_norm.folded else self.conv

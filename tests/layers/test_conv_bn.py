@@ -76,7 +76,11 @@ def _numpy_reference(unit, x, norm_index, mean=None, variance=None):
     {"kernel_size": 1},
 ])
 @pytest.mark.parametrize("num_norms", [1, 3])
-def test_inference_equals_conv_batch_norm_relu_computed_in_numpy(options, num_norms):
+@pytest.mark.parametrize("through_kernel", [True, False])
+def test_inference_equals_conv_batch_norm_relu_computed_in_numpy(
+        options, num_norms, through_kernel, monkeypatch):
+    # Both rewrites, whichever the unit would pick for these shapes.
+    monkeypatch.setattr(ConvBN, "_scales_kernel", lambda self, shape: through_kernel)
     unit = _unit(num_norms, **options)
     x = _inputs()
     for norm_index in range(num_norms):
@@ -86,6 +90,19 @@ def test_inference_equals_conv_batch_norm_relu_computed_in_numpy(options, num_no
             got = keras.ops.convert_to_numpy(unit(x, norm_index=norm_index, training=training))
             assert got.shape == expected.shape
             np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6 * scale)
+
+
+def test_inference_scales_the_kernel_when_it_is_smaller_than_the_output():
+    unit = ConvBN(16, 3)  # 3 x 3 x 8 = 72 kernel elements per output channel
+    unit.build((None, 6, 6, 8))
+    assert unit._scales_kernel((2, 6, 6, 8))       # 72 <= 2 * 36 output positions
+    assert not unit._scales_kernel((1, 6, 6, 8))   # 72 > 36
+    assert not unit._scales_kernel((None, 6, 6, 8))  # an unknown batch counts as 1
+    assert unit._scales_kernel((None, None, None, 8))  # unknown size: the kernel
+    strided = ConvBN(16, 3, strides=2, padding="valid")
+    strided.build((None, 9, 9, 8))
+    assert not strided._scales_kernel((4, 9, 9, 8))  # 72 > 4 * 16
+    assert strided._scales_kernel((5, 9, 9, 8))
 
 
 def test_inference_in_a_graph_and_with_synchronized_settings():
@@ -186,7 +203,7 @@ def test_frozen_statistics_and_frozen_batch_norms_in_training():
 
 def _unfolded_inference(monkeypatch):
     """Makes ConvBN compute inference as before: conv, then the BatchNorm layer on its output."""
-    monkeypatch.setattr(ConvBN, "_conv_with_norm_folded",
+    monkeypatch.setattr(ConvBN, "_inference",
                         lambda self, inputs, norm: norm(self.conv(inputs), training=False))
 
 
