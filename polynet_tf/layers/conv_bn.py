@@ -154,12 +154,14 @@ class ConvBN(keras.layers.Layer):
 
         Why not the BatchNorm layer: its multiply and add (and, under
         mixed_bfloat16, two casts around float32 arithmetic) are separate
-        passes over every conv output, which kept the released network well
-        below the speed of its folded copy (docs/benchmarks.md). Scaling the
+        passes over every conv output, and the ReLU another; on a 2-core
+        AVX-512 machine the released network ran at 64% of the float32 GEMM
+        peak that way, its folded copy at 78-85% (issue 19). Scaling the
         kernel costs in proportion to the weights, independently of the
         batch; the stem and stage A have small kernels and large outputs,
         stage C the opposite (8x8 outputs, kernels of up to 2048 input
-        channels), so each unit picks per call (`_scales_kernel`).
+        channels), so each unit picks the cheaper one for its shapes when
+        traced (`_scales_kernel`).
 
         Args:
             inputs: the unit's input, channels last.
@@ -195,8 +197,9 @@ class ConvBN(keras.layers.Layer):
         else:
             x = self.conv(inputs) * scale
         # `keras.ops.add`, not `+`: on TensorFlow it adds a per-channel vector
-        # with a BiasAdd, which Grappler fuses into the conv before it (with
-        # the ReLU after it); an AddV2 would stay a separate pass.
+        # with a BiasAdd, which Grappler fuses with a conv right before it
+        # (the kernel rewrite) and the ReLU after it into one oneDNN
+        # convolution; it leaves an AddV2 apart.
         return keras.ops.add(x, bias)
 
     def _scales_kernel(self, input_shape):
@@ -208,12 +211,12 @@ class ConvBN(keras.layers.Layer):
         For the released network at 331x331 this puts 3% of the kernel
         elements (summed over calls) through the kernel at batch 1, 22% at
         batch 2, 77% at batch 8; measured at batches 1 and 2, the mix was at
-        least as fast as either rewrite alone (docs/benchmarks.md). The shapes are
-        static, so the choice is made when the graph is traced. An unknown
-        batch counts as 1 (a SavedModel's serving signature), so no unit
-        costs more than the BatchNorm layer did at any batch; unknown
-        spatial dimensions choose the kernel, whose cost does not grow with
-        the input.
+        least as fast as either rewrite alone (docs/benchmarks.md). The
+        shapes are static, so the choice is made when the graph is traced.
+        An unknown batch counts as 1 (a SavedModel's serving signature): by
+        this count no unit then costs more than the BatchNorm layer did, at
+        any batch. Unknown spatial dimensions choose the kernel, whose cost
+        does not grow with the input.
 
         Args:
             input_shape: the unit's input shape, channels last.
