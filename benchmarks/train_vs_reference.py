@@ -126,7 +126,7 @@ def torch_case(variant, batch, threads, reps):
             loss = torch.nn.functional.cross_entropy(net(images), labels)
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     seconds = _median_step_seconds(step, reps)
     print(json.dumps({"variant": variant, "batch": batch, "seconds": seconds}), flush=True)
