@@ -95,7 +95,10 @@ def _traced_multiply_adds(model):
 
         cls.call = hooked
     try:
-        model(np.zeros((1, 75, 75, 3), np.float32), training=False)
+        # training=True: at inference ConvBN may convolve with a BatchNorm-scaled
+        # kernel through keras.ops.conv, past Conv2D.call; training goes
+        # through every Conv2D (same multiply-adds).
+        model(np.zeros((1, 75, 75, 3), np.float32), training=True)
     finally:
         for cls, call in originals.items():
             cls.call = call
