@@ -101,20 +101,26 @@ def _timed(fn, reps):
     return times
 
 
-def torch_worker(threads, checkpoint):
+def reference_polynet_module():
+    """`pretrainedmodels/models/polynet.py`, loaded without the package `__init__`
+    (which needs torchvision)."""
     import importlib.util  # pylint: disable=import-outside-toplevel
 
-    import numpy as np  # pylint: disable=import-outside-toplevel
-    import torch  # pylint: disable=import-outside-toplevel
-
-    torch.set_num_threads(threads)
     spec = importlib.util.find_spec("pretrainedmodels")
     path = os.path.join(spec.submodule_search_locations[0], "models", "polynet.py")
     module_spec = importlib.util.spec_from_file_location("_reference_polynet", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
+    return module
+
+
+def torch_worker(threads, checkpoint):
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import torch  # pylint: disable=import-outside-toplevel
+
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
-    net = module.PolyNet().eval()
+    net = reference_polynet_module().PolyNet().eval()
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # random BatchNorm statistics as well as weights
         for layer in net.modules():

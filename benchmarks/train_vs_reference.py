@@ -101,18 +101,13 @@ def tf_case(variant, batch, threads, reps):
 
 def torch_case(variant, batch, threads, reps):
     """Median seconds of the reference's training step; prints one JSON line."""
-    import importlib.util  # noqa: PLC0415
-
     import torch  # noqa: PLC0415
 
+    from forward_vs_reference import reference_polynet_module  # noqa: PLC0415
+
     torch.set_num_threads(threads)
-    spec = importlib.util.find_spec("pretrainedmodels")
-    path = os.path.join(spec.submodule_search_locations[0], "models", "polynet.py")
-    module_spec = importlib.util.spec_from_file_location("_reference_polynet", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
     torch.manual_seed(0)
-    net = module.PolyNet(num_classes=CLASSES).train()
+    net = reference_polynet_module().PolyNet(num_classes=CLASSES).train()
     optimizer = torch.optim.RMSprop(net.parameters(), lr=0.45 * batch / 512, alpha=0.9,
                                     eps=1.0, momentum=0.9)
     images, labels = (torch.from_numpy(a) for a in _batch(batch, channels_first=True))
