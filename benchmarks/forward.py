@@ -112,7 +112,7 @@ def _unfolded_inference():
         ConvBN._inference = original
 
 
-def _gemm_gflops(dtype, sizes=(1024, 2048), seconds=0.5):
+def gemm_gflops(dtype, sizes=(1024, 2048), seconds=0.5):
     """GFLOP/s of `tf.matmul` on square matrices, the best of `sizes`."""
     best = 0.0
     for n in sizes:
@@ -183,7 +183,7 @@ def _paths(size, batch, rounds, repeats):
     peaks = {"float32": [], "bfloat16": []}
     for index in range(rounds):
         for dtype in peaks:
-            peaks[dtype].append(_gemm_gflops(dtype))
+            peaks[dtype].append(gemm_gflops(dtype))
         for name, net, _ in runs:
             times = []
             for _ in range(repeats):

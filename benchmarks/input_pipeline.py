@@ -22,6 +22,12 @@ Each measurement runs in its own process pinned (before TensorFlow starts) to
 `--cores` CPUs (the bare loop to one), so "per core" is images/s divided by
 the CPUs it was given. Variants alternate over `--rounds` rounds and the best
 round of each is kept, which filters out other load on a shared machine.
+
+Every variant is measured under each of `--allocators`: `bfc`, TensorFlow's
+pooling BFC allocator for CPU memory (`TF_CPU_ALLOCATOR_USE_BFC=true`, which
+`python -m polynet_tf.train` sets unless the environment says otherwise), and
+`default`, TensorFlow's plain CPU allocator (glibc malloc: each batch of
+float images is fresh memory from the kernel, page faults included).
 Goal: pipeline >= 0.9x of (a) and >= 1.5x of (b).
 """
 
@@ -45,6 +51,8 @@ def _parse_args():
     parser.add_argument("--seconds", type=float, default=15.0,
                         help="measuring time of each variant and round")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--allocators", nargs="+", choices=("bfc", "default"),
+                        default=["bfc", "default"], help="CPU allocators to measure under")
     # Internal: run one measurement in this process.
     parser.add_argument("--variant", choices=("pipeline", "bare", "decode_whole"))
     parser.add_argument("--data_dir")
@@ -170,12 +178,14 @@ def _split_records(blob: bytes):
     return records
 
 
-def _run_variant(directory: str, variant: str) -> float:
+def _run_variant(directory: str, variant: str, allocator: str) -> float:
     command = [sys.executable, os.path.abspath(__file__), "--variant", variant,
                "--data_dir", directory, "--cores", str(ARGS.cores),
                "--image_size", str(ARGS.image_size), "--batch_size", str(ARGS.batch_size),
                "--seconds", str(ARGS.seconds)]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC=str(allocator == "bfc").lower())
+    output = subprocess.run(command, check=True, capture_output=True, text=True,
+                            env=env).stdout
     return json.loads(output.strip().splitlines()[-1])["images_per_second_per_core"]
 
 
@@ -199,15 +209,20 @@ def main():
               f"{ARGS.seconds:.0f} s")
         best = {}
         for _ in range(ARGS.rounds):
-            for variant in ("pipeline", "bare", "decode_whole"):
-                rate = _run_variant(directory, variant)
-                best[variant] = max(best.get(variant, 0.0), rate)
-    pipeline, bare, whole = best["pipeline"], best["bare"], best["decode_whole"]
-    print(f"pipeline (fused decode-and-crop): {pipeline:7.1f} images/s/core")
-    print(f"(a) same ops, bare loop:          {bare:7.1f} images/s/core")
-    print(f"(b) decode whole JPEG, then crop: {whole:7.1f} images/s/core")
-    print(f"ratio pipeline / (a) = {pipeline / bare:.2f}  (goal >= 0.9)")
-    print(f"ratio pipeline / (b) = {pipeline / whole:.2f}  (goal >= 1.5)")
+            for allocator in ARGS.allocators:
+                for variant in ("pipeline", "bare", "decode_whole"):
+                    rate = _run_variant(directory, variant, allocator)
+                    key = (allocator, variant)
+                    best[key] = max(best.get(key, 0.0), rate)
+    print("| allocator | pipeline | (a) bare ops | (b) decode whole | pipeline / (a) "
+          "(goal >= 0.9) | pipeline / (b) (goal >= 1.5) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for allocator in ARGS.allocators:
+        pipeline, bare, whole = (best[(allocator, variant)]
+                                 for variant in ("pipeline", "bare", "decode_whole"))
+        print(f"| {allocator} | {pipeline:.1f} | {bare:.1f} | {whole:.1f} | "
+              f"{pipeline / bare:.2f}x | {pipeline / whole:.2f}x |")
+    print("(images/s per core)")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,10 @@ def _reset_peak():
 def measure(args):
     """Runs in the child process: prints one JSON line of measurements."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow counts the bytes of its CPU allocator (get_memory_info,
+    # reset_memory_stats) only with the BFC allocator; the default one
+    # refuses ("Cannot reset memory stats for device 'CPU:0'").
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
     sys.path.insert(0, ROOT)
     import keras  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415

@@ -20,7 +20,8 @@ of `--reps` steps after two warm-up steps:
               `torch.autocast("cpu", dtype=torch.bfloat16)`
 
 Also printed: the float32 GEMM peak of TensorFlow on this machine in the same
-run (a 2048x2048 matmul, `--threads` threads), and the share of it a float32
+run (`tf.matmul`, best of 1024^2 and 2048^2, `--threads` threads, as in
+`benchmarks/forward.py --paths`), and the share of it a float32
 step reaches, counting a training step as three forward passes (69.4 GFLOP
 per image forward at 331x331: twice the multiply-adds of
 `polynet_tf.models.complexity.network_cost`).
@@ -128,17 +129,19 @@ def torch_case(variant, batch, threads, reps):
 
 
 def gemm_peak(threads):
-    """TensorFlow's float32 matmul rate (GFLOP/s) on this machine; prints one JSON line."""
+    """TensorFlow's float32 matmul rate (GFLOP/s) on this machine; prints one JSON line.
+
+    The same measure as `benchmarks/forward.py --paths` (best of 1024^2 and
+    2048^2), so that both benchmarks state shares of one peak.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, ROOT)
     import tensorflow as tf  # noqa: PLC0415
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    n = 2048
-    a = tf.random.stateless_normal((n, n), seed=(0, 1))
-    b = tf.random.stateless_normal((n, n), seed=(0, 2))
-    matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    seconds = _median_step_seconds(lambda: matmul().numpy(), 10)
-    print(json.dumps({"variant": "gemm", "gflops": 2 * n ** 3 / seconds / 1e9}), flush=True)
+    from forward import gemm_gflops  # noqa: PLC0415
+
+    print(json.dumps({"variant": "gemm", "gflops": gemm_gflops("float32")}), flush=True)
 
 
 def _run_case(args, variant, batch):
