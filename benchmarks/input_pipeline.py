@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/input_pipeline.py [--cores 1] [--num_images 256]
         [--image_size 299] [--batch_size 32] [--seconds 15] [--rounds 2]
+        [--allocators bfc default]
 
 Makes ImageNet-like JPEGs (500x375, quality 90, about 100 KiB each: smooth
 multi-scale noise, like photographs rather than white noise), writes them as
@@ -16,7 +17,11 @@ TFRecord shards, and measures images per second per core of:
   resize, flip, normalise) in a `tf.while_loop` running one image at a time,
   no tf.data, on one core;
 - (b) decode-whole: the same pipeline, except that each JPEG is decoded whole
-  and then cropped.
+  and then cropped;
+- records: the pipeline's record stages alone (interleaved checked TFRecord
+  reads, shuffle, numbering, grouping in batches; nothing parsed or decoded),
+  printed as milliseconds per image: the share of the pipeline's time that
+  is not the per-image ops.
 
 Each measurement runs in its own process pinned (before TensorFlow starts) to
 `--cores` CPUs (the bare loop to one), so "per core" is images/s divided by
@@ -42,6 +47,9 @@ import tempfile
 import time
 
 
+_VARIANTS = ("pipeline", "bare", "decode_whole", "records")
+
+
 def _parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cores", type=int, default=1, help="CPUs of the pipelines")
@@ -54,7 +62,7 @@ def _parse_args():
     parser.add_argument("--allocators", nargs="+", choices=("bfc", "default"),
                         default=["bfc", "default"], help="CPU allocators to measure under")
     # Internal: run one measurement in this process.
-    parser.add_argument("--variant", choices=("pipeline", "bare", "decode_whole"))
+    parser.add_argument("--variant", choices=_VARIANTS)
     parser.add_argument("--data_dir")
     return parser.parse_args()
 
@@ -74,7 +82,7 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from polynet_tf.data import DataConfig, build_dataset, example_format  # noqa: E402
-from polynet_tf.data import preprocessing  # noqa: E402
+from polynet_tf.data import pipeline, preprocessing  # noqa: E402
 
 _WIDTH, _HEIGHT, _QUALITY = 500, 375, 90
 
@@ -147,6 +155,15 @@ def time_bare_loop(records, image_size: int, seconds: float) -> float:
     return total / (time.perf_counter() - start)
 
 
+def time_records(config, batch_size: int, seconds: float) -> float:
+    """Records/s of `build_dataset`'s record stages, batched, with nothing decoded."""
+    source = pipeline.sources.TFRecordSource(config, None, None)
+    records = pipeline._training_records(config, source, 0, 0, 0)  # pylint: disable=protected-access
+    batches = records.batch(batch_size).map(
+        lambda records, indices, epochs: (tf.zeros([batch_size]), indices)).prefetch(1)
+    return time_pipeline(batches, batch_size, seconds)
+
+
 def _decode_whole_then_crop(image_bytes, window_fn):
     image = tf.io.decode_jpeg(image_bytes, channels=3)
     window = window_fn(tf.shape(image))
@@ -166,6 +183,8 @@ def _measure(directory: str, variant: str) -> float:
                         shuffle_buffer_size=1024, seed=0)
     if variant == "decode_whole":
         preprocessing._decode_cropped = _decode_whole_then_crop  # pylint: disable=protected-access
+    if variant == "records":
+        return time_records(config, ARGS.batch_size, ARGS.seconds) / cores
     return time_pipeline(build_dataset(config), ARGS.batch_size, ARGS.seconds) / cores
 
 
@@ -210,19 +229,20 @@ def main():
         best = {}
         for _ in range(ARGS.rounds):
             for allocator in ARGS.allocators:
-                for variant in ("pipeline", "bare", "decode_whole"):
+                for variant in _VARIANTS:
                     rate = _run_variant(directory, variant, allocator)
                     key = (allocator, variant)
                     best[key] = max(best.get(key, 0.0), rate)
     print("| allocator | pipeline | (a) bare ops | (b) decode whole | pipeline / (a) "
-          "(goal >= 0.9) | pipeline / (b) (goal >= 1.5) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+          "(goal >= 0.9) | pipeline / (b) (goal >= 1.5) | ms per image: pipeline, bare ops, "
+          "record stages alone |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for allocator in ARGS.allocators:
-        pipeline, bare, whole = (best[(allocator, variant)]
-                                 for variant in ("pipeline", "bare", "decode_whole"))
-        print(f"| {allocator} | {pipeline:.1f} | {bare:.1f} | {whole:.1f} | "
-              f"{pipeline / bare:.2f}x | {pipeline / whole:.2f}x |")
-    print("(images/s per core)")
+        rate, bare, whole, records = (best[(allocator, variant)] for variant in _VARIANTS)
+        print(f"| {allocator} | {rate:.1f} | {bare:.1f} | {whole:.1f} | "
+              f"{rate / bare:.2f}x | {rate / whole:.2f}x | {1e3 / rate:.2f}, {1e3 / bare:.2f}, "
+              f"{1e3 / records:.2f} |")
+    print("(images/s per core; milliseconds of one core per image)")
 
 
 if __name__ == "__main__":
