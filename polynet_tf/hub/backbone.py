@@ -82,7 +82,8 @@ class PolyNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         kernel_initializer: conv kernel initializer.
         seed: seed of the stochastic-path masks.
         path_gates: a trainable scalar per path (function-preserving growth).
-        rematerialize: recompute each PolyInception module in the backward pass.
+        rematerialize: recompute each PolyInception module, the stem and
+            both reductions in the backward pass (less memory).
         dtype: dtype policy of the layers (e.g. "mixed_bfloat16").
         **kwargs: `keras.Model` arguments (`name`, `trainable`).
 

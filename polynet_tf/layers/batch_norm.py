@@ -85,8 +85,9 @@ def frozen_statistics():
     """BatchNorms of `ConvBN` units called inside leave their moving statistics alone.
 
     In training they still normalize with the batch statistics, so the output
-    is what a normal training call computes. Rematerialization recomputes a
-    module in the backward pass under this scope: the statistics are then
+    is what a normal training call computes. Rematerialization
+    (`polynet_tf.layers.remat`) recomputes a module, a stem segment or a
+    reduction in the backward pass under this scope: the statistics are then
     updated once per step (by the forward pass), not twice.
 
     Yields:

@@ -13,6 +13,7 @@ from polynet_tf.layers.batch_norm import BatchNormSettings
 from polynet_tf.layers.branches import BranchConcat, conv, maxpool, scale_channels
 from polynet_tf.layers.conv_bn import ConvBN
 from polynet_tf.layers.indexed import get_indexed, set_indexed
+from polynet_tf.layers.remat import rematerialized_call
 
 BLOCK_TYPES = ("A", "B", "C")
 
@@ -59,6 +60,24 @@ MIXED_4A = [
 ]
 MIXED_5A = [[maxpool()], [conv(192, 3, strides=2, padding="valid")]]
 
+# The stem's parts recomputed together when it is rematerialized, as
+# [start, stop) ranges of `Stem.parts`: [conv1, conv2], [conv3, mixed_3a],
+# [mixed_4a], [mixed_5a]. A segment costs its input, kept from the forward
+# pass to the end of the backward pass, and its own activations, held only
+# while its gradient is computed (the transient). Counted per sample at
+# 331x331 as the outputs of each unit's conv, BatchNorm and ReLU (every
+# width scales all parts alike): mixed_4a alone is the largest transient
+# (about 10M values, six units at 79-81 px) and is one part. Pairing conv1
+# with conv2 and conv3 with mixed_3a keeps both pairs' transients below it
+# (about 5M and 8.5M) and puts their kept inputs on the small maps: conv2's
+# output (163x163x32) is kept, not conv1's and conv3's (165x165x32 and
+# 163x163x64), about 3.1M values kept in all against 5.7M with six
+# segments (the images, kept anyway, aside). Larger segments would raise
+# the transient (all three convs: about 10M; the whole stem: about 25M, all
+# the plain stem keeps). The extra compute is the same for any split: one
+# more stem forward pass per step.
+STEM_REMAT_SEGMENTS = ((0, 2), (2, 4), (4, 5), (5, 6))
+
 REDUCTION_A = [
     [conv(256, 1), conv(256, 3), conv(384, 3, strides=2, padding="valid")],
     [conv(384, 3, strides=2, padding="valid")],
@@ -73,7 +92,11 @@ REDUCTION_B = [
 
 
 class _WidthConfigMixin:
-    """get_config for layers fully determined by width and BatchNorm settings."""
+    """get_config of the stem and reductions: width, BatchNorm settings, rematerialization.
+
+    `rematerialize` defaults to False in the constructors, so configs saved
+    before it existed still load.
+    """
 
     def get_config(self):
         config = keras.layers.Layer.get_config(self)
@@ -81,6 +104,7 @@ class _WidthConfigMixin:
             width_multiplier=self.width_multiplier,
             batch_norm=self.batch_norm.to_dict(),
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            rematerialize=self.rematerialize,
         )
         return config
 
@@ -93,15 +117,21 @@ class Stem(_WidthConfigMixin, keras.layers.Layer):
         width_multiplier: scales every channel count.
         batch_norm: `BatchNormSettings` or its dict form.
         kernel_initializer: conv kernel initializer.
+        rematerialize: in training, keep only the inputs of the segments
+            `STEM_REMAT_SEGMENTS` for the backward pass and recompute the
+            segments there (see `polynet_tf.layers.remat`): less memory, one
+            more forward pass of the stem. Gradients and BatchNorm moving
+            statistics are unchanged. Training with it needs TensorFlow.
         **kwargs: base layer arguments.
     """
 
     def __init__(
         self, width_multiplier=1.0, batch_norm=None,
-        kernel_initializer="glorot_uniform", **kwargs,
+        kernel_initializer="glorot_uniform", rematerialize=False, **kwargs,
     ):
         super().__init__(**kwargs)
         self.width_multiplier = float(width_multiplier)
+        self.rematerialize = bool(rematerialize)
         self.batch_norm = BatchNormSettings.from_value(batch_norm)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         common = dict(
@@ -138,8 +168,21 @@ class Stem(_WidthConfigMixin, keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
+        if not (training and self.rematerialize):
+            return self._parts_call(inputs, 0, self._num_parts, training)
         x = inputs
-        for part in self.parts:
+        for start, stop in STEM_REMAT_SEGMENTS:
+            x = rematerialized_call(
+                # Default arguments bind this segment's bounds, not the last ones.
+                lambda x, start=start, stop=stop: self._parts_call(x, start, stop, training),
+                x,
+            )
+        return x
+
+    def _parts_call(self, inputs, start, stop, training):
+        """Parts `start` to `stop - 1`, in order."""
+        x = inputs
+        for part in self.parts[start:stop]:
             x = part(x, training=training)
         return x
 
@@ -151,15 +194,28 @@ class Stem(_WidthConfigMixin, keras.layers.Layer):
 
 
 class _Reduction(_WidthConfigMixin, BranchConcat):
-    """A fixed-topology BranchConcat configured by width only."""
+    """A fixed-topology BranchConcat configured by width only.
+
+    Args:
+        width_multiplier: scales every channel count.
+        batch_norm: `BatchNormSettings` or its dict form.
+        kernel_initializer: conv kernel initializer.
+        rematerialize: in training, keep only the input for the backward
+            pass and recompute the branches there, as one segment (see
+            `polynet_tf.layers.remat`): less memory, one more forward pass of
+            the reduction. Gradients and BatchNorm moving statistics are
+            unchanged. Training with it needs TensorFlow.
+        **kwargs: base layer arguments.
+    """
 
     BRANCHES = None
 
     def __init__(
         self, width_multiplier=1.0, batch_norm=None,
-        kernel_initializer="glorot_uniform", **kwargs,
+        kernel_initializer="glorot_uniform", rematerialize=False, **kwargs,
     ):
         self.width_multiplier = float(width_multiplier)
+        self.rematerialize = bool(rematerialize)
         super().__init__(
             _scaled(self.BRANCHES, self.width_multiplier),
             batch_norm=batch_norm,
@@ -168,7 +224,13 @@ class _Reduction(_WidthConfigMixin, BranchConcat):
         )
 
     def call(self, inputs, training=None):
-        return super().call(inputs, training=training)
+        branches = super().call
+        if training and self.rematerialize:
+            # One segment: its activations (about 3.7M values per sample at
+            # 331x331 for ReductionA, 1.6M for ReductionB, counted as for
+            # STEM_REMAT_SEGMENTS) stay below the stem's largest transient.
+            return rematerialized_call(lambda x: branches(x, training=training), inputs)
+        return branches(inputs, training=training)
 
 
 @keras.saving.register_keras_serializable(package="polynet_tf")

@@ -11,10 +11,11 @@ This is exactly the released network's forward pass (`pretrainedmodels`
 
 import keras
 
-from polynet_tf.layers.batch_norm import BatchNormSettings, frozen_statistics
+from polynet_tf.layers.batch_norm import BatchNormSettings
 from polynet_tf.layers.blocks import BLOCK_TYPES, InceptionResidualBlock
 from polynet_tf.layers.indexed import get_indexed
 from polynet_tf.layers.module_spec import parse_module
+from polynet_tf.layers.remat import rematerialized_call
 
 
 @keras.saving.register_keras_serializable(package="polynet_tf")
@@ -174,35 +175,12 @@ class PolyInceptionModule(keras.layers.Layer):
         # in the backward pass would differ from the forward pass's.
         path_scales = self._path_scales(inputs, training)
         if training and self.rematerialize:
-            return self._rematerialized_paths(inputs, path_scales, training)
-        return self._sum_of_paths(inputs, path_scales, training)
-
-    def _rematerialized_paths(self, inputs, path_scales, training):
-        """`_sum_of_paths` under `keras.remat`; the recomputation freezes BN statistics.
-
-        Raises:
-            NotImplementedError: on a backend other than TensorFlow.
-        """
-        if keras.backend.backend() != "tensorflow":
-            # jax.checkpoint cannot let the BatchNorm statistic updates out
-            # (UnexpectedTracerError); inference is unaffected.
-            raise NotImplementedError(
-                f"Training with `rematerialize=True` needs the TensorFlow backend; the "
-                f"backend is {keras.backend.backend()!r}. Build the model with "
-                "rematerialize=False (PolyNet option / model.rematerialize) to train on it."
+            # The masks go in as inputs of the recomputed part: kept, not redrawn.
+            return rematerialized_call(
+                lambda x, *scales: self._sum_of_paths(x, scales, training),
+                inputs, *path_scales,
             )
-        forward_done = []
-
-        def sum_of_paths(inputs, *path_scales):
-            # The first call is the forward pass; later ones recompute it
-            # for the gradient and must not move the statistics again.
-            if forward_done:
-                with frozen_statistics():
-                    return self._sum_of_paths(inputs, path_scales, training)
-            forward_done.append(True)
-            return self._sum_of_paths(inputs, path_scales, training)
-
-        return keras.remat(sum_of_paths)(inputs, *path_scales)
+        return self._sum_of_paths(inputs, path_scales, training)
 
     def _sum_of_paths(self, inputs, path_scales, training):
         output = inputs

@@ -27,8 +27,9 @@ class ModelOptions:
         kernel_initializer: Keras initializer of every convolution and dense.
         seed: seed of the stochastic-path masks (None: random).
         path_gates: a trainable scalar per path (function-preserving growth).
-        rematerialize: recompute each PolyInception module in the backward
-            pass instead of keeping its activations (less memory).
+        rematerialize: recompute each PolyInception module, the stem and
+            both reductions in the backward pass instead of keeping their
+            activations (less memory; TensorFlow backend for training).
     """
 
     width_multiplier: float = 1.0

@@ -74,8 +74,10 @@ def PolyNet(
             ("glorot_uniform"), seed (stochastic-path masks), path_gates
             (False; a trainable scalar per path, used by function-preserving
             growth), rematerialize (False; recompute each PolyInception
-            module in the backward pass instead of keeping its activations:
-            less memory, same gradients).
+            module, the stem (in four segments) and both reductions in the
+            backward pass instead of keeping their activations: less memory,
+            same gradients and BatchNorm statistics; training needs the
+            TensorFlow backend).
 
     Returns:
         A functional `keras.Model`.
@@ -102,6 +104,7 @@ def PolyNet(
         width_multiplier=options["width_multiplier"],
         batch_norm=norm,
         kernel_initializer=options["kernel_initializer"],
+        rematerialize=options["rematerialize"],
     )
     betas = schedules.residual_scales(
         options["residual_scale"]
@@ -127,7 +130,6 @@ def PolyNet(
                 drop_path_rate=rates[k],
                 seed=seed,
                 path_gates=options["path_gates"],
-                rematerialize=options["rematerialize"],
                 name=f"stage_{stage.name.lower()}_{index}",
                 **common,
             )(x)

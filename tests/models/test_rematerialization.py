@@ -1,4 +1,4 @@
-"""PolyNet(rematerialize=True): a whole network's training step is unchanged."""
+"""PolyNet(rematerialize=True): modules, stem and reductions; a training step is unchanged."""
 
 import os
 import subprocess
@@ -26,6 +26,12 @@ def _tiny(rematerialize):
                    rematerialize=rematerialize)
 
 
+def _rematerialized_layers(model):
+    """The PolyInception modules, stem and reductions of a PolyNet, bottom to top."""
+    return polyinception_modules(model) + [
+        model.get_layer(name) for name in ("stem", "reduction_a", "reduction_b")]
+
+
 def _step(model, x, labels):
     @tf.function
     def step():
@@ -42,7 +48,8 @@ def test_training_step_gradients_and_statistics_equal_the_plain_network():
     x = np.random.default_rng(0).normal(size=(4, 75, 75, 3)).astype("float32")
     labels = tf.constant([0, 1, 2, 3])
     plain, remat = _tiny(False), _tiny(True)
-    assert all(m.rematerialize for m in polyinception_modules(remat))
+    assert all(layer.rematerialize for layer in _rematerialized_layers(remat))
+    assert not any(layer.rematerialize for layer in _rematerialized_layers(plain))
     loss_plain, g_plain = _step(plain, x, labels)
     loss_remat, g_remat = _step(remat, x, labels)
     assert np.isclose(loss_remat, loss_plain, rtol=1e-6)
@@ -60,14 +67,14 @@ def test_the_option_is_saved_and_comes_from_the_model_config(tmp_path):
     model = build_model(ModelConfig(architecture=SPEC, num_classes=3,
                                     width_multiplier=TINY_WIDTH, rematerialize=True),
                         image_size=75)
-    assert all(m.rematerialize for m in polyinception_modules(model))
+    assert all(layer.rematerialize for layer in _rematerialized_layers(model))
     path = tmp_path / "remat.keras"
     model.save(path)
     restored = keras.saving.load_model(path, safe_mode=True)
-    assert all(m.rematerialize for m in polyinception_modules(restored))
+    assert all(layer.rematerialize for layer in _rematerialized_layers(restored))
     plain = build_model(ModelConfig(architecture=SPEC, num_classes=3,
                                     width_multiplier=TINY_WIDTH), image_size=75)
-    assert not any(m.rematerialize for m in polyinception_modules(plain))
+    assert not any(layer.rematerialize for layer in _rematerialized_layers(plain))
 
 
 _JAX_SCRIPT = """

@@ -1,4 +1,4 @@
-"""The Trainer with mixed precision, and with rematerialized modules."""
+"""The Trainer with mixed precision, and with a rematerialized network."""
 
 import keras
 import numpy as np
@@ -70,6 +70,8 @@ def test_rematerialized_training_equals_plain_training(synthetic_shards, tmp_pat
     remat = _trainer(synthetic_shards, tmp_path / "remat",
                      **dict(settings, **{"model.rematerialize": True}))
     assert all(m.rematerialize for m in polyinception_modules(remat.model))
+    assert all(remat.model.get_layer(name).rematerialize
+               for name in ("stem", "reduction_a", "reduction_b"))
     assert remat.config.to_dict()["model"]["rematerialize"] is True
     remat.train()
     assert remat.step == plain.step == 2
