@@ -28,9 +28,14 @@ Per process:
   free of allocator caching and of TensorFlow's graph optimisation;
 - step time: mean over the timed steps after the first.
 
-The goal (issue 5): with rematerialization, peak memory at most 0.5x and step
-time at most 1.35x of the plain network, for the very deep net at batch 2, 331x331:
+The goal (issues 5 and 19): with rematerialization, the allocator's peak
+(TF peak) at most 0.5x and the step time at most 1.35x of the plain network's,
+for the very deep net at per-replica batch 8, 331x331; and the largest batch
+each fits in a memory budget (a line through the TF peaks of two batches or
+more). The TF statistics need TensorFlow's BFC allocator for CPU memory, which
+each measuring process turns on (`TF_CPU_ALLOCATOR_USE_BFC=true`):
 
+    python benchmarks/remat_memory.py --batch 2 8 --memory_budget_gib 16
     python benchmarks/remat_memory.py                         # very_deep, 331, batch 2
     python benchmarks/remat_memory.py --architecture "A: 2way*2 | B: ir | C: ir" \\
         --width 0.25 --image_size 331 --batch 4 --steps 1    # a smoke run
@@ -84,16 +89,17 @@ def measure(args):
     from polynet_tf.training.optimization import build_optimizer  # noqa: PLC0415
 
     keras.utils.set_random_seed(0)
+    batch = args.batch[0]
     model = build_model(
         ModelConfig(architecture=args.architecture, num_classes=args.classes,
                     width_multiplier=args.width, rematerialize=args.rematerialize),
         image_size=args.image_size)
-    optimizer, _ = build_optimizer(OptimizerConfig(), ScheduleConfig(), args.batch)
+    optimizer, _ = build_optimizer(OptimizerConfig(), ScheduleConfig(), batch)
     optimizer.build(model.trainable_variables)
     rng = np.random.default_rng(0)
-    images = tf.constant(rng.normal(size=(args.batch, args.image_size, args.image_size, 3)),
+    images = tf.constant(rng.normal(size=(batch, args.image_size, args.image_size, 3)),
                          tf.float32)
-    labels = tf.constant(rng.integers(0, args.classes, size=args.batch))
+    labels = tf.constant(rng.integers(0, args.classes, size=batch))
 
     @tf.function
     def train_step():
@@ -138,11 +144,11 @@ def measure(args):
     }), flush=True)
 
 
-def run_variant(args, rematerialize):
+def run_variant(args, batch, rematerialize):
     """One measurement in a fresh process; returns its JSON result."""
     command = [sys.executable, os.path.abspath(__file__), "--child",
                f"--architecture={args.architecture}", f"--image_size={args.image_size}",
-               f"--batch={args.batch}", f"--width={args.width}", f"--classes={args.classes}",
+               f"--batch={batch}", f"--width={args.width}", f"--classes={args.classes}",
                f"--steps={args.steps}"] + (["--rematerialize"] if rematerialize else [])
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
@@ -152,12 +158,68 @@ def run_variant(args, rematerialize):
     return json.loads(lines[-1])
 
 
+_KEYS = ("peak_mib", "step_mib", "before_mib", "steady_peak_mib", "steady_step_mib",
+         "tensor_peak_mib", "tensor_step_mib", "step_seconds")
+
+
+def _measure_batch(args, batch):
+    """Median measurements of the plain and rematerialized network at one batch."""
+    runs = {False: [], True: []}
+    for _ in range(args.rounds):
+        for rematerialize in (False, True):
+            runs[rematerialize].append(run_variant(args, batch, rematerialize))
+    if runs[False][0]["peak_is_lifetime"]:
+        print("note: /proc/self/clear_refs refused; peaks are lifetime peaks (tracing included)")
+    return runs[False][0]["parameters"], {
+        variant: {key: statistics.median(run[key] for run in results) for key in _KEYS}
+        for variant, results in runs.items()}
+
+
+def _print_batch(batch, plain, remat):
+    print(f"batch {batch}:")
+    print(f"{'':14}{'peak RSS':>12}{'first step':>13}{'before step':>14}{'later steps':>14}"
+          f"{'TF peak':>12}{'TF step':>12}{'step time':>12}")
+    for name, values in (("plain", plain), ("rematerialize", remat)):
+        print(f"{name:14}{values['peak_mib']:9.0f} MiB{values['step_mib']:10.0f} MiB"
+              f"{values['before_mib']:11.0f} MiB{values['steady_step_mib']:11.0f} MiB"
+              f"{values['tensor_peak_mib']:9.0f} MiB{values['tensor_step_mib']:9.0f} MiB"
+              f"{values['step_seconds']:10.3f} s")
+    print("ratios remat/plain: TF tensor peak "
+          f"{remat['tensor_peak_mib'] / plain['tensor_peak_mib']:.2f}x (goal <= 0.50x), "
+          "TF tensor step memory "
+          f"{remat['tensor_step_mib'] / max(plain['tensor_step_mib'], 1e-9):.2f}x, peak RSS "
+          f"{remat['peak_mib'] / plain['peak_mib']:.2f}x, first-step memory "
+          f"{remat['step_mib'] / max(plain['step_mib'], 1e-9):.2f}x, later-step memory "
+          f"{remat['steady_step_mib'] / max(plain['steady_step_mib'], 1e-9):.2f}x, step time "
+          f"{remat['step_seconds'] / plain['step_seconds']:.2f}x (goal <= 1.35x)")
+
+
+def _print_budget(results, budget_gib):
+    """The largest batch under the budget, from a line through the measured TF peaks."""
+    import numpy as np  # noqa: PLC0415
+
+    budget_mib = budget_gib * 1024
+    batches = sorted(results)
+    for index, name in ((False, "plain"), (True, "rematerialize")):
+        peaks = [results[batch][index]["tensor_peak_mib"] for batch in batches]
+        slope, intercept = np.polyfit(batches, peaks, 1)
+        largest = int((budget_mib - intercept) // slope)
+        print(f"{name}: TF tensor peak = {intercept:.0f} MiB + {slope:.1f} MiB x batch "
+              f"(fit through batches {batches}); largest batch within {budget_gib:g} GiB: "
+              f"{largest}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--architecture", default="very_deep",
                         help="preset name or stage spec (default: very_deep)")
     parser.add_argument("--image_size", type=int, default=331)
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--batch", type=int, nargs="+", default=[2],
+                        help="per-replica batch size(s), each measured in turn")
+    parser.add_argument("--memory_budget_gib", type=float, nargs="*", default=[],
+                        help="with two batches or more: the largest batch whose TF tensor "
+                             "peak fits in each budget (GiB), from a line through the "
+                             "measured peaks")
     parser.add_argument("--width", type=float, default=1.0, help="width_multiplier")
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per process")
@@ -169,36 +231,18 @@ def main():
     if args.child:
         measure(args)
         return
-    runs = {False: [], True: []}
-    for _ in range(args.rounds):
-        for rematerialize in (False, True):
-            runs[rematerialize].append(run_variant(args, rematerialize))
-    median = {variant: {key: statistics.median(run[key] for run in results)
-                        for key in ("peak_mib", "step_mib", "before_mib", "steady_peak_mib",
-                                    "steady_step_mib", "tensor_peak_mib", "tensor_step_mib",
-                                    "step_seconds")}
-              for variant, results in runs.items()}
-    plain, remat = median[False], median[True]
-    print(f"{args.architecture!r}, width {args.width}, {args.image_size}x{args.image_size}, "
-          f"batch {args.batch}, {runs[False][0]['parameters']:,} parameters; "
-          f"{args.rounds} round(s) x {args.steps} timed step(s); {os.cpu_count()} cores")
-    if runs[False][0]["peak_is_lifetime"]:
-        print("note: /proc/self/clear_refs refused; peaks are lifetime peaks (tracing included)")
-    print(f"{'':14}{'peak RSS':>12}{'first step':>13}{'before step':>14}{'later steps':>14}"
-          f"{'TF peak':>12}{'TF step':>12}{'step time':>12}")
-    for name, values in (("plain", plain), ("rematerialize", remat)):
-        print(f"{name:14}{values['peak_mib']:9.0f} MiB{values['step_mib']:10.0f} MiB"
-              f"{values['before_mib']:11.0f} MiB{values['steady_step_mib']:11.0f} MiB"
-              f"{values['tensor_peak_mib']:9.0f} MiB{values['tensor_step_mib']:9.0f} MiB"
-              f"{values['step_seconds']:10.3f} s")
-    print(f"ratios remat/plain: peak RSS {remat['peak_mib'] / plain['peak_mib']:.2f}x "
-          f"(goal <= 0.50x), first-step memory "
-          f"{remat['step_mib'] / max(plain['step_mib'], 1e-9):.2f}x, later-step memory "
-          f"{remat['steady_step_mib'] / max(plain['steady_step_mib'], 1e-9):.2f}x, TF tensor "
-          f"peak {remat['tensor_peak_mib'] / plain['tensor_peak_mib']:.2f}x, TF tensor step "
-          f"memory {remat['tensor_step_mib'] / max(plain['tensor_step_mib'], 1e-9):.2f}x, "
-          "step time "
-          f"{remat['step_seconds'] / plain['step_seconds']:.2f}x (goal <= 1.35x)")
+    results = {}
+    for batch in args.batch:
+        parameters, median = _measure_batch(args, batch)
+        results[batch] = (median[False], median[True])
+        if len(results) == 1:
+            print(f"{args.architecture!r}, width {args.width}, {args.image_size}x"
+                  f"{args.image_size}, {parameters:,} parameters; {args.rounds} round(s) x "
+                  f"{args.steps} timed step(s); {os.cpu_count()} cores")
+        _print_batch(batch, *results[batch])
+    if len(results) >= 2:
+        for budget in args.memory_budget_gib:
+            _print_budget(results, budget)
 
 
 if __name__ == "__main__":
