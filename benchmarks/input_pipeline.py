@@ -29,10 +29,10 @@ the CPUs it was given. Variants alternate over `--rounds` rounds and the best
 round of each is kept, which filters out other load on a shared machine.
 
 Every variant is measured under each of `--allocators`: `bfc`, TensorFlow's
-pooling BFC allocator for CPU memory (`TF_CPU_ALLOCATOR_USE_BFC=true`, which
-`python -m polynet_tf.train` sets unless the environment says otherwise), and
-`default`, TensorFlow's plain CPU allocator (glibc malloc: each batch of
-float images is fresh memory from the kernel, page faults included).
+pooling BFC allocator for CPU memory (`TF_CPU_ALLOCATOR_USE_BFC=true` in the
+environment), and `default`, TensorFlow's plain CPU allocator (glibc malloc:
+each batch of float images is fresh memory from the kernel, page faults
+included). docs/data.md says when to choose which.
 Goal: pipeline >= 0.9x of (a) and >= 1.5x of (b).
 """
 

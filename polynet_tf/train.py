@@ -12,7 +12,6 @@ peer worker failed, 4 diverged, 143 preempted (SIGTERM to any worker: every
 worker saved the same step). docs/cluster.md has the details.
 """
 
-import os
 import sys
 
 from absl import app, flags, logging
@@ -41,11 +40,6 @@ EXIT_CONFIG = 2
 
 def main(argv):
     del argv
-    # TensorFlow's pooling allocator for CPU memory, unless the environment
-    # chooses: with the plain one every batch of float images is fresh memory
-    # from the kernel, which halves the input pipeline's speed on a core
-    # (docs/data.md). Read at TensorFlow's first CPU tensor, so set first.
-    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
     if not FLAGS.model_dir:
         _fail("--model_dir is required.", EXIT_CONFIG)
     # The cluster must be configured and the strategy made before any other
