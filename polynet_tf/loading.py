@@ -77,7 +77,8 @@ def load_model(weights: Optional[str] = None, checkpoint: Optional[str] = None,
         params_override: "a.b=1,c=2" applied to YAML `config`.
         architecture: preset or stage spec of a weights file without config
             (default for "imagenet": the preset that has them).
-        classes: classes of a weights file without config (default 1000).
+        classes: classes of a weights file without config (default 1000);
+            with "imagenet", None or the published weights' classes.
         width_multiplier: of a weights file without config.
         crop_size: the protocol's crop side (default: the config's eval image
             size, the published weights' size or the preset's size).
@@ -197,7 +198,9 @@ def _from_preset_weights(weights, architecture, classes, width_multiplier, crop_
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     if weights == "imagenet":
         architecture, published = get_pretrained_config(architecture, weights)
-        classes, mean, std = published.num_classes, published.mean, published.std
+        # A contradicting `classes` goes on to PolyNet, whose error names both numbers.
+        classes = published.num_classes if classes is None else classes
+        mean, std = published.mean, published.std
     elif not architecture:
         raise ValueError(f"weights={weights!r} needs architecture=NAME or config=YAML to "
                          "build the model the weights belong to.")

@@ -82,3 +82,11 @@ def test_checkpoint_that_does_not_fit_names_it(trained, tmp_path):
     base.write_yaml(other.to_dict(), path)
     with pytest.raises(ValueError, match="does not fit"):
         load_model(checkpoint=trained["prefix"], config=path)
+
+
+def test_imagenet_weights_with_other_classes_are_refused_before_any_download(monkeypatch):
+    # A download would fail here (no network in tests) with another error; the
+    # contradiction is found first, as keras.applications does.
+    monkeypatch.setenv("KERAS_HOME", "/nonexistent/keras_home")
+    with pytest.raises(ValueError, match="classes` should be 1000. Received classes=10"):
+        load_model(weights="imagenet", classes=10)

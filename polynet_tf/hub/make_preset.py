@@ -39,7 +39,8 @@ _DEFINITIONS = (
     ("string", "architecture", None, "Architecture preset name or stage spec (default for "
                                      "'imagenet': the preset that has them)."),
     ("float", "width_multiplier", 1.0, "Width multiplier the weights were trained with."),
-    ("integer", "classes", 1000, "Classes of the weights' top."),
+    ("integer", "classes", None, "Classes of the weights' top (default: the published "
+                                  "weights' for 'imagenet', else 1000)."),
     ("enum", "activation", "softmax", "Activation of the top: softmax (probabilities, as "
                                       "PolyNet()) or linear (logits)."),
     ("integer", "image_size", None, "Preprocessing output side (default: the published "
@@ -62,7 +63,7 @@ def _define_flags(values):
 
 
 def make_preset(weights, output, architecture=None, width_multiplier=1.0,
-                classes=1000, activation="softmax", image_size=None, crop_fraction=None,
+                classes=None, activation="softmax", image_size=None, crop_fraction=None,
                 overwrite=False):
     """Builds the classifier with its weights and preprocessing, and saves it as a preset.
 
@@ -73,7 +74,8 @@ def make_preset(weights, output, architecture=None, width_multiplier=1.0,
         architecture: preset name or spec; default for "imagenet": the
             preset that has them (needed for a weights file).
         width_multiplier: width of the weights.
-        classes: classes of the top.
+        classes: classes of the top (None: the published weights' for
+            "imagenet", else 1000).
         activation: "softmax" or "linear".
         image_size: output side of the preprocessing (None: the published
             weights' input size, else the architecture's).

@@ -48,6 +48,10 @@ def test_make_preset_from_a_weights_file(tmp_path, capsys):
     assert not os.path.exists(other)
     assert make_preset.main(["--output", other]) == 2  # --weights is required
     assert "weights" in capsys.readouterr().err
+    # The published weights have 1000 classes: another --classes is an error, not ignored.
+    assert make_preset.main(["--weights", "imagenet", "--classes", "10", "--output", other]) == 1
+    assert "should be 1000. Received classes=10" in capsys.readouterr().err
+    assert not os.path.exists(other)
 
 
 def test_polynet_tf_without_keras_hub():
