@@ -140,6 +140,9 @@ class _PositionedFile:
 
     def readline(self, size=-1):
         line = self._handle.readline()
+        if size is not None and 0 <= size < len(line):
+            line = line[:size]
+            self._handle.seek(self._position + size)  # The rest stays unread.
         self._position += len(line)
         return line
 

@@ -230,3 +230,18 @@ def test_tensor_reaching_past_its_storage_is_refused(tmp_path):
             out.writestr(info, data[:8] if info.filename.endswith("/data/0") else data)
     with pytest.raises(CheckpointError, match="past the end of its storage"):
         load_state_dict(str(bad))
+
+
+def test_positioned_file_reads_lines_like_a_python_file(tmp_path):
+    # pickle reads text opcodes line by line; the wrapper must track its position.
+    from polynet_tf.weights import torch_format  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    path = tmp_path / "lines.bin"
+    path.write_bytes(b"first line\nsecond\nthird")
+    with tf.io.gfile.GFile(str(path), "rb") as handle, open(path, "rb") as reference:
+        ours = torch_format._PositionedFile(handle, path.stat().st_size)
+        for size in (-1, 3, 100, 0, 2, -1, 4, -1):
+            assert ours.readline(size) == reference.readline(size), size
+            assert ours.tell() == reference.tell()
+        assert ours.read() == reference.read() == b""
