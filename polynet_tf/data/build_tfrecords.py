@@ -6,7 +6,7 @@ Usage::
         --image_dir DIR --output_dir OUT --num_shards N \\
         [--validation_fraction F] [--num_validation_shards M] \\
         [--on_error fail|skip] [--num_threads T] [--seed S] \\
-        [--label_offset K] [--jpeg_quality Q] [--noprogress]
+        [--label_offset K] [--jpeg_quality Q] [--max_pixels P] [--noprogress]
 
 `DIR` holds one sub-folder per class (`DIR/<class>/**/<image>`); class `i` of
 the sorted folder names gets label `i + label_offset`. `OUT` receives
@@ -146,11 +146,11 @@ def assign_shards(items: Sequence[ImageItem], num_shards: int, seed: int,
     return shards
 
 
-def _convert(image_dir: str, item: ImageItem, quality: int):
+def _convert(image_dir: str, item: ImageItem, quality: int, max_pixels: int):
     path = fileio.join(image_dir, item.relative_path)
     try:
         data = fileio.read_bytes(path)
-        return image_conversion.to_rgb_jpeg(data, quality), None
+        return image_conversion.to_rgb_jpeg(data, quality, max_pixels), None
     except tf.errors.OpError as error:
         return None, error.message
     except (image_conversion.UnreadableImageError, OSError) as error:
@@ -195,6 +195,7 @@ def build_tfrecords(
     seed: int = 0,
     label_offset: int = 0,
     jpeg_quality: int = image_conversion.DEFAULT_JPEG_QUALITY,
+    max_pixels: int = image_conversion.MAX_PIXELS,
     progress: bool = True,
 ) -> BuildSummary:
     """Converts a class-folder tree into TFRecord shards and a class index.
@@ -213,6 +214,8 @@ def build_tfrecords(
       label_offset: stored label of the first class (1 for ImageNet-tools
         compatibility).
       jpeg_quality: quality of re-encoded images.
+      max_pixels: images with more pixels are unreadable (`on_error` applies);
+        the default, PIL's decompression-bomb threshold, is far above photographs.
       progress: show a tqdm progress bar.
 
     Returns:
@@ -257,7 +260,8 @@ def build_tfrecords(
     with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as executor:
         for name, shard_items in shards:
             results = _ordered_results(
-                executor, lambda item: (item, *_convert(image_dir, item, jpeg_quality)),
+                executor, lambda item: (item, *_convert(image_dir, item, jpeg_quality,
+                                                     max_pixels)),
                 shard_items, max_in_flight=4 * threads)
 
             def records(results=results):
@@ -350,6 +354,8 @@ def _define_flags(flag_values) -> None:
            "tools).", lower_bound=0)
     define("integer", "jpeg_quality", image_conversion.DEFAULT_JPEG_QUALITY,
            "Quality of re-encoded images, 1..100.", lower_bound=1, upper_bound=100)
+    define("integer", "max_pixels", image_conversion.MAX_PIXELS, "Images with more pixels "
+           "(width x height) are treated as unreadable (--on_error).", lower_bound=1)
     define("bool", "progress", True, "Show a progress bar (--noprogress hides it).")
     for name in ("image_dir", "output_dir", "num_shards"):
         flags.mark_flag_as_required(name, flag_values=flag_values)
@@ -363,7 +369,7 @@ def _run(args) -> int:
             num_validation_shards=args.num_validation_shards,
             on_error=args.on_error, num_threads=args.num_threads, seed=args.seed,
             label_offset=args.label_offset, jpeg_quality=args.jpeg_quality,
-            progress=args.progress)
+            max_pixels=args.max_pixels, progress=args.progress)
     except BuildError as error:
         print(f"build_tfrecords: error: {error}", file=sys.stderr)
         return 1

@@ -11,12 +11,16 @@ re-encoded images agree.
 
 import io
 import re
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 DEFAULT_JPEG_QUALITY = 95
+# PIL's own decompression-bomb threshold (a 9459 x 9459 image): far above any
+# photograph a classifier trains on, and decoding more would take gigabytes.
+MAX_PIXELS = 89_478_485
 
 
 class UnreadableImageError(ValueError):
@@ -60,27 +64,39 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def to_rgb_jpeg(data: bytes, quality: int = DEFAULT_JPEG_QUALITY) -> RgbJpeg:
+def to_rgb_jpeg(data: bytes, quality: int = DEFAULT_JPEG_QUALITY,
+                max_pixels: int = MAX_PIXELS) -> RgbJpeg:
     """Returns the image in `data` as a baseline RGB JPEG.
 
     Args:
       data: the bytes of an image file in any format PIL reads.
       quality: JPEG quality of re-encoded images.
+      max_pixels: larger images (width x height from the file's header) are
+        refused before anything is decoded.
 
     Returns:
       An `RgbJpeg`; the original bytes when they already are a baseline RGB
       JPEG.
 
     Raises:
-      UnreadableImageError: if PIL cannot identify or fully decode the file
-        (the message says why).
+      UnreadableImageError: if PIL cannot identify or fully decode the file,
+        or it has more than `max_pixels` pixels (the message says why).
     """
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()  # Decodes every pixel: truncated files fail here.
+        with warnings.catch_warnings():
+            # The size is checked below, before decoding, with a clearer message.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        with image:
             width, height = image.size
             if width < 1 or height < 1:
                 raise UnreadableImageError(f"empty image ({width}x{height})")
+            if width * height > max_pixels:
+                raise UnreadableImageError(
+                    f"{width}x{height} is {width * height:,} pixels, more than the "
+                    f"{max_pixels:,} an image may have (a damaged header or a "
+                    "decompression bomb); scale it down to include it")
+            image.load()  # Decodes every pixel: truncated files fail here.
             if _is_baseline_rgb_jpeg(image):
                 return RgbJpeg(data, height, width, reencoded=False)
             rgb = _to_rgb(image)

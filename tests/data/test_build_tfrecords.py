@@ -136,6 +136,23 @@ def test_unreadable_file_is_skipped_and_reported(tmp_path, capsys):
             assert f.read() == g.read(), name
 
 
+def test_images_above_max_pixels_follow_on_error(tmp_path, capsys):
+    image_dir = _make_folder(str(tmp_path / "images"))
+    Image.fromarray(image_array(30, 40)).save(os.path.join(image_dir, "dog", "large.png"))
+    out = str(tmp_path / "shards")
+    # 20 x 28 = 560 pixels pass, 30 x 40 = 1200 do not.
+    assert builder.main(["--image_dir", image_dir, "--output_dir", out, "--num_shards", "1",
+                         "--max_pixels", "600", "--on_error", "skip", "--noprogress"]) == 0
+    assert read_class_index(out).raw["skipped"] == [{
+        "path": "dog/large.png",
+        "reason": "40x30 is 1,200 pixels, more than the 600 an image may have (a damaged "
+                  "header or a decompression bomb); scale it down to include it"}]
+    assert "Skipped 1 unreadable file(s)" in capsys.readouterr().err
+    assert builder.main(["--image_dir", image_dir, "--output_dir", str(tmp_path / "other"),
+                         "--num_shards", "1", "--max_pixels", "600", "--noprogress"]) == 1
+    assert "dog/large.png" in capsys.readouterr().err
+
+
 def test_unreadable_file_stops_the_build_by_default(tmp_path, capsys):
     image_dir = _make_folder(str(tmp_path / "images"), unreadable=("dog/broken.jpg",))
     out = str(tmp_path / "shards")

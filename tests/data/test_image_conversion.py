@@ -1,6 +1,9 @@
 """Tests of `polynet_tf.data.image_conversion`: anything PIL reads -> RGB JPEG."""
 
 import io
+import struct
+import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -69,3 +72,26 @@ def test_transparent_pixels_become_white():
 def test_unreadable_files_raise_with_reason(data):
     with pytest.raises(image_conversion.UnreadableImageError, match=r"\w+"):
         image_conversion.to_rgb_jpeg(data)
+
+
+def _png_claiming(width, height):
+    """A 1x1 PNG whose header claims `width` x `height` (CRC fixed, pixel data not)."""
+    png = bytearray(encode(image_array(1, 1), "PNG"))
+    ihdr = png.index(b"IHDR")
+    png[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
+    png[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(png[ihdr:ihdr + 17])))
+    return bytes(png)
+
+
+def test_images_above_the_pixel_limit_are_refused_before_decoding():
+    # 10000 x 10000 is above PIL's warning threshold and below its error: without
+    # the check it would be decoded (300 MB), warning only.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning either
+        with pytest.raises(image_conversion.UnreadableImageError,
+                           match="10000x10000 is 100,000,000 pixels, more than the 89,478,485"):
+            image_conversion.to_rgb_jpeg(_png_claiming(10000, 10000))
+    with pytest.raises(image_conversion.UnreadableImageError, match="4,096 pixels"):
+        image_conversion.to_rgb_jpeg(encode(image_array(64, 64), "JPEG"), max_pixels=4095)
+    assert image_conversion.to_rgb_jpeg(encode(image_array(64, 64), "JPEG"),
+                                        max_pixels=4096).width == 64
