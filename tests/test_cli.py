@@ -1,15 +1,17 @@
 """Every command on one command-line library (`polynet_tf.cli`, absl flags).
 
-`--help` exits 0 (run as users run it, in a subprocess), `--helpfull` lists
-absl's special flags too, and a bad value is a usage error (exit 2) whose
-message names the flag.
+`--help` exits 0 (run as users run it, as `__main__` in a fresh interpreter),
+`--helpfull` lists absl's special flags too, and a bad value is a usage error
+(exit 2) whose message names the flag.
 """
 
 import importlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -48,17 +50,49 @@ def _main(target):
     return importlib.import_module(name).main
 
 
+# Runs each command's `--help` as `python -m` / `python script.py` does (runpy,
+# as `__main__`), all in one fresh interpreter: TensorFlow is imported once.
+_HELP_RUNNER = textwrap.dedent("""
+    import contextlib, io, json, runpy, sys
+    results = {}
+    for target in sys.argv[1:]:
+        sys.argv = [target, "--help"]
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                if target.endswith(".py"):
+                    runpy.run_path(target, run_name="__main__")
+                else:
+                    runpy.run_module(target, run_name="__main__", alter_sys=True)
+                code = 0
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else 1
+        results[target] = [code, out.getvalue(), err.getvalue()]
+    print("RESULTS " + json.dumps(results))
+""")
+
+
+@pytest.fixture(scope="module")
+def help_outputs():
+    """target -> (exit status, stdout, stderr) of `--help` run as `__main__`."""
+    targets = [os.path.join(ROOT, c[0]) if c[0].endswith(".py") else c[0] for c in COMMANDS]
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    shown = subprocess.run([sys.executable, "-c", _HELP_RUNNER, *targets], capture_output=True,
+                           text=True, cwd=ROOT, env=environment, timeout=600)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    line = [row for row in shown.stdout.splitlines() if row.startswith("RESULTS ")][-1]
+    results = json.loads(line[len("RESULTS "):])
+    return {os.path.relpath(target, ROOT) if target.endswith(".py") else target: value
+            for target, value in results.items()}
+
+
 @pytest.mark.parametrize("target, own_flag, bad, named", COMMANDS,
                          ids=[c[0] for c in COMMANDS])
-def test_help_helpfull_and_usage_errors(target, own_flag, bad, named, capsys):
-    command = ([sys.executable, os.path.join(ROOT, target)] if target.endswith(".py")
-               else [sys.executable, "-m", target])
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    shown = subprocess.run(command + ["--help"], capture_output=True, text=True, cwd=ROOT,
-                           env=environment, timeout=300)
-    assert shown.returncode == 0, shown.stderr[-2000:]
-    assert own_flag in shown.stdout and "--helpfull" in shown.stdout
-    assert "--flagfile:" not in shown.stdout
+def test_help_helpfull_and_usage_errors(target, own_flag, bad, named, capsys, help_outputs):
+    code, stdout, stderr = help_outputs[target]
+    assert code == 0, stderr[-2000:]
+    assert own_flag in stdout and "--helpfull" in stdout
+    assert "--flagfile:" not in stdout
 
     main = _main(target)
     assert main(["--helpfull"]) == 0

@@ -104,9 +104,16 @@ class _SignatureBuilder:
         self.preprocessing = options.preprocessing
         self.protocol = serving_preprocessing.crop_protocol(options.preprocessing)
         self.class_names = tf.constant(list(options.class_names), dtype=tf.string)
+        # Every endpoint calls the network through this one function: it is
+        # traced once and the SavedModel holds one copy of its graph, not one
+        # per signature and multi-crop scale.
+        size = int(options.preprocessing.crop_size)
+        self._network = tf.function(
+            lambda crops: model(crops, training=False),
+            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
 
     def _probabilities(self, images):
-        outputs = self.model(images, training=False)
+        outputs = self._network(images)
         outputs = tf.cast(outputs, tf.float32)
         if self.options.model_outputs == "logits":
             outputs = tf.nn.softmax(outputs, axis=-1)

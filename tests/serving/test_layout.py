@@ -49,6 +49,24 @@ def test_warmup_requests_are_prediction_logs_for_each_signature(exported):
         assert outputs["probabilities"].shape == (1, len(CLASS_NAMES))
 
 
+def test_the_saved_model_holds_one_copy_of_the_network(exported):
+    # Every signature (and each multi-crop scale) calls one traced function.
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(exported[2], "saved_model.pb"), "rb") as handle:
+        saved.ParseFromString(handle.read())
+    library = saved.meta_graphs[0].graph_def.library
+    convolutions = [sum(node.op == "Conv2D" for node in function.node_def)
+                    for function in library.function]
+    model = exported[0]
+    network = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec([None, CROP_SIZE, CROP_SIZE, 3], tf.float32))
+    once = sum(op.type == "Conv2D" for op in network.graph.get_operations())
+    assert once > 50
+    assert [c for c in convolutions if c] == [once]
+
+
 def test_versions_are_never_overwritten_and_failures_leave_nothing(exported, tmp_path):
     model = exported[0]
     options = signature_options(multicrop=False)

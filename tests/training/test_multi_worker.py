@@ -29,14 +29,11 @@ def _run_workers(model_dir, params, tmp_path, tag, count=2):
     return processes
 
 
-def test_two_workers_agree_with_one_and_survive_a_killed_worker(synthetic_shards, tmp_path):
+def test_two_workers_survive_a_killed_worker_and_resume(synthetic_shards, tmp_path):
+    # What two workers compute (equal to two replicas in one process) is
+    # test_replicas.py's; here: a killed worker, and the same command resumes.
     params = overrides(synthetic_shards, **dict(STEPS, **{
         "trainer.train_steps": 12, "trainer.checkpoint_interval": 4}))
-    # One worker, same global batch and seeds.
-    single = launch(train_command(tmp_path / "single", params), tmp_path / "single.log")
-    assert single.wait(timeout=600) == 0, open(tmp_path / "single.log").read()[-3000:]
-    single_step, single_loss = _final_loss(tmp_path / "single.log")
-
     # Two workers; kill worker 1 once the step-4 checkpoint exists.
     model_dir = tmp_path / "multi"
     workers = _run_workers(model_dir, params, tmp_path, "first")
@@ -62,10 +59,9 @@ def test_two_workers_agree_with_one_and_survive_a_killed_worker(synthetic_shards
     log = open(tmp_path / "second_0.log").read()
     resumed = int(re.search(r"Resumed from \S+ckpt-(\d+) at step (\d+)", log).group(2))
     assert resumed == killed_at >= 4  # lost at most the checkpoint interval
-    multi_step, multi_loss = _final_loss(tmp_path / "second_0.log")
-    assert multi_step == single_step == 12
-    # Different shards per worker and per-replica BatchNorm: close, not equal.
-    assert abs(multi_loss - single_loss) < 0.25 * single_loss + 0.1, (multi_loss, single_loss)
+    step, loss = _final_loss(tmp_path / "second_0.log")
+    assert step == 12 and 0 < loss < 10, loss
+    assert not re.search(r"final step", open(tmp_path / "second_1.log").read())
 
 
 def test_an_unreachable_peer_is_an_error_not_a_hang(synthetic_shards, tmp_path):
