@@ -28,6 +28,8 @@ from polynet_tf.data.config import DataConfig
 # TFRecord framing around each record: length (8) + its CRC (4) + data CRC (4).
 _TFRECORD_OVERHEAD_BYTES = 16
 _READ_BUFFER_BYTES = 8 * 1024 * 1024
+# Records per block of the integrity check (`_read_file`).
+_CHECK_BLOCK_RECORDS = 32
 
 # Called (through tf.py_function) with (kind, source, record_index, detail)
 # for every problem a skip policy passes over.
@@ -158,42 +160,42 @@ class TFRecordSource:
         count = self.assignment.num_record_shards
         shard_index = self.assignment.record_shard_index
 
-        def in_shard(index):
-            return tf.equal(index % count, shard_index) if count > 1 else tf.constant(True)
-
         # ignore_errors ends a file at its first framing error (the reader cannot
         # resync); an end marker then finds fewer bytes read than the file has.
-        # This runs for every record of every epoch, so it has as few stages
-        # that call functions as possible: one scan and one filter.
-        numbered = records.ignore_errors(log_warning=True).enumerate()
-        end_marker = tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), tf.constant("")))
+        # The byte count runs over blocks of records: a function call per record
+        # cost about as much as reading a 100 KiB record (docs/benchmarks.md).
+        blocks = (records.ignore_errors(log_warning=True).batch(_CHECK_BLOCK_RECORDS)
+                  .map(lambda payloads: (payloads, tf.constant(False))))
+        end_marker = tf.data.Dataset.from_tensors((tf.zeros([0], tf.string), tf.constant(True)))
 
-        def check(state, element):
+        def check(state, block):
             consumed, num_records = state
-            index, payload = element
-            is_end = index < 0
-            consumed = consumed + tf.where(
-                is_end, tf.constant(0, tf.int64),
-                tf.cast(tf.strings.length(payload), tf.int64) + _TFRECORD_OVERHEAD_BYTES)
+            payloads, is_end = block
+            read = tf.size(payloads, out_type=tf.int64)
+            lengths = tf.cast(tf.strings.length(payloads), tf.int64)
+            consumed += tf.reduce_sum(lengths) + _TFRECORD_OVERHEAD_BYTES * read
+            indices = num_records + tf.range(read)
+            num_records += read
             if self._check_integrity:
                 intact = tf.logical_or(tf.logical_not(is_end), tf.equal(consumed, size))
             else:
                 intact = tf.cond(is_end, lambda: self._compressed_file_is_intact(path),
                                  lambda: tf.constant(True))
-            num_records = num_records + tf.cast(tf.logical_not(is_end), tf.int64)
             # At the end marker, `num_records` is the index of the first unread record.
             checked = self._on_corrupt_file(intact, path, num_records, consumed, size)
             with tf.control_dependencies([checked]):
-                is_end = tf.identity(is_end)
-            # `is_end` stays in the record for the filter; the decoder ignores it.
-            record = {"source": path, "record_index": index, "payload": payload,
-                      "is_end": is_end}
-            return (consumed, num_records), record
+                indices = tf.identity(indices)
+            if count > 1:
+                in_shard = tf.equal(indices % count, shard_index)
+                indices = tf.boolean_mask(indices, in_shard)
+                payloads = tf.boolean_mask(payloads, in_shard)
+            return (consumed, num_records), {
+                "source": tf.fill(tf.shape(payloads), path), "record_index": indices,
+                "payload": payloads}
 
-        return (numbered.concatenate(end_marker)
+        return (blocks.concatenate(end_marker)
                 .scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), check)
-                .filter(lambda record: tf.logical_and(
-                    tf.logical_not(record["is_end"]), in_shard(record["record_index"]))))
+                .unbatch())
 
     def _compressed_file_is_intact(self, path):
         compression = self._config.compression_type
