@@ -1,5 +1,6 @@
 """Shared test set-up and helpers: quiet TensorFlow, TensorFlow backend, tiny networks, ports."""
 
+import gc
 import os
 import socket
 
@@ -54,7 +55,16 @@ def free_ports(count):
 
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
-    keras.backend.clear_session()
+    # Without Python's garbage collection, which costs 0.3 s a test (800 tests):
+    # `_collect_garbage` runs it once per module.
+    keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(1234)
     yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_garbage():
+    """Frees each module's models (reference cycles) before the next module."""
+    yield
+    gc.collect()
 
