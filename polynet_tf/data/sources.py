@@ -164,14 +164,14 @@ class TFRecordSource:
         # resync); an end marker then finds fewer bytes read than the file has.
         # The byte count runs over blocks of records: a function call per record
         # cost about as much as reading a 100 KiB record (docs/benchmarks.md).
-        blocks = (records.ignore_errors(log_warning=True).batch(_CHECK_BLOCK_RECORDS)
-                  .map(lambda payloads: (payloads, tf.constant(False))))
-        end_marker = tf.data.Dataset.from_tensors((tf.zeros([0], tf.string), tf.constant(True)))
+        # `batch` never emits an empty block: the empty one is the end marker.
+        blocks = records.ignore_errors(log_warning=True).batch(_CHECK_BLOCK_RECORDS)
+        end_marker = tf.data.Dataset.from_tensors(tf.zeros([0], tf.string))
 
-        def check(state, block):
+        def check(state, payloads):
             consumed, num_records = state
-            payloads, is_end = block
             read = tf.size(payloads, out_type=tf.int64)
+            is_end = tf.equal(read, 0)
             lengths = tf.cast(tf.strings.length(payloads), tf.int64)
             consumed += tf.reduce_sum(lengths) + _TFRECORD_OVERHEAD_BYTES * read
             indices = num_records + tf.range(read)

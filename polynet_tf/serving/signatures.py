@@ -107,10 +107,11 @@ class _SignatureBuilder:
         # Every endpoint calls the network through this one function: it is
         # traced once and the SavedModel holds one copy of its graph, not one
         # per signature and multi-crop scale.
-        size = int(options.preprocessing.crop_size)
+        self.crop_size = int(options.preprocessing.crop_size)
         self._network = tf.function(
             lambda crops: model(crops, training=False),
-            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+            input_signature=[tf.TensorSpec([None, self.crop_size, self.crop_size, 3],
+                                           tf.float32)])
 
     def _probabilities(self, images):
         outputs = self._network(images)
@@ -129,7 +130,7 @@ class _SignatureBuilder:
         }
 
     def _crop_batch(self, images):
-        size = int(self.preprocessing.crop_size)
+        size = self.crop_size
         crops = tf.map_fn(
             lambda image: serving_preprocessing.single_crop(image, self.protocol),
             images,
@@ -142,7 +143,7 @@ class _SignatureBuilder:
                 image_bytes, signature_name)]):
             image_bytes = tf.identity(image_bytes)
         positions = tf.range(tf.shape(image_bytes)[0])
-        size = int(self.preprocessing.crop_size)
+        size = self.crop_size
 
         def one(args):
             data, position = args
