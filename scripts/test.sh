@@ -7,5 +7,8 @@ bash scripts/setup_env.sh test
 .venv/bin/ruff check .
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 # Two processes: the machine has two cores; files stay whole per process so
-# module-scoped fixtures (reference networks, datasets) are built once.
-exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"
+# module-scoped fixtures (reference networks, datasets) are built once. Files
+# go out in collection order, slow ones first (tests/conftest.py), not
+# xdist's default of most tests first, which left the few-test, minutes-long
+# multi-process files for last.
+exec .venv/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder "$@"

@@ -74,6 +74,7 @@ def fast_tracing():
 
 
 @pytest.mark.usefixtures("fast_tracing")
+@pytest.mark.slow
 def test_grown_network_reaches_a_lower_loss_than_from_scratch():
     options = dict(classes=CLASSES, classifier_activation=None)
     small = tiny(SMALL, **options)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from polynet_tf import PolyNet
 from polynet_tf.grow import report_paths
@@ -17,6 +18,7 @@ BIG = "A: ir*2 | B: ir | C: ir"
 ARGS = ["--width_multiplier", str(TINY_WIDTH), "--classes", "10"]
 
 
+@pytest.mark.slow
 def test_command_line_reads_and_writes_file_uris_from_an_empty_directory(tmp_path):
     data, work = tmp_path / "data", tmp_path / "cwd"
     data.mkdir()

@@ -1,6 +1,5 @@
 """The model code is backend-neutral: the tiny network, and its folded copy, on JAX as on TF."""
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -8,6 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from tests.conftest import ROOT, jax_subprocess_env
 from tests.models.test_polynet import tiny
 
 pytest.importorskip("jax")
@@ -51,14 +51,11 @@ def test_tiny_network_on_jax_matches_tensorflow_and_trains(tmp_path):
     np.save(tmp_path / "x.npy", x)
     script = tmp_path / "run_jax.py"
     script.write_text(_JAX_SCRIPT)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
-               PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     result = subprocess.run(
         [sys.executable, str(script), str(weights), str(tmp_path / "x.npy"),
          str(tmp_path / "y.npy"), str(tmp_path / "folded.npy")],
-        env=env, capture_output=True, text=True, timeout=600,
-        cwd=root,
+        env=jax_subprocess_env(), capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "jax-ok" in result.stdout
@@ -102,11 +99,8 @@ _JAX_RATES_SCRIPT = textwrap.dedent(
 def test_path_drop_rates_set_after_the_jax_step_is_compiled_take_effect(tmp_path):
     script = tmp_path / "rates_jax.py"
     script.write_text(_JAX_RATES_SCRIPT)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
-               PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
-                            text=True, timeout=600, cwd=root)
+    result = subprocess.run([sys.executable, str(script)], env=jax_subprocess_env(),
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     line = [row for row in result.stdout.splitlines() if row.startswith("rates ")][-1]
     plain, dropped, restored = (float(value) for value in line.split()[1:])

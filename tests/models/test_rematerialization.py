@@ -13,7 +13,7 @@ from polynet_tf import PolyNet
 from polynet_tf.configs import ModelConfig
 from polynet_tf.models import polyinception_modules
 from polynet_tf.models.factory import build_model
-from tests.conftest import TINY_WIDTH
+from tests.conftest import TINY_WIDTH, jax_subprocess_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = "A: 2way | B: poly3[convs], 2way | C: mpoly2"
@@ -93,11 +93,11 @@ except NotImplementedError as error:
 """
 
 
+@pytest.mark.slow
 def test_training_on_another_backend_is_refused_clearly():
     pytest.importorskip("jax")
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, "-c", _JAX_SCRIPT], capture_output=True,
-                            text=True, env=env, timeout=300, cwd=ROOT)
+                            text=True, env=jax_subprocess_env(), timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("refused:"), result.stdout
     assert "Training with `rematerialize=True` needs the TensorFlow backend; the backend " \

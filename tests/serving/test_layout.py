@@ -10,6 +10,9 @@ import tensorflow as tf
 from polynet_tf.serving import exporter, warmup
 from tests.serving.conftest import CLASS_NAMES, CROP_SIZE, random_image, signature_options
 
+# Exports a network (module fixture) and loads it back several times.
+pytestmark = pytest.mark.slow
+
 
 def _entries(path):
     return sorted(os.listdir(path))

@@ -14,6 +14,9 @@ from polynet_tf.serving import exporter, warmup
 from tests.serving.conftest import CLASS_NAMES, random_image, signature_options
 from tests.serving.test_cli import run  # noqa: F401  (fixture)
 
+# Exports a network (module fixture) and loads it back several times.
+pytestmark = pytest.mark.slow
+
 
 def test_export_to_a_uri_writes_whole_versions_and_leaves_nothing_on_failure(exported):
     model = exported[0]
