@@ -13,6 +13,11 @@ of `--reps` steps after two warm-up steps:
               runs per replica), float32
   tf_bf16     the same under the global "mixed_bfloat16" policy (float32
               variables, bfloat16 compute)
+  tf_fused_bn the tf step with every training-mode BatchNorm computed by
+              TensorFlow's fused kernel (`FusedBatchNormV3`, oneDNN on x86)
+              instead of Keras's moments and affine ops: whether the
+              BatchNorm ops are what separates us from the reference (not
+              in the default set; the package itself keeps Keras's layer)
   torch       `pretrainedmodels`' PolyNet (its model file, loaded without the
               package `__init__`, which needs torchvision) in train mode,
               `zero_grad`, forward, cross-entropy, backward, `step`, float32
@@ -41,6 +46,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 331
 CLASSES = 1000
 VARIANTS = ("tf", "tf_bf16", "torch", "torch_bf16")
+EXTRA_VARIANTS = ("tf_fused_bn",)
 FLOAT32_GOAL, BFLOAT16_GOAL, PEAK_SHARE_GOAL = 1.3, 1.5, 0.6
 WARMUP_STEPS = 2
 
@@ -81,6 +87,8 @@ def tf_case(variant, batch, threads, reps):
 
     if variant == "tf_bf16":
         keras.config.set_dtype_policy("mixed_bfloat16")
+    if variant == "tf_fused_bn":
+        _use_fused_batch_norm(keras, tf)
     model = build_model(ModelConfig(architecture="very_deep", num_classes=CLASSES),
                         image_size=SIZE)
     optimizer, _ = build_optimizer(OptimizerConfig(), ScheduleConfig(), batch)
@@ -98,6 +106,29 @@ def tf_case(variant, batch, threads, reps):
 
     seconds = _median_step_seconds(lambda: step(images, labels).numpy(), reps)
     print(json.dumps({"variant": variant, "batch": batch, "seconds": seconds}), flush=True)
+
+
+def _use_fused_batch_norm(keras, tf):
+    """Makes every float32 training-mode BatchNormalization call TF's fused op.
+
+    Same outputs and moving-statistics updates as Keras's layer (the fused
+    op returns the unbiased batch variance; Keras averages the biased one).
+    """
+    keras_call = keras.layers.BatchNormalization.call
+
+    def fused_call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or self.synchronized or inputs.dtype != tf.float32:
+            return keras_call(self, inputs, training=training, mask=mask)
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)
+        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
+        variance = variance * (count - 1.0) / count
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1 - self.momentum))
+        self.moving_variance.assign(
+            self.moving_variance * self.momentum + variance * (1 - self.momentum))
+        return outputs
+
+    keras.layers.BatchNormalization.call = fused_call
 
 
 def torch_case(variant, batch, threads, reps):
@@ -169,7 +200,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", type=int, nargs="+", default=[2, 8])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS + EXTRA_VARIANTS,
+                        default=list(VARIANTS))
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
