@@ -34,6 +34,8 @@ _EXTRAS["test"] = sorted(
     {
         "pytest>=7.4",
         "pytest-xdist>=3.3",
+        # The xdist processes share expensive session fixtures (tests/weights).
+        "filelock>=3.12",
         "ruff>=0.6",
         "scikit-learn>=1.3",
         *_EXTRAS["serving"],

@@ -1,9 +1,9 @@
 """Reference PyTorch PolyNets (pretrainedmodels, pytorchcv) with random weights.
 
-Each reference is built once per test session: random conv / linear weights,
-random BatchNorm affine parameters AND moving statistics, saved as a state-dict
-checkpoint; its logits and features on a fixed batch of 331x331 inputs are
-kept, and the model itself is freed.
+Each reference is built once per test run (the xdist processes share it):
+random conv / linear weights, random BatchNorm affine parameters AND moving
+statistics, saved as a state-dict checkpoint; its logits and features on a
+fixed batch of 331x331 inputs are kept, and the model itself is freed.
 
 The two packages are installed with `--no-deps` (scripts/setup_env.sh): their
 torchvision requirement would pull a multi-GB CUDA build. `import
@@ -17,6 +17,7 @@ import importlib.util
 import math
 import os
 
+import filelock
 import numpy as np
 import pytest
 
@@ -98,12 +99,36 @@ def _build_reference(layout, folder, seed):
     return Reference(layout, checkpoint, inputs, logits, feature_map, list(state))
 
 
-@pytest.fixture(scope="session")
-def pretrainedmodels_reference(tmp_path_factory):
-    return _build_reference("pretrainedmodels", str(tmp_path_factory.mktemp("pm")), seed=1)
+def _shared_reference(layout, seed, tmp_path_factory, worker_id):
+    """`_build_reference` once per test run: the first xdist process builds, the other loads.
+
+    Building a reference (the full-size PyTorch network, forward at 331x331)
+    takes about a minute; the test files that need one may run in either
+    process.
+    """
+    if worker_id == "master":  # not under xdist
+        return _build_reference(layout, str(tmp_path_factory.mktemp(layout)), seed)
+    folder = tmp_path_factory.getbasetemp().parent / f"reference_{layout}"
+    arrays = folder / "outputs.npz"
+    with filelock.FileLock(f"{folder}.lock"):
+        if not arrays.exists():
+            folder.mkdir(exist_ok=True)
+            built = _build_reference(layout, str(folder), seed)
+            partial = folder / "outputs.partial.npz"
+            np.savez(partial, inputs=built.inputs, logits=built.logits,
+                     features=built.features, keys=np.array(built.keys))
+            os.replace(partial, arrays)
+            return built
+    with np.load(arrays) as saved:
+        return Reference(layout, str(folder / f"{layout}.pth"), saved["inputs"],
+                         saved["logits"], saved["features"], saved["keys"].tolist())
 
 
 @pytest.fixture(scope="session")
-def pytorchcv_reference(tmp_path_factory):
-    return _build_reference("pytorchcv", str(tmp_path_factory.mktemp("pcv")), seed=2)
+def pretrainedmodels_reference(tmp_path_factory, worker_id):
+    return _shared_reference("pretrainedmodels", 1, tmp_path_factory, worker_id)
 
+
+@pytest.fixture(scope="session")
+def pytorchcv_reference(tmp_path_factory, worker_id):
+    return _shared_reference("pytorchcv", 2, tmp_path_factory, worker_id)
