@@ -1,6 +1,5 @@
 """PolyNet(rematerialize=True): modules, stem and reductions; a training step is unchanged."""
 
-import os
 import subprocess
 import sys
 
@@ -13,9 +12,8 @@ from polynet_tf import PolyNet
 from polynet_tf.configs import ModelConfig
 from polynet_tf.models import polyinception_modules
 from polynet_tf.models.factory import build_model
-from tests.conftest import TINY_WIDTH, jax_subprocess_env
+from tests.conftest import ROOT, TINY_WIDTH, jax_subprocess_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = "A: 2way | B: poly3[convs], 2way | C: mpoly2"
 
 
