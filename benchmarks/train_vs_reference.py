@@ -23,6 +23,18 @@ of `--reps` steps after two warm-up steps:
               `zero_grad`, forward, cross-entropy, backward, `step`, float32
   torch_bf16  the same forward and loss under
               `torch.autocast("cpu", dtype=torch.bfloat16)`
+  tf_convs    the convolutions of the tf step alone: every Conv2D,
+              Conv2DBackpropInput and Conv2DBackpropFilter op of the traced
+              step, rerun with its shapes and attributes on random tensors
+              and nothing else (not in the default set)
+  torch_convs the same for the torch step: every conv2d call of the
+              reference's forward (recorded with hooks), its forward and the
+              backward its training step runs (not in the default set)
+
+With tf_convs and torch_convs, the run also prints what is left of each step
+outside its convolutions, and the most the tf step could reach against the
+reference if everything but its convolutions took no time at all: the
+reference's step over tf_convs.
 
 Also printed: the float32 GEMM peak of TensorFlow on this machine in the same
 run (`tf.matmul`, best of 1024^2 and 2048^2, `--threads` threads, as in
@@ -46,7 +58,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 331
 CLASSES = 1000
 VARIANTS = ("tf", "tf_bf16", "torch", "torch_bf16")
-EXTRA_VARIANTS = ("tf_fused_bn",)
+EXTRA_VARIANTS = ("tf_fused_bn", "tf_convs", "torch_convs")
 FLOAT32_GOAL, BFLOAT16_GOAL, PEAK_SHARE_GOAL = 1.3, 1.5, 0.6
 WARMUP_STEPS = 2
 
@@ -104,8 +116,63 @@ def tf_case(variant, batch, threads, reps):
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
+    if variant == "tf_convs":
+        step = _convolutions_only(tf, step.get_concrete_function(images, labels).graph)
     seconds = _median_step_seconds(lambda: step(images, labels).numpy(), reps)
     print(json.dumps({"variant": variant, "batch": batch, "seconds": seconds}), flush=True)
+
+
+_CONV_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")
+_SIZE_INPUTS = {"Conv2DBackpropInput": "input_sizes", "Conv2DBackpropFilter": "filter_sizes"}
+
+
+def _convolutions_only(tf, graph):
+    """A function running every convolution op of `graph`, and nothing else.
+
+    Each op is rebuilt with its attributes and input shapes; its float inputs
+    are random tensors made once (one per shape), its size inputs the shape it
+    had in `graph`.
+    """
+    ops = [op for op in graph.get_operations() if op.type in _CONV_OPS]
+    if not ops:
+        raise RuntimeError("The traced step has no convolution ops.")
+    generator = tf.random.Generator.from_seed(0)
+    tensors = {}
+
+    def random_tensor(shape):
+        key = tuple(shape.as_list())
+        if key not in tensors:
+            tensors[key] = generator.normal(key)
+        return tensors[key]
+
+    calls = []
+    for op in ops:
+        arguments = {name: op.get_attr(name) for name in
+                     ("strides", "padding", "explicit_paddings", "data_format", "dilations")}
+        names = {"Conv2D": ("input", "filter"),
+                 "Conv2DBackpropInput": ("input_sizes", "filter", "out_backprop"),
+                 "Conv2DBackpropFilter": ("input", "filter_sizes", "out_backprop")}[op.type]
+        for name, tensor in zip(names, op.inputs):
+            if name == _SIZE_INPUTS.get(op.type):
+                arguments[name] = tf.constant(op.outputs[0].shape.as_list(), tf.int32)
+            else:
+                arguments[name] = random_tensor(tensor.shape)
+        calls.append((getattr(tf.raw_ops, op.type), arguments))
+
+    # Ops of one shape share their random inputs: keep graph optimization from
+    # merging them into one.
+    tf.config.optimizer.set_experimental_options(
+        {"common_subgraph_elimination": False, "arithmetic_optimization": False})
+
+    @tf.function
+    def convolutions(*unused):
+        # One element of each output is used, so that no op is pruned away
+        # (graph optimization drops side-effect-free ops that feed only
+        # control dependencies).
+        return tf.add_n([tf.reshape(call(**arguments), [-1])[0] for call, arguments in calls])
+
+    print(json.dumps({"conv_ops": len(ops)}), file=sys.stderr)
+    return convolutions
 
 
 def _use_fused_batch_norm(keras, tf):
@@ -143,6 +210,10 @@ def torch_case(variant, batch, threads, reps):
     optimizer = torch.optim.RMSprop(net.parameters(), lr=0.45 * batch / 512, alpha=0.9,
                                     eps=1.0, momentum=0.9)
     images, labels = (torch.from_numpy(a) for a in _batch(batch, channels_first=True))
+    if variant == "torch_convs":
+        seconds = _median_step_seconds(_torch_convolutions_only(torch, net, images), reps)
+        print(json.dumps({"variant": variant, "batch": batch, "seconds": seconds}), flush=True)
+        return
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -157,6 +228,43 @@ def torch_case(variant, batch, threads, reps):
 
     seconds = _median_step_seconds(step, reps)
     print(json.dumps({"variant": variant, "batch": batch, "seconds": seconds}), flush=True)
+
+
+def _torch_convolutions_only(torch, net, images):
+    """A function running the conv2d calls of a training step of `net`, and nothing else.
+
+    A forward pass records each conv2d call's input shape and module; the
+    function reruns each on random tensors (one per shape), forward and
+    backward, with the gradient of its input wherever the step needs one (all
+    but the convolutions reading the images).
+    """
+    calls = []
+
+    def record(module, inputs, output):
+        calls.append((module, tuple(inputs[0].shape), tuple(output.shape),
+                      inputs[0] is images))
+
+    hooks = [module.register_forward_hook(record) for module in net.modules()
+             if isinstance(module, torch.nn.Conv2d)]
+    with torch.no_grad():
+        net(images)
+    for hook in hooks:
+        hook.remove()
+    generator = torch.Generator().manual_seed(0)
+    tensors = {}
+
+    def random_tensor(shape):
+        if shape not in tensors:
+            tensors[shape] = torch.randn(shape, generator=generator)
+        return tensors[shape]
+
+    def convolutions():
+        for module, input_shape, output_shape, reads_images in calls:
+            inputs = random_tensor(input_shape).detach().requires_grad_(not reads_images)
+            outputs = module(inputs)
+            outputs.backward(random_tensor(output_shape))
+
+    return convolutions
 
 
 def gemm_peak(threads):
@@ -193,6 +301,18 @@ def _forward_gflop_per_image():
     from polynet_tf.models.complexity import network_cost  # noqa: PLC0415
 
     return 2 * network_cost("very_deep", SIZE).multiply_adds / 1e9
+
+
+def _print_outside_convolutions(batch, seconds):
+    for step, convs in (("tf", "tf_convs"), ("torch", "torch_convs")):
+        if step in seconds and convs in seconds:
+            print(f"batch {batch}: {step} step outside its convolutions: "
+                  f"{seconds[step] - seconds[convs]:.2f} s "
+                  f"({1 - seconds[convs] / seconds[step]:.0%} of the step)")
+    if "torch" in seconds and "tf_convs" in seconds:
+        print(f"batch {batch}: the most the tf step can reach with its convolutions as "
+              f"they are: {seconds['torch'] / seconds['tf_convs']:.2f}x the reference "
+              "(reference step / tf_convs)")
 
 
 def main(argv=None):
@@ -234,6 +354,7 @@ def main(argv=None):
                      if not variant.endswith("bf16") else "-")
             print(f"| {batch} | {variant} | {value:.2f} | {batch / value:.2f} | {ratio} | "
                   f"{share} |", flush=True)
+        _print_outside_convolutions(batch, seconds)
     print(f"Goals: tf >= {FLOAT32_GOAL}x torch and >= {PEAK_SHARE_GOAL:.0%} of the GEMM "
           f"peak; tf_bf16 >= {BFLOAT16_GOAL}x torch_bf16.")
     return 0
