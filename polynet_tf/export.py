@@ -60,9 +60,11 @@ def _define_flags(flag_values):
                         "'scales=[96,128],topk_fraction=0.5'.", **fv)
     flags.DEFINE_multi_string("warmup_image", [], "An image file for the warm-up requests "
                               "(repeatable; default: a synthetic JPEG).", **fv)
-    flags.DEFINE_bool("fold_batch_norms", False, "Serve the network with every BatchNorm "
+    flags.DEFINE_bool("fold_batch_norms", None, "Serve the network with every BatchNorm "
                       "folded into its conv (same outputs, a third fewer ops; checked against "
-                      "the original).", **fv)
+                      "the original). Default: fold every network PolyNet() builds, serve "
+                      "others as they are; --fold_batch_norms: fold or fail; "
+                      "--nofold_batch_norms: never fold.", **fv)
     flags.DEFINE_bool("variable_size_signatures", True, "Add serve_images and "
                       "serve_images_uint8 (pixel tensors of any size). TF Serving's batching "
                       "(export/ kit) cannot batch them: export for it with "

@@ -48,12 +48,40 @@ def fold_batch_norms(model, dtype_policy=None):
             `PolyNet()` builds (a layer or weight of one has no counterpart in
             the other; the message names it).
     """
-    if any(isinstance(unit, ConvBN) and unit.batch_norm.folded for unit in _sublayers(model)):
+    if is_folded(model):
         raise ValueError(f"Model {model.name!r} is already folded.")
     config = _folded_config(model.get_config(), dtype_policy)
     folded = keras.Model.from_config(config)
     _assign_folded_weights(model, folded)
     return folded
+
+
+def is_folded(model):
+    """Whether `model` has conv units with their BatchNorms folded (made by `fold_batch_norms`).
+
+    Args:
+        model: a Keras model or layer.
+
+    Returns:
+        A Python bool.
+    """
+    return any(unit.batch_norm.folded for unit in _conv_units(model))
+
+
+def has_batch_norms_to_fold(model):
+    """Whether `model` has conv units whose BatchNorms are not folded (as `PolyNet()` builds them).
+
+    Args:
+        model: a Keras model or layer.
+
+    Returns:
+        A Python bool.
+    """
+    return any(not unit.batch_norm.folded for unit in _conv_units(model))
+
+
+def _conv_units(model):
+    return (unit for unit in _sublayers(model) if isinstance(unit, ConvBN))
 
 
 def _folded_config(config, dtype_policy):

@@ -29,11 +29,13 @@ import datetime
 import re
 from typing import Dict, List, Optional, Sequence
 
+from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
 
 from polynet_tf import fileio
+from polynet_tf.models import folding
 from polynet_tf.serving import preprocessing as serving_preprocessing
 from polynet_tf.serving import signatures, warmup
 from polynet_tf.version import __version__
@@ -106,7 +108,7 @@ def export_saved_model(
     warmup_images: Optional[Sequence[bytes]] = None,
     description: Optional[Dict] = None,
     verify: bool = True,
-    fold_batch_norms: bool = False,
+    fold_batch_norms: Optional[bool] = None,
 ) -> ExportResult:
     """Exports `model` with every serving signature, ready for TF Serving.
 
@@ -125,19 +127,24 @@ def export_saved_model(
       verify: load the written SavedModel and check it against `model`.
       fold_batch_norms: serve `polynet_tf.models.fold_batch_norms(model)`: the
         same function with every BatchNorm folded into its conv (a third fewer
-        ops); the check still compares against `model` itself.
+        ops, about a quarter more weights for the released network); the check
+        still compares against `model` itself. None (the default): fold a
+        model that `fold_batch_norms` takes, serve any other (already folded,
+        or not made by `PolyNet()`) as it is. True: fold, or raise if the model
+        cannot be folded. False: serve `model` as it is.
 
     Returns:
       An `ExportResult`.
 
     Raises:
-      ValueError: bad names or options.
+      ValueError: bad names or options, or `fold_batch_norms=True` for a model
+        `fold_batch_norms` does not take.
       FileExistsError: the version exists and `overwrite` is False.
       ExportError: writing or checking failed (the cause is chained); nothing
         was left behind.
     """
     _check_names(output_base, model_name, version)
-    served = _folded(model) if fold_batch_norms else model
+    served = _served_model(model, fold_batch_norms)
     archive = signatures.build_export_archive(served, options)
     model_dir = fileio.join(output_base, model_name)
     fileio.makedirs(model_dir)
@@ -162,7 +169,7 @@ def export_saved_model(
             archive.write_out(temp_path, verbose=False)
             metadata = _metadata(
                 model_name, version, options, names,
-                {"batch_norms_folded": bool(fold_batch_norms), **(description or {})})
+                {"batch_norms_folded": folding.is_folded(served), **(description or {})})
             fileio.write_json(fileio.join(temp_path, warmup.WARMUP_DIRNAME, METADATA_FILENAME),
                               metadata)
             requests = warmup_requests(options, warmup_images)
@@ -199,10 +206,23 @@ def _replace_version(staged_path, final_path):
     fileio.remove_tree(aside)
 
 
-def _folded(model):
-    from polynet_tf.models import fold_batch_norms  # noqa: PLC0415
-
-    return fold_batch_norms(model)
+def _served_model(model, fold_batch_norms):
+    """`model` with its BatchNorms folded, or as it is (see `export_saved_model`)."""
+    if fold_batch_norms is False or (
+            fold_batch_norms is None and not folding.has_batch_norms_to_fold(model)):
+        return model
+    try:
+        return folding.fold_batch_norms(model)
+    except Exception as error:  # pylint: disable=broad-except
+        detail = _first_lines(" ".join(str(error).split()), limit=300).rstrip(".")
+        message = f"fold_batch_norms cannot fold {model.name!r}: {type(error).__name__}: {detail}"
+        if fold_batch_norms:
+            raise ValueError(f"{message}. Export it with fold_batch_norms=False "
+                             "(--nofold_batch_norms).") from error
+        # Folding only makes serving faster: a model it does not take (built
+        # some other way) is exported as it is, as with fold_batch_norms=False.
+        logging.warning("%s; exporting it with its BatchNorms unfolded.", message)
+        return model
 
 
 def _first_lines(error, limit=600):

@@ -95,7 +95,10 @@ def test_folded_model_saves_and_loads_in_safe_mode(tmp_path):
 
 
 def test_folding_twice_is_an_error():
-    folded = fold_batch_norms(tiny())
+    model = tiny()
+    folded = fold_batch_norms(model)
+    assert not folding.is_folded(model) and folding.is_folded(folded)
+    assert folding.has_batch_norms_to_fold(model) and not folding.has_batch_norms_to_fold(folded)
     with pytest.raises(ValueError, match="already folded"):
         fold_batch_norms(folded)
 

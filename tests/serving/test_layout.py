@@ -3,10 +3,12 @@ the warm-up requests and the metadata file."""
 
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from polynet_tf.models import fold_batch_norms
 from polynet_tf.serving import exporter, warmup
 from tests.serving.conftest import CLASS_NAMES, CROP_SIZE, random_image, signature_options
 
@@ -38,8 +40,8 @@ def test_warmup_requests_are_prediction_logs_for_each_signature(exported):
                      "serve_examples"]
     assert all(r.model_spec.name == "tiny" for r in requests)
     loaded = tf.saved_model.load(exported[2])
-    # One copy of the weights, shared by every signature.
-    assert len(loaded.variables) == len(exported[0].variables)
+    # One copy of the (folded) weights, shared by every signature.
+    assert len(loaded.variables) == len(fold_batch_norms(exported[0]).variables)
     for request in requests:
         signature = loaded.signatures[request.model_spec.signature_name]
         inputs = warmup.request_inputs(request)
@@ -134,24 +136,57 @@ def test_synthetic_warmup_image_is_deterministic():
     np.testing.assert_array_equal(warmup.synthetic_image(20, 30), warmup.synthetic_image(20, 30))
 
 
-def test_folded_export_serves_the_same_probabilities(exported, tmp_path):
-    model, _, _ = exported
-    options = signature_options(multicrop=False)
-    result = exporter.export_saved_model(model, str(tmp_path), "folded", options,
-                                         fold_batch_norms=True)
-    assert result.metadata["batch_norms_folded"] is True
-    loaded = tf.saved_model.load(result.path)
+def test_the_default_export_folds_the_batch_norms_and_serves_the_same_probabilities(
+        exported, tmp_path):
+    model, _, path = exported  # exported with the default fold_batch_norms=None
+    assert exporter.read_metadata(path)["batch_norms_folded"] is True
+    loaded = tf.saved_model.load(path)
     # The served graph has no BatchNorms left (the check after writing
     # compared it with the unfolded Keras model).
     assert not any("moving_" in v.name for v in loaded.variables)
-    images = np.stack([random_image(90, 120, seed) for seed in range(3)]).astype(np.float32)
-    served = loaded.signatures["serve_images"](images=tf.constant(images))["probabilities"]
-    original = exporter.read_metadata(exported[2])
-    assert original["batch_norms_folded"] is False
-    plain = exporter.export_saved_model(model, str(tmp_path), "plain", options, verify=False)
-    expected = tf.saved_model.load(plain.path).signatures["serve_images"](
-        images=tf.constant(images))["probabilities"]
+    options = signature_options(multicrop=False)
+    plain = exporter.export_saved_model(model, str(tmp_path), "plain", options,
+                                        fold_batch_norms=False, verify=False)
+    assert plain.metadata["batch_norms_folded"] is False
+    unfolded = tf.saved_model.load(plain.path)
+    assert any("moving_" in v.name for v in unfolded.variables)
+    images = tf.constant(np.stack([random_image(90, 120, seed) for seed in range(3)]), tf.float32)
+    served = loaded.signatures["serve_images"](images=images)["probabilities"]
+    expected = unfolded.signatures["serve_images"](images=images)["probabilities"]
     np.testing.assert_allclose(served.numpy(), expected.numpy(), atol=1e-5)
+
+
+def test_an_already_folded_model_is_exported_as_it_is_unless_folding_is_demanded(
+        exported, tmp_path):
+    folded = fold_batch_norms(exported[0])
+    options = signature_options(multicrop=False)
+    result = exporter.export_saved_model(folded, str(tmp_path), "folded", options, verify=False)
+    assert result.metadata["batch_norms_folded"] is True
+    with pytest.raises(ValueError, match="already folded.*--nofold_batch_norms"):
+        exporter.export_saved_model(folded, str(tmp_path), "again", options,
+                                    fold_batch_norms=True)
+    assert sorted(os.listdir(tmp_path)) == ["folded"]
+
+
+class _Wrapped(keras.Model):
+    """A subclassed model around a PolyNet: no config, so `fold_batch_norms` cannot copy it."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def call(self, inputs):
+        return self.inner(inputs)
+
+
+def test_a_model_folding_cannot_copy_is_served_as_it_is_unless_folding_is_demanded(
+        exported, caplog):
+    wrapped = _Wrapped(exported[0])
+    assert exporter._served_model(wrapped, None) is wrapped
+    assert "cannot fold" in caplog.text and "NotImplementedError" in caplog.text
+    assert exporter._served_model(wrapped, False) is wrapped
+    with pytest.raises(ValueError, match="cannot fold .*--nofold_batch_norms"):
+        exporter._served_model(wrapped, True)
 
 
 def _whole_versions(model_dir):
