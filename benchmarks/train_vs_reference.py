@@ -18,6 +18,12 @@ of `--reps` steps after two warm-up steps:
               instead of Keras's moments and affine ops: whether the
               BatchNorm ops are what separates us from the reference (not
               in the default set; the package itself keeps Keras's layer)
+  tf_bf16_bn16  the tf_bf16 step with every training-mode BatchNorm normalizing
+              in bfloat16: Keras's layer casts its bfloat16 input to float32,
+              normalizes there and casts back; here only the moments are
+              computed in float32 (as `keras.ops.moments` does for bfloat16):
+              what that round trip costs our bfloat16 step (not in the default
+              set; the package keeps Keras's layer)
   torch       `pretrainedmodels`' PolyNet (its model file, loaded without the
               package `__init__`, which needs torchvision) in train mode,
               `zero_grad`, forward, cross-entropy, backward, `step`, float32
@@ -27,6 +33,7 @@ of `--reps` steps after two warm-up steps:
               Conv2DBackpropInput and Conv2DBackpropFilter op of the traced
               step, rerun with its shapes and attributes on random tensors
               and nothing else (not in the default set)
+  tf_bf16_convs  the same for the tf_bf16 step (its convolutions in bfloat16)
   torch_convs the same for the torch step: every conv2d call of the
               reference's forward (recorded with hooks), its forward and the
               backward its training step runs (not in the default set)
@@ -58,7 +65,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 331
 CLASSES = 1000
 VARIANTS = ("tf", "tf_bf16", "torch", "torch_bf16")
-EXTRA_VARIANTS = ("tf_fused_bn", "tf_convs", "torch_convs")
+EXTRA_VARIANTS = ("tf_fused_bn", "tf_bf16_bn16", "tf_convs", "tf_bf16_convs", "torch_convs")
 FLOAT32_GOAL, BFLOAT16_GOAL, PEAK_SHARE_GOAL = 1.3, 1.5, 0.6
 WARMUP_STEPS = 2
 
@@ -97,8 +104,10 @@ def tf_case(variant, batch, threads, reps):
     from polynet_tf.models.factory import build_model  # noqa: PLC0415
     from polynet_tf.training.optimization import build_optimizer  # noqa: PLC0415
 
-    if variant == "tf_bf16":
+    if variant in ("tf_bf16", "tf_bf16_bn16", "tf_bf16_convs"):
         keras.config.set_dtype_policy("mixed_bfloat16")
+    if variant == "tf_bf16_bn16":
+        _normalize_in_bfloat16(keras)
     if variant == "tf_fused_bn":
         _use_fused_batch_norm(keras, tf)
     model = build_model(ModelConfig(architecture="very_deep", num_classes=CLASSES),
@@ -116,7 +125,7 @@ def tf_case(variant, batch, threads, reps):
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
-    if variant == "tf_convs":
+    if variant in ("tf_convs", "tf_bf16_convs"):
         step = _convolutions_only(tf, step.get_concrete_function(images, labels).graph)
     seconds = _median_step_seconds(lambda: step(images, labels).numpy(), reps)
     print(json.dumps({"variant": variant, "batch": batch, "seconds": seconds}), flush=True)
@@ -142,10 +151,10 @@ def _convolutions_only(tf, graph):
     generator = tf.random.Generator.from_seed(0)
     num_bytes = 0
 
-    def random_tensor(shape):
+    def random_tensor(tensor):
         nonlocal num_bytes
-        num_bytes += 4 * shape.num_elements()
-        return generator.normal(shape)
+        num_bytes += tensor.dtype.size * tensor.shape.num_elements()
+        return tf.cast(generator.normal(tensor.shape), tensor.dtype)
 
     calls = []
     for op in ops:
@@ -158,7 +167,7 @@ def _convolutions_only(tf, graph):
             if name == _SIZE_INPUTS.get(op.type):
                 arguments[name] = tf.constant(op.outputs[0].shape.as_list(), tf.int32)
             else:
-                arguments[name] = random_tensor(tensor.shape)
+                arguments[name] = random_tensor(tensor)
         calls.append((getattr(tf.raw_ops, op.type), arguments))
 
     @tf.function
@@ -170,6 +179,31 @@ def _convolutions_only(tf, graph):
 
     print(json.dumps({"conv_ops": len(ops), "input_gib": num_bytes / 2**30}), file=sys.stderr)
     return convolutions
+
+
+def _normalize_in_bfloat16(keras):
+    """Makes every bfloat16 training-mode BatchNormalization normalize in bfloat16.
+
+    The moments still accumulate in float32 (`keras.ops.moments` casts a
+    bfloat16 input up and rounds the results to bfloat16); the moving
+    statistics are updated in float32 as by Keras's layer.
+    """
+    keras_call = keras.layers.BatchNormalization.call
+
+    def bfloat16_call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or inputs.dtype != "bfloat16":
+            return keras_call(self, inputs, training=training, mask=mask)
+        mean, variance = keras.ops.moments(inputs, axes=[0, 1, 2])
+        for statistic, batch_value in ((self.moving_mean, mean),
+                                       (self.moving_variance, variance)):
+            statistic.assign(statistic * self.momentum
+                             + keras.ops.cast(batch_value, "float32") * (1 - self.momentum))
+        return keras.ops.batch_normalization(
+            inputs, mean, variance, axis=-1, epsilon=self.epsilon,
+            offset=keras.ops.cast(self.beta, "bfloat16"),
+            scale=keras.ops.cast(self.gamma, "bfloat16"))
+
+    keras.layers.BatchNormalization.call = bfloat16_call
 
 
 def _use_fused_batch_norm(keras, tf):
@@ -298,7 +332,8 @@ def _forward_gflop_per_image():
 
 
 def _print_outside_convolutions(batch, seconds):
-    for step, convs in (("tf", "tf_convs"), ("torch", "torch_convs")):
+    for step, convs in (("tf", "tf_convs"), ("tf_bf16", "tf_bf16_convs"),
+                        ("torch", "torch_convs")):
         if step in seconds and convs in seconds:
             print(f"batch {batch}: {step} step outside its convolutions: "
                   f"{seconds[step] - seconds[convs]:.2f} s "
@@ -341,11 +376,11 @@ def main(argv=None):
             if result:
                 seconds[variant] = result["seconds"]
         for variant, value in seconds.items():
-            reference = "torch_bf16" if variant.endswith("bf16") else "torch"
+            reference = "torch_bf16" if "bf16" in variant else "torch"
             ratio = (f"{seconds[reference] / value:.2f}x"
                      if reference in seconds and variant.startswith("tf") else "-")
             share = (f"{3 * gflop * batch / value / peak:.0%}"
-                     if not variant.endswith("bf16") else "-")
+                     if "bf16" not in variant else "-")
             print(f"| {batch} | {variant} | {value:.2f} | {batch / value:.2f} | {ratio} | "
                   f"{share} |", flush=True)
         _print_outside_convolutions(batch, seconds)
