@@ -38,10 +38,10 @@ of `--reps` steps after two warm-up steps:
               reference's forward (recorded with hooks), its forward and the
               backward its training step runs (not in the default set)
 
-With tf_convs and torch_convs, the run also prints what is left of each step
-outside its convolutions, and the most the tf step could reach against the
-reference if everything but its convolutions took no time at all: the
-reference's step over tf_convs.
+With a `*_convs` variant beside its step, the run also prints what is left of
+the step outside its convolutions; with tf_convs and torch, the most the tf
+step could reach against the reference if everything but its convolutions took
+no time at all: the reference's step over tf_convs.
 
 Also printed: the float32 GEMM peak of TensorFlow on this machine in the same
 run (`tf.matmul`, best of 1024^2 and 2048^2, `--threads` threads, as in
