@@ -143,6 +143,9 @@ def _listing(local, source):
             weights = {}
 
             def visit(name, item):
+                if isinstance(name, bytes):
+                    # h5py gives a name that is not UTF-8 as bytes: no Keras file has one.
+                    raise ValueError(f"an object name that is not UTF-8: {name!r}")
                 if isinstance(item, h5py.Dataset):
                     weights[name] = tuple(item.shape)
                 elif name.endswith("vars") and "name" in item.attrs:
@@ -207,8 +210,10 @@ def _mismatch(path, found, expected, order, keras_said=None):
             kind = ("missing" if file_shape is None else
                     "unexpected" if model_shape is None else "shape")
             differences.append((key, name, kind, file_shape, model_shape))
-    if not differences:  # same layout, yet Keras refused it: pass its reason on
-        raise ValueError(f"Cannot load {path}: Keras said: {keras_said}")
+    if not differences:
+        # Same layout, yet Keras could not read it: the values themselves are
+        # unreadable (a mutated dtype, say), so the file is corrupt.
+        raise _corrupt(path, keras_said)
     key, name, kind, file_shape, model_shape = differences[0]
     loaded = "; nothing was loaded from it" if keras_said is None else ""
     first = {
