@@ -9,21 +9,22 @@ of `--reps` steps after two warm-up steps:
 
   tf          our step: `build_model` + `build_optimizer` of the experiment
               config, `tf.function` of forward, softmax cross-entropy,
-              gradients and the update (what `polynet_tf.training.Trainer`
-              runs per replica), float32
+              gradients and the update, with the BatchNorm kernel of
+              `trainer.batch_norm_kernel: auto` (what
+              `polynet_tf.training.Trainer` runs per replica), float32: Keras's
+              BatchNorm layer
   tf_bf16     the same under the global "mixed_bfloat16" policy (float32
-              variables, bfloat16 compute)
-  tf_fused_bn the tf step with every training-mode BatchNorm computed by
-              TensorFlow's fused kernel (`FusedBatchNormV3`, oneDNN on x86)
-              instead of Keras's moments and affine ops: whether the
-              BatchNorm ops are what separates us from the reference (not
-              in the default set; the package itself keeps Keras's layer)
-  tf_bf16_bn16  the tf_bf16 step with every training-mode BatchNorm normalizing
-              in bfloat16: Keras's layer casts its bfloat16 input to float32,
-              normalizes there and casts back; here only the moments are
-              computed in float32 (as `keras.ops.moments` does for bfloat16):
-              what that round trip costs our bfloat16 step (not in the default
-              set; the package keeps Keras's layer)
+              variables, bfloat16 compute): TensorFlow's fused BatchNorm
+              kernel (`polynet_tf.training.fused_batch_norm`)
+  tf_fused_bn the tf step with `batch_norm_kernel: fused` (float32 through
+              `FusedBatchNormV3`, oneDNN on x86; not in the default set)
+  tf_bf16_keras_bn  the tf_bf16 step with `batch_norm_kernel: keras`: Keras's
+              layer, which casts its bfloat16 input to float32, normalizes
+              there and casts back (not in the default set)
+  tf_bf16_bn16  the tf_bf16_keras_bn step with every training-mode BatchNorm
+              normalizing in bfloat16: only the moments are computed in
+              float32 (as `keras.ops.moments` does for bfloat16): what the
+              layer's round trip costs (not in the default set)
   torch       `pretrainedmodels`' PolyNet (its model file, loaded without the
               package `__init__`, which needs torchvision) in train mode,
               `zero_grad`, forward, cross-entropy, backward, `step`, float32
@@ -65,7 +66,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 331
 CLASSES = 1000
 VARIANTS = ("tf", "tf_bf16", "torch", "torch_bf16")
-EXTRA_VARIANTS = ("tf_fused_bn", "tf_bf16_bn16", "tf_convs", "tf_bf16_convs", "torch_convs")
+EXTRA_VARIANTS = ("tf_fused_bn", "tf_bf16_keras_bn", "tf_bf16_bn16", "tf_convs",
+                  "tf_bf16_convs", "torch_convs")
 FLOAT32_GOAL, BFLOAT16_GOAL, PEAK_SHARE_GOAL = 1.3, 1.5, 0.6
 WARMUP_STEPS = 2
 
@@ -101,15 +103,19 @@ def tf_case(variant, batch, threads, reps):
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     from polynet_tf.configs.experiment import ModelConfig, OptimizerConfig, ScheduleConfig  # noqa: PLC0415
+    from polynet_tf.layers.batch_norm import training_batch_norm_kernel  # noqa: PLC0415
     from polynet_tf.models.factory import build_model  # noqa: PLC0415
+    from polynet_tf.training.fused_batch_norm import training_kernel  # noqa: PLC0415
     from polynet_tf.training.optimization import build_optimizer  # noqa: PLC0415
 
-    if variant in ("tf_bf16", "tf_bf16_bn16", "tf_bf16_convs"):
-        keras.config.set_dtype_policy("mixed_bfloat16")
+    mixed_precision = "mixed_bfloat16" if "bf16" in variant else None
+    if mixed_precision:
+        keras.config.set_dtype_policy(mixed_precision)
     if variant == "tf_bf16_bn16":
         _normalize_in_bfloat16(keras)
-    if variant == "tf_fused_bn":
-        _use_fused_batch_norm(keras, tf)
+    choice = {"tf_fused_bn": "fused", "tf_bf16_keras_bn": "keras",
+              "tf_bf16_bn16": "keras"}.get(variant, "auto")
+    batch_norm_kernel = training_kernel(choice, mixed_precision)
     model = build_model(ModelConfig(architecture="very_deep", num_classes=CLASSES),
                         image_size=SIZE)
     optimizer, _ = build_optimizer(OptimizerConfig(), ScheduleConfig(), batch)
@@ -117,7 +123,7 @@ def tf_case(variant, batch, threads, reps):
 
     @tf.function
     def step(x, y):
-        with tf.GradientTape() as tape:
+        with training_batch_norm_kernel(batch_norm_kernel), tf.GradientTape() as tape:
             logits = tf.cast(model(x, training=True), tf.float32)
             loss = tf.reduce_mean(
                 tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
@@ -204,29 +210,6 @@ def _normalize_in_bfloat16(keras):
             scale=keras.ops.cast(self.gamma, "bfloat16"))
 
     keras.layers.BatchNormalization.call = bfloat16_call
-
-
-def _use_fused_batch_norm(keras, tf):
-    """Makes every float32 training-mode BatchNormalization call TF's fused op.
-
-    Same outputs and moving-statistics updates as Keras's layer (the fused
-    op returns the unbiased batch variance; Keras averages the biased one).
-    """
-    keras_call = keras.layers.BatchNormalization.call
-
-    def fused_call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable) or self.synchronized or inputs.dtype != tf.float32:
-            return keras_call(self, inputs, training=training, mask=mask)
-        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)
-        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
-        variance = variance * (count - 1.0) / count
-        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1 - self.momentum))
-        self.moving_variance.assign(
-            self.moving_variance * self.momentum + variance * (1 - self.momentum))
-        return outputs
-
-    keras.layers.BatchNormalization.call = fused_call
 
 
 def torch_case(variant, batch, threads, reps):

@@ -106,6 +106,66 @@ def statistics_frozen():
     return getattr(_FROZEN, "active", False)
 
 
+# Per thread too: each replica's step enters the scope in its own thread.
+_KERNEL = threading.local()
+
+
+@contextlib.contextmanager
+def training_batch_norm_kernel(kernel):
+    """`ConvBN` units called inside compute training-mode BatchNorm with `kernel`.
+
+    The layers stay backend-neutral: a backend-specific implementation (the
+    training loop's fused TensorFlow kernel,
+    `polynet_tf.training.fused_batch_norm`) is handed in here, for the
+    thread that traces the step, and `normalize_in_training` uses it where it
+    applies.
+
+    Args:
+        kernel: None (Keras's layer), or a callable `kernel(norm, inputs,
+            update_statistics)` returning what `norm(inputs, training=True)`
+            returns, updating `norm`'s moving statistics as the layer does
+            when `update_statistics` is true; or None where it does not apply
+            (the layer is then called).
+
+    Yields:
+        None.
+    """
+    previous = getattr(_KERNEL, "kernel", None)
+    _KERNEL.kernel = kernel
+    try:
+        yield
+    finally:
+        _KERNEL.kernel = previous
+
+
+def normalize_in_training(norm, inputs):
+    """A `ConvBN` unit's BatchNorm in training.
+
+    With the scope's kernel (`training_batch_norm_kernel`) where it applies,
+    else Keras's layer; inside `frozen_statistics()` the moving statistics are
+    left alone either way. A BatchNorm that is not trainable normalizes with
+    its moving statistics, as Keras's layer does.
+
+    Args:
+        norm: a built, channels-last `keras.layers.BatchNormalization`.
+        inputs: the conv output, a 4D tensor.
+
+    Returns:
+        The normalized tensor in `norm`'s compute dtype.
+    """
+    if not norm.trainable:
+        return norm(inputs, training=True)
+    update_statistics = not statistics_frozen()
+    kernel = getattr(_KERNEL, "kernel", None)
+    if kernel is not None:
+        outputs = kernel(norm, inputs, update_statistics)
+        if outputs is not None:
+            return outputs
+    if update_statistics:
+        return norm(inputs, training=True)
+    return normalize_with_batch_statistics(norm, inputs)
+
+
 def normalize_with_batch_statistics(norm, inputs):
     """What `norm(inputs, training=True)` returns, without updating `norm`'s moving statistics.
 

@@ -12,8 +12,7 @@ import keras
 from polynet_tf.layers.batch_norm import (
     BatchNormSettings,
     make_batch_norm,
-    normalize_with_batch_statistics,
-    statistics_frozen,
+    normalize_in_training,
 )
 from polynet_tf.layers.indexed import get_indexed, set_indexed
 
@@ -127,12 +126,7 @@ class ConvBN(keras.layers.Layer):
             # BatchNorm is an affine map per channel, see `_inference`.
             x = self._inference(inputs, self.norms[norm_index])
         else:
-            x = self.conv(inputs)
-            norm = self.norms[norm_index]
-            if norm.trainable and statistics_frozen():
-                x = normalize_with_batch_statistics(norm, x)
-            else:
-                x = norm(x, training=training)
+            x = normalize_in_training(self.norms[norm_index], self.conv(inputs))
         if self.activation:
             x = keras.ops.relu(x)
         return x

@@ -19,10 +19,12 @@ from absl import logging
 
 from polynet_tf import fileio, runs
 from polynet_tf.data import build_dataset
+from polynet_tf.layers.batch_norm import training_batch_norm_kernel
 from polynet_tf.models import polyinception_modules, set_path_drop_rates
 from polynet_tf.models.factory import build_model
 from polynet_tf.training import cluster, finetune
 from polynet_tf.training.batch_norm_sync import MovingStatisticsSync
+from polynet_tf.training.fused_batch_norm import training_kernel
 from polynet_tf.training.evaluation_loop import (DistributedEvaluator, batch_totals,
                                                  input_options, metrics_from_totals,
                                                  with_model_classes)
@@ -92,6 +94,8 @@ class Trainer:
                 synchronization=tf.VariableSynchronization.ON_READ,
                 aggregation=tf.VariableAggregation.SUM)
         self._kernels = [v for v in self.model.trainable_variables if v.path.endswith("kernel")]
+        self._batch_norm_kernel = training_kernel(
+            config.trainer.batch_norm_kernel, config.trainer.mixed_precision)
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, step=self.global_step,
             drop_path_switched_on=self.drop_path_switched_on)
@@ -184,6 +188,12 @@ class Trainer:
         return loss, per_example
 
     def _train_step(self, images, labels):
+        # Entered in the thread tracing this replica's step; the gradient is
+        # inside, for rematerialized parts recomputed there.
+        with training_batch_norm_kernel(self._batch_norm_kernel):
+            return self._traced_train_step(images, labels)
+
+    def _traced_train_step(self, images, labels):
         with tf.GradientTape() as tape:
             logits = tf.cast(self.model(images, training=True), tf.float32)
             loss, per_example = self._loss(labels, logits)

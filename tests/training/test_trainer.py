@@ -165,3 +165,54 @@ def test_stochastic_paths_stay_off_below_the_threshold(synthetic_shards, tmp_pat
     trainer._maybe_switch_on_drop_path({"top1": 0.80}, {"top1": 0.70}, reporter)
     assert int(trainer.drop_path_switched_on.numpy()) == 1
     assert polyinception_modules(trainer.model)[-1].drop_path_rate == pytest.approx(0.1)
+
+
+def _has_fused_batch_norm(trainer):
+    """Whether the traced training step computes its BatchNorms with the fused kernel."""
+    size, batch = trainer.config.train_data.image_size, trainer.global_batch_size
+    step = tf.function(lambda x, y: trainer.strategy.run(trainer._train_step, args=(x, y)))
+    graph = step.get_concrete_function(
+        tf.TensorSpec((batch, size, size, 3), tf.float32),
+        tf.TensorSpec((batch,), tf.int64)).graph
+    op_types = {op.type for op in graph.get_operations()}
+    assert ("FusedBatchNormV3" in op_types) == ("FusedBatchNormGradV3" in op_types)
+    return "FusedBatchNormV3" in op_types
+
+
+def test_batch_norm_kernel_choice_reaches_the_training_step(synthetic_shards, tmp_path):
+    bfloat16 = _trainer(synthetic_shards, tmp_path / "bf16",
+                        **{"trainer.mixed_precision": "mixed_bfloat16"})
+    assert _has_fused_batch_norm(bfloat16)  # auto: fused under mixed precision
+    float32 = _trainer(synthetic_shards, tmp_path / "f32")
+    assert float32.config.trainer.batch_norm_kernel == "auto"
+    assert not _has_fused_batch_norm(float32)  # auto: Keras's layer in float32
+    assert _has_fused_batch_norm(_trainer(synthetic_shards, tmp_path / "fused",
+                                          **{"trainer.batch_norm_kernel": "fused"}))
+    assert not _has_fused_batch_norm(_trainer(
+        synthetic_shards, tmp_path / "keras",
+        **{"trainer.mixed_precision": "mixed_bfloat16", "trainer.batch_norm_kernel": "keras"}))
+
+
+def test_fused_batch_norm_trains_as_keras_layer_does(synthetic_shards, tmp_path):
+    settings = {"trainer.train_steps": 1, "trainer.steps_per_loop": 1,
+                "trainer.checkpoint_interval": 1, "trainer.eval_interval": 100}
+    fused = _trainer(synthetic_shards, tmp_path / "fused",
+                     **dict(settings, **{"trainer.batch_norm_kernel": "fused"}))
+    layer = _trainer(synthetic_shards, tmp_path / "layer",
+                     **dict(settings, **{"trainer.batch_norm_kernel": "keras"}))
+    start = [w.numpy() for w in layer.model.weights]
+    for a, b in zip(fused.model.weights, start):
+        np.testing.assert_array_equal(a.numpy(), b, err_msg=a.path)  # same start
+    fused.train()
+    layer.train()
+    assert fused.step == layer.step == 1
+    # Same data: the same update of every weight and moving statistic, up to
+    # rounding, which the tiny net's 1x1 stage-C maps (4 values per channel)
+    # amplify by up to 1 / sqrt(epsilon): a few percent of the update at most.
+    ratios = []
+    for a, b, before in zip(fused.model.weights, layer.model.weights, start):
+        update = np.linalg.norm(b.numpy() - before)
+        assert update > 0, b.path
+        ratios.append(np.linalg.norm(a.numpy() - b.numpy()) / update)
+        assert ratios[-1] < 0.1, (a.path, ratios[-1])
+    assert np.median(ratios) < 1e-3
