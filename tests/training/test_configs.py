@@ -53,6 +53,7 @@ def test_later_files_and_overrides_win(tmp_path):
         ("model.drop_path_rate=1.5", "'model.drop_path_rate' must be in"),
         ("train_data.image_sise=3", "image_sise"),
         ("runtime.distribution_strategy=tpu", "'runtime.distribution_strategy'"),
+        ("trainer.batch_norm_kernel=cudnn", "'trainer.batch_norm_kernel' must be one of"),
         ("trainer.adaptive_drop_path.gap=1", "'trainer.adaptive_drop_path.gap'"),
         ("novalue", "not of the form key=value"),
     ],
