@@ -93,17 +93,13 @@ def frozen_statistics():
     Yields:
         None.
     """
-    previous = getattr(_FROZEN, "active", False)
-    _FROZEN.active = True
-    try:
+    with _thread_scope(_FROZEN, True):
         yield
-    finally:
-        _FROZEN.active = previous
 
 
 def statistics_frozen():
     """Whether the current thread is inside `frozen_statistics()`."""
-    return getattr(_FROZEN, "active", False)
+    return bool(getattr(_FROZEN, "value", False))
 
 
 # Per thread too: each replica's step enters the scope in its own thread.
@@ -130,12 +126,19 @@ def training_batch_norm_kernel(kernel):
     Yields:
         None.
     """
-    previous = getattr(_KERNEL, "kernel", None)
-    _KERNEL.kernel = kernel
+    with _thread_scope(_KERNEL, kernel):
+        yield
+
+
+@contextlib.contextmanager
+def _thread_scope(local, value):
+    """Sets `local.value` for the current thread, and restores it on leaving."""
+    previous = getattr(local, "value", None)
+    local.value = value
     try:
         yield
     finally:
-        _KERNEL.kernel = previous
+        local.value = previous
 
 
 def normalize_in_training(norm, inputs):
@@ -156,7 +159,7 @@ def normalize_in_training(norm, inputs):
     if not norm.trainable:
         return norm(inputs, training=True)
     update_statistics = not statistics_frozen()
-    kernel = getattr(_KERNEL, "kernel", None)
+    kernel = getattr(_KERNEL, "value", None)
     if kernel is not None:
         outputs = kernel(norm, inputs, update_statistics)
         if outputs is not None:
