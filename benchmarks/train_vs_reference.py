@@ -9,18 +9,17 @@ of `--reps` steps after two warm-up steps:
 
   tf          our step: `build_model` + `build_optimizer` of the experiment
               config, `tf.function` of forward, softmax cross-entropy,
-              gradients and the update, with the BatchNorm kernel of
-              `trainer.batch_norm_kernel: auto` (what
-              `polynet_tf.training.Trainer` runs per replica), float32: Keras's
-              BatchNorm layer
+              gradients and the update, every training-mode BatchNorm through
+              TensorFlow's fused kernel (`polynet_tf.training.fused_batch_norm`,
+              the default `trainer.batch_norm_kernel: fused`): what
+              `polynet_tf.training.Trainer` runs per replica, float32
   tf_bf16     the same under the global "mixed_bfloat16" policy (float32
-              variables, bfloat16 compute): TensorFlow's fused BatchNorm
-              kernel (`polynet_tf.training.fused_batch_norm`)
-  tf_fused_bn the tf step with `batch_norm_kernel: fused` (float32 through
-              `FusedBatchNormV3`, oneDNN on x86; not in the default set)
-  tf_bf16_keras_bn  the tf_bf16 step with `batch_norm_kernel: keras`: Keras's
-              layer, which casts its bfloat16 input to float32, normalizes
-              there and casts back (not in the default set)
+              variables, bfloat16 compute)
+  tf_keras_bn the tf step with `batch_norm_kernel: keras`: Keras's
+              BatchNormalization layer (not in the default set)
+  tf_bf16_keras_bn  the tf_bf16 step with Keras's layer, which casts its
+              bfloat16 input to float32, normalizes there and casts back (not
+              in the default set)
   tf_bf16_bn16  the tf_bf16_keras_bn step with every training-mode BatchNorm
               normalizing in bfloat16: only the moments are computed in
               float32 (as `keras.ops.moments` does for bfloat16): what the
@@ -66,7 +65,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 331
 CLASSES = 1000
 VARIANTS = ("tf", "tf_bf16", "torch", "torch_bf16")
-EXTRA_VARIANTS = ("tf_fused_bn", "tf_bf16_keras_bn", "tf_bf16_bn16", "tf_convs",
+EXTRA_VARIANTS = ("tf_keras_bn", "tf_bf16_keras_bn", "tf_bf16_bn16", "tf_convs",
                   "tf_bf16_convs", "torch_convs")
 FLOAT32_GOAL, BFLOAT16_GOAL, PEAK_SHARE_GOAL = 1.3, 1.5, 0.6
 WARMUP_STEPS = 2
@@ -113,9 +112,8 @@ def tf_case(variant, batch, threads, reps):
         keras.config.set_dtype_policy(mixed_precision)
     if variant == "tf_bf16_bn16":
         _normalize_in_bfloat16(keras)
-    choice = {"tf_fused_bn": "fused", "tf_bf16_keras_bn": "keras",
-              "tf_bf16_bn16": "keras"}.get(variant, "auto")
-    batch_norm_kernel = training_kernel(choice, mixed_precision)
+    batch_norm_kernel = training_kernel(
+        "keras" if variant in ("tf_keras_bn", "tf_bf16_keras_bn", "tf_bf16_bn16") else "fused")
     model = build_model(ModelConfig(architecture="very_deep", num_classes=CLASSES),
                         image_size=SIZE)
     optimizer, _ = build_optimizer(OptimizerConfig(), ScheduleConfig(), batch)

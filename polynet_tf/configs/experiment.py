@@ -75,9 +75,8 @@ class TrainerConfig:
     summary_interval: int = 100
     mixed_precision: Optional[str] = None  # None | "mixed_float16" | "mixed_bfloat16"
     # Training-mode BatchNorm: "fused" (TensorFlow's fused kernel where it
-    # applies, polynet_tf.training.fused_batch_norm), "keras" (Keras's layer),
-    # "auto" (fused under mixed precision, where it was measured faster).
-    batch_norm_kernel: str = "auto"  # auto | fused | keras
+    # applies, polynet_tf.training.fused_batch_norm) or "keras" (Keras's layer).
+    batch_norm_kernel: str = "fused"  # fused | keras
     adaptive_drop_path: AdaptiveDropPathConfig = dataclasses.field(
         default_factory=AdaptiveDropPathConfig)
 
@@ -179,7 +178,7 @@ class ExperimentConfig:
         _choice("trainer.mixed_precision", self.trainer.mixed_precision,
                 (None, "mixed_float16", "mixed_bfloat16"))
         _choice("trainer.batch_norm_kernel", self.trainer.batch_norm_kernel,
-                ("auto", "fused", "keras"))
+                ("fused", "keras"))
         _in_range("trainer.adaptive_drop_path.max_rate",
                   self.trainer.adaptive_drop_path.max_rate, 0.0, 1.0)
         _in_range("trainer.adaptive_drop_path.gap_threshold",

@@ -6,8 +6,8 @@ every conv output, and, under a mixed policy, a cast to float32 and back
 around them. TensorFlow's `FusedBatchNormV3` does the same arithmetic in one
 kernel each way (oneDNN on x86, cuDNN on GPUs) and takes bfloat16 and float16
 inputs with float32 statistics. On a 2-core AVX-512 CPU the released
-network's training step at batch 2 took 1.75 s with it against 1.95 s with
-Keras's layer (docs/benchmarks.md).
+network's training step was 1.10x faster with it in float32 at batch 8 and
+1.36x under mixed_bfloat16 (docs/benchmarks.md).
 
 `fused_batch_norm` is the kernel the trainer hands to
 `polynet_tf.layers.batch_norm.training_batch_norm_kernel` (see
@@ -69,14 +69,11 @@ def fused_batch_norm(norm, inputs, update_statistics):
     return tf.cast(outputs, norm.compute_dtype)
 
 
-def training_kernel(batch_norm_kernel, mixed_precision):
+def training_kernel(batch_norm_kernel):
     """The kernel the trainer hands to the layers (None: Keras's layer).
 
     Args:
-        batch_norm_kernel: `trainer.batch_norm_kernel`: "fused", "keras" or
-            "auto" (fused under mixed precision: there it was measured
-            faster, in float32 at batch 8 slower; docs/benchmarks.md).
-        mixed_precision: `trainer.mixed_precision` (None for float32).
+        batch_norm_kernel: `trainer.batch_norm_kernel`, "fused" or "keras".
 
     Returns:
         `fused_batch_norm` or None.
@@ -84,9 +81,7 @@ def training_kernel(batch_norm_kernel, mixed_precision):
     Raises:
         ValueError: an unknown `batch_norm_kernel`.
     """
-    if batch_norm_kernel not in ("auto", "fused", "keras"):
-        raise ValueError("`trainer.batch_norm_kernel` must be 'auto', 'fused' or 'keras'. "
+    if batch_norm_kernel not in ("fused", "keras"):
+        raise ValueError("`trainer.batch_norm_kernel` must be 'fused' or 'keras'. "
                          f"Received: {batch_norm_kernel!r}")
-    if batch_norm_kernel == "fused" or (batch_norm_kernel == "auto" and mixed_precision):
-        return fused_batch_norm
-    return None
+    return fused_batch_norm if batch_norm_kernel == "fused" else None

@@ -94,8 +94,7 @@ class Trainer:
                 synchronization=tf.VariableSynchronization.ON_READ,
                 aggregation=tf.VariableAggregation.SUM)
         self._kernels = [v for v in self.model.trainable_variables if v.path.endswith("kernel")]
-        self._batch_norm_kernel = training_kernel(
-            config.trainer.batch_norm_kernel, config.trainer.mixed_precision)
+        self._batch_norm_kernel = training_kernel(config.trainer.batch_norm_kernel)
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, step=self.global_step,
             drop_path_switched_on=self.drop_path_switched_on)

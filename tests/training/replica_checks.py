@@ -38,13 +38,12 @@ def _config(shards, **values):
 def batch_norm_and_evaluation(shards, model_dir):
     """One step on two replicas fed different images; then save and evaluate.
 
-    The step computes its BatchNorms with the fused kernel (each replica
-    updating its own copy of the statistics), the reference with Keras's
-    layer; the other cases train with the layer.
+    The step computes its BatchNorms with the fused kernel (the default; each
+    replica updates its own copy of the statistics), the reference with
+    Keras's layer.
     """
     config = _config(shards, **{"train_data.global_batch_size": 8,
-                                "eval_data.global_batch_size": 8,
-                                "trainer.batch_norm_kernel": "fused"})
+                                "eval_data.global_batch_size": 8})
     trainer = Trainer(config, model_dir, tf.distribute.MirroredStrategy(DEVICES))
     initial = [v.numpy() for v in trainer.model.weights]
     rng = np.random.default_rng(0)

@@ -182,22 +182,21 @@ def _has_fused_batch_norm(trainer):
 def test_batch_norm_kernel_choice_reaches_the_training_step(synthetic_shards, tmp_path):
     bfloat16 = _trainer(synthetic_shards, tmp_path / "bf16",
                         **{"trainer.mixed_precision": "mixed_bfloat16"})
-    assert _has_fused_batch_norm(bfloat16)  # auto: fused under mixed precision
+    assert _has_fused_batch_norm(bfloat16)
     float32 = _trainer(synthetic_shards, tmp_path / "f32")
-    assert float32.config.trainer.batch_norm_kernel == "auto"
-    assert not _has_fused_batch_norm(float32)  # auto: Keras's layer in float32
-    assert _has_fused_batch_norm(_trainer(synthetic_shards, tmp_path / "fused",
-                                          **{"trainer.batch_norm_kernel": "fused"}))
+    assert float32.config.trainer.batch_norm_kernel == "fused"  # the default
+    assert _has_fused_batch_norm(float32)
     assert not _has_fused_batch_norm(_trainer(
-        synthetic_shards, tmp_path / "keras",
+        synthetic_shards, tmp_path / "keras", **{"trainer.batch_norm_kernel": "keras"}))
+    assert not _has_fused_batch_norm(_trainer(
+        synthetic_shards, tmp_path / "bf16_keras",
         **{"trainer.mixed_precision": "mixed_bfloat16", "trainer.batch_norm_kernel": "keras"}))
 
 
 def test_fused_batch_norm_trains_as_keras_layer_does(synthetic_shards, tmp_path):
     settings = {"trainer.train_steps": 1, "trainer.steps_per_loop": 1,
                 "trainer.checkpoint_interval": 1, "trainer.eval_interval": 100}
-    fused = _trainer(synthetic_shards, tmp_path / "fused",
-                     **dict(settings, **{"trainer.batch_norm_kernel": "fused"}))
+    fused = _trainer(synthetic_shards, tmp_path / "fused", **settings)
     layer = _trainer(synthetic_shards, tmp_path / "layer",
                      **dict(settings, **{"trainer.batch_norm_kernel": "keras"}))
     start = [w.numpy() for w in layer.model.weights]
