@@ -117,11 +117,11 @@ def training_batch_norm_kernel(kernel):
     applies.
 
     Args:
-        kernel: None (Keras's layer), or a callable `kernel(norm, inputs,
-            update_statistics)` returning what `norm(inputs, training=True)`
+        kernel: None for Keras's layer, or a callable `kernel(norm, inputs,
+            update_statistics)`. It returns what `norm(inputs, training=True)`
             returns, updating `norm`'s moving statistics as the layer does
-            when `update_statistics` is true; or None where it does not apply
-            (the layer is then called).
+            when `update_statistics` is true; it returns None where it does
+            not apply, and the layer is then called.
 
     Yields:
         None.

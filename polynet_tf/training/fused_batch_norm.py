@@ -18,6 +18,8 @@ BatchNorm (its moments are all-reduced across replicas), batch
 renormalization, inputs that are not 4D channels-last floats.
 """
 
+import functools
+
 import tensorflow as tf
 
 _FUSED_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
@@ -48,9 +50,7 @@ def fused_batch_norm(norm, inputs, update_statistics):
              else tf.ones([channels], tf.float32))
     offset = (tf.cast(norm.beta, tf.float32) if norm.center
               else tf.zeros([channels], tf.float32))
-    epsilon = norm.epsilon
-    if any(device.device_type == "GPU" for device in tf.config.list_logical_devices()):
-        epsilon = max(epsilon, _CUDNN_MIN_EPSILON)
+    epsilon = max(norm.epsilon, _CUDNN_MIN_EPSILON) if _has_gpu() else norm.epsilon
     outputs, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
         x=inputs, scale=scale, offset=offset,
         mean=tf.constant([], tf.float32), variance=tf.constant([], tf.float32),
@@ -67,6 +67,15 @@ def fused_batch_norm(norm, inputs, update_statistics):
         norm.moving_variance.assign(
             norm.moving_variance * momentum + variance * (1.0 - momentum))
     return tf.cast(outputs, norm.compute_dtype)
+
+
+@functools.cache
+def _has_gpu():
+    """Whether TensorFlow sees a GPU; fixed once its runtime has started.
+
+    Asked once, not at each of the network's 537 BatchNorms per trace.
+    """
+    return any(device.device_type == "GPU" for device in tf.config.list_logical_devices())
 
 
 def training_kernel(batch_norm_kernel):
