@@ -17,9 +17,12 @@
    (conv, then the BatchNorm layer on its output; benchmark only),
    `fold_batch_norms(model)`, and the same three under the global
    "mixed_bfloat16" policy (`fold_batch_norms(model, "mixed_bfloat16")` for
-   the last), and last the float32 layers traced with every BatchNorm
-   applied through the kernel (the alternative the default path chooses
-   from per unit). All hold the same weights, BatchNorm statistics randomized.
+   the last), the float32 layers traced with every BatchNorm applied
+   through the kernel (the alternative the default path chooses from per
+   unit), and last the convolutions of the two folded networks alone (every
+   Conv2D op of their traced graphs on inputs of its own, nothing else:
+   `convolutions_alone.py`), the most any path could reach. All hold the
+   same weights, BatchNorm statistics randomized.
 
 Usage: python benchmarks/forward.py [--repeats 5] [--skip_full]
        python benchmarks/forward.py --paths [--batch 2] [--rounds 3] [--threads 2]
@@ -41,6 +44,7 @@ from polynet_tf import PolyNet  # noqa: E402
 from polynet_tf.layers import ConvBN, PolyInceptionModule  # noqa: E402
 from polynet_tf.models import fold_batch_norms  # noqa: E402
 from polynet_tf.models.complexity import network_cost  # noqa: E402
+from convolutions_alone import convolutions_only  # noqa: E402
 
 
 def _time(fn, repeats):
@@ -140,6 +144,17 @@ def _randomized_batch_norms(model, seed=0):
     return model
 
 
+class _ConvolutionsAlone:
+    """The convolutions of `model`'s traced inference graph, alone, for a batch like `x`."""
+
+    def __init__(self, model, x):
+        trace = tf.function(lambda t: model(t, training=False))
+        self._run, self.info = convolutions_only(trace.get_concrete_function(x).graph)
+
+    def predict_on_batch(self, x):
+        return self._run(x).numpy()
+
+
 def _paths(size, batch, rounds, repeats):
     """images/s of each inference path (median over rounds) and the GEMM peaks."""
     gflop = 2 * network_cost("very_deep", size).multiply_adds / 1e9
@@ -155,18 +170,22 @@ def _paths(size, batch, rounds, repeats):
     # (name, model, context it is traced in); a new keras.Model over the
     # same layers has its own predict function, traced under the patch.
     unfolded, kernels, default = _unfolded_inference, _every_kernel_scaled, contextlib.nullcontext
+    folded, folded_bf16 = fold_batch_norms(model), fold_batch_norms(model, "mixed_bfloat16")
     runs = [
         ("float32: PolyNet() (default path)", model, default),
         ("float32: same layers, unfolded BatchNorms (before)",
          keras.Model(model.input, model.output), unfolded),
-        ("float32: fold_batch_norms(model)", fold_batch_norms(model), default),
+        ("float32: fold_batch_norms(model)", folded, default),
         ("mixed_bfloat16: PolyNet() under the global policy", mixed, default),
         ("mixed_bfloat16: same layers, unfolded BatchNorms (before)",
          keras.Model(mixed.input, mixed.output), unfolded),
-        ("mixed_bfloat16: fold_batch_norms(model, 'mixed_bfloat16')",
-         fold_batch_norms(model, "mixed_bfloat16"), default),
+        ("mixed_bfloat16: fold_batch_norms(model, 'mixed_bfloat16')", folded_bf16, default),
         ("float32: same layers, every BatchNorm through the kernel",
          keras.Model(model.input, model.output), kernels),
+        ("float32: fold_batch_norms(model), its convolutions alone",
+         _ConvolutionsAlone(folded, x), default),
+        ("mixed_bfloat16: fold_batch_norms(model, 'mixed_bfloat16'), its convolutions alone",
+         _ConvolutionsAlone(folded_bf16, x), default),
     ]
     reference = None
     for name, net, context in runs:
@@ -174,6 +193,10 @@ def _paths(size, batch, rounds, repeats):
         with context():
             logits = np.asarray(net.predict_on_batch(x), np.float32)  # traces
         first = time.perf_counter() - start
+        if isinstance(net, _ConvolutionsAlone):
+            print(f"  traced {name}: first call {first:.0f} s, {net.info['conv_ops']} conv "
+                  f"ops, inputs {net.info['input_gib']:.2f} GiB", flush=True)
+            continue
         if reference is None:
             reference = logits
         error = np.max(np.abs(logits - reference)) / np.std(reference)
@@ -198,6 +221,9 @@ def _paths(size, batch, rounds, repeats):
 
 
 def _print_paths(args):
+    def batch_seconds(images_per_second):
+        return args.batch / images_per_second
+
     print(f"Inference paths, very_deep {args.size}x{args.size}, batch {args.batch}, "
           f"predict_on_batch, {args.rounds} rounds of {args.repeats} (best of each round, median "
           "over rounds); load average before: "
@@ -211,8 +237,12 @@ def _print_paths(args):
     for name, value in speeds.items():
         print(f"| {name} | {value:.2f} | {value * gflop / peaks['float32']:.0%} |")
     names = list(speeds)
-    for new, old in ((0, 1), (0, 2), (0, 6), (3, 4), (3, 5), (3, 0)):
+    for new, old in ((0, 1), (0, 2), (0, 6), (3, 4), (3, 5), (3, 0), (2, 7), (5, 8)):
         print(f"ratio {names[new]} / {names[old]}: {speeds[names[new]] / speeds[names[old]]:.2f}x")
+    for whole, convs in ((2, 7), (5, 8)):
+        outside = batch_seconds(speeds[names[whole]]) - batch_seconds(speeds[names[convs]])
+        print(f"{names[whole]}: {outside * 1e3:.0f} ms per batch outside its convolutions "
+              f"({outside / batch_seconds(speeds[names[whole]]):.0%})")
     print("load average after: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
 
 

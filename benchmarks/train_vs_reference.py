@@ -130,59 +130,12 @@ def tf_case(variant, batch, threads, reps):
         return loss
 
     if variant in ("tf_convs", "tf_bf16_convs"):
-        step = _convolutions_only(tf, step.get_concrete_function(images, labels).graph)
+        from convolutions_alone import convolutions_only  # noqa: PLC0415
+
+        step, info = convolutions_only(step.get_concrete_function(images, labels).graph)
+        print(json.dumps(info), file=sys.stderr)
     seconds = _median_step_seconds(lambda: step(images, labels).numpy(), reps)
     print(json.dumps({"variant": variant, "batch": batch, "seconds": seconds}), flush=True)
-
-
-_CONV_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")
-_SIZE_INPUTS = {"Conv2DBackpropInput": "input_sizes", "Conv2DBackpropFilter": "filter_sizes"}
-
-
-def _convolutions_only(tf, graph):
-    """A function running every convolution op of `graph`, and nothing else.
-
-    Each op is rebuilt with its attributes and input shapes; its float inputs
-    are random tensors of their own, made once, and its size inputs the shape
-    it had in `graph`. Tensors of their own, rather than one per shape: the
-    step reads each activation, gradient and kernel from memory, and shared
-    inputs would sit in the caches (that way the convolutions took 0.84 s
-    instead of 1.25 s at batch 2 on a 2-core AVX-512 machine).
-    """
-    ops = [op for op in graph.get_operations() if op.type in _CONV_OPS]
-    if not ops:
-        raise RuntimeError("The traced step has no convolution ops.")
-    generator = tf.random.Generator.from_seed(0)
-    num_bytes = 0
-
-    def random_tensor(tensor):
-        nonlocal num_bytes
-        num_bytes += tensor.dtype.size * tensor.shape.num_elements()
-        return tf.cast(generator.normal(tensor.shape), tensor.dtype)
-
-    calls = []
-    for op in ops:
-        arguments = {name: op.get_attr(name) for name in
-                     ("strides", "padding", "explicit_paddings", "data_format", "dilations")}
-        names = {"Conv2D": ("input", "filter"),
-                 "Conv2DBackpropInput": ("input_sizes", "filter", "out_backprop"),
-                 "Conv2DBackpropFilter": ("input", "filter_sizes", "out_backprop")}[op.type]
-        for name, tensor in zip(names, op.inputs):
-            if name == _SIZE_INPUTS.get(op.type):
-                arguments[name] = tf.constant(op.outputs[0].shape.as_list(), tf.int32)
-            else:
-                arguments[name] = random_tensor(tensor)
-        calls.append((getattr(tf.raw_ops, op.type), arguments))
-
-    @tf.function
-    def convolutions(*unused):
-        # One element of each output is used, so that no op is pruned away
-        # (graph optimization drops side-effect-free ops that feed only
-        # control dependencies).
-        return tf.add_n([tf.reshape(call(**arguments), [-1])[0] for call, arguments in calls])
-
-    print(json.dumps({"conv_ops": len(ops), "input_gib": num_bytes / 2**30}), file=sys.stderr)
-    return convolutions
 
 
 def _normalize_in_bfloat16(keras):
