@@ -21,7 +21,15 @@ TFRecord shards, and measures images per second per core of:
 - records: the pipeline's record stages alone (interleaved checked TFRecord
   reads, shuffle, numbering, grouping in batches; nothing parsed or decoded),
   printed as milliseconds per image: the share of the pipeline's time that
-  is not the per-image ops.
+  is not the per-image ops;
+- reads: the shard files read alone (`TFRecordDataset`, which checks each
+  record's CRC, interleaved over the files, grouped in batches; no integrity
+  check of ours, no shuffle), in milliseconds per image: work the bare loop,
+  which takes its records from memory, does not do and no pipeline can skip.
+  The most the pipeline can reach against (a) is then bare / (bare + reads);
+- unguarded: the pipeline without its error guard (the per-image ops mapped
+  over single records, then batched), in milliseconds per image: what the
+  guard that names a bad record's file and index costs.
 
 Each measurement runs in its own process pinned (before TensorFlow starts) to
 `--cores` CPUs (the bare loop to one), so "per core" is images/s divided by
@@ -47,7 +55,7 @@ import tempfile
 import time
 
 
-_VARIANTS = ("pipeline", "bare", "decode_whole", "records")
+_VARIANTS = ("pipeline", "bare", "decode_whole", "records", "reads", "unguarded")
 
 
 def _parse_args():
@@ -164,6 +172,33 @@ def time_records(config, batch_size: int, seconds: float) -> float:
     return time_pipeline(batches, batch_size, seconds)
 
 
+def time_reads(file_pattern: str, batch_size: int, seconds: float) -> float:
+    """Records/s of plain `TFRecordDataset` reads of the shards, batched, nothing else."""
+    files = tf.data.Dataset.list_files(file_pattern, shuffle=False)
+    records = files.interleave(
+        lambda path: tf.data.TFRecordDataset(path, buffer_size=8 << 20),
+        cycle_length=8, num_parallel_calls=tf.data.AUTOTUNE).repeat()
+    batches = records.batch(batch_size).map(
+        lambda records: (tf.zeros([batch_size]), records)).prefetch(1)
+    return time_pipeline(batches, batch_size, seconds)
+
+
+def time_unguarded(config, batch_size: int, seconds: float) -> float:
+    """Images/s of the pipeline's record stages and per-image ops without the error guard."""
+    source = pipeline.sources.TFRecordSource(config, None, None)
+    records = pipeline._training_records(config, source, 0, 0, 0)  # pylint: disable=protected-access
+
+    def preprocess(record, index, epoch):
+        encoded, label = source.parse(record)
+        seed = tf.random.experimental.stateless_fold_in(
+            tf.stack([tf.constant(0, tf.int64), epoch]), index)
+        return preprocessing.preprocess_for_train(encoded, config.image_size, seed), label
+
+    images = records.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    return time_pipeline(images.batch(batch_size).prefetch(tf.data.AUTOTUNE), batch_size,
+                         seconds)
+
+
 def _decode_whole_then_crop(image_bytes, window_fn):
     image = tf.io.decode_jpeg(image_bytes, channels=3)
     window = window_fn(tf.shape(image))
@@ -185,6 +220,10 @@ def _measure(directory: str, variant: str) -> float:
         preprocessing._decode_cropped = _decode_whole_then_crop  # pylint: disable=protected-access
     if variant == "records":
         return time_records(config, ARGS.batch_size, ARGS.seconds) / cores
+    if variant == "reads":
+        return time_reads(config.file_pattern, ARGS.batch_size, ARGS.seconds) / cores
+    if variant == "unguarded":
+        return time_unguarded(config, ARGS.batch_size, ARGS.seconds) / cores
     return time_pipeline(build_dataset(config), ARGS.batch_size, ARGS.seconds) / cores
 
 
@@ -235,13 +274,16 @@ def main():
                     best[key] = max(best.get(key, 0.0), rate)
     print("| allocator | pipeline | (a) bare ops | (b) decode whole | pipeline / (a) "
           "(goal >= 0.9) | pipeline / (b) (goal >= 1.5) | ms per image: pipeline, bare ops, "
-          "record stages alone |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          "record stages alone, file reads alone, pipeline without its guard | most "
+          "pipeline / (a) with the files read: bare / (bare + reads) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for allocator in ARGS.allocators:
-        rate, bare, whole, records = (best[(allocator, variant)] for variant in _VARIANTS)
+        rate, bare, whole, records, reads, unguarded = (
+            best[(allocator, variant)] for variant in _VARIANTS)
         print(f"| {allocator} | {rate:.1f} | {bare:.1f} | {whole:.1f} | "
               f"{rate / bare:.2f}x | {rate / whole:.2f}x | {1e3 / rate:.2f}, {1e3 / bare:.2f}, "
-              f"{1e3 / records:.2f} |")
+              f"{1e3 / records:.2f}, {1e3 / reads:.3f}, {1e3 / unguarded:.2f} | "
+              f"{(1 / bare) / (1 / bare + 1 / reads):.2f}x |")
     print("(images/s per core; milliseconds of one core per image)")
 
 

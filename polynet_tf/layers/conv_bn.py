@@ -48,6 +48,10 @@ class ConvBN(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # Variables are read as stored (float32 under a mixed policy): inference
+        # scales the float32 kernel, then casts it once (`_inference`). The
+        # conv and BatchNorm sublayers still autocast their own variables.
+        self.autocast = False
         if padding not in ("same", "valid"):
             raise ValueError(
                 f"`padding` must be 'same' or 'valid'. Received: padding={padding!r}"
@@ -150,12 +154,19 @@ class ConvBN(keras.layers.Layer):
         mixed_bfloat16, two casts around float32 arithmetic) are separate
         passes over every conv output, and the ReLU another; on a 2-core
         AVX-512 machine the released network ran at 64% of the float32 GEMM
-        peak that way, its folded copy at 78-85% (issue 19). Scaling the
-        kernel costs in proportion to the weights, independently of the
-        batch; the stem and stage A have small kernels and large outputs,
-        stage C the opposite (8x8 outputs, kernels of up to 2048 input
-        channels), so each unit picks the cheaper one for its shapes when
-        traced (`_scales_kernel`).
+        peak that way, its folded copy at 78-85% (issue 19). In float32,
+        scaling the kernel costs in proportion to the weights, independently
+        of the batch; the stem and stage A have small kernels and large
+        outputs, stage C the opposite (8x8 outputs, kernels of up to 2048
+        input channels), so each unit picks the cheaper one for its shapes
+        when traced (`_scales_kernel`). Under a mixed policy every unit goes
+        through the kernel, scaled in float32 and cast once to the compute
+        dtype: a mixed conv casts its float32 kernel on every call anyway, and
+        TensorFlow's bfloat16 element-wise kernels are slower on CPUs than
+        its float32 ones, so a multiply and add over bfloat16 outputs cost
+        more than a float32 multiply over the kernel (measured: 1.06x the
+        images/s of the per-unit choice with a bfloat16 multiply at batch 2,
+        1.07x at batch 8; docs/benchmarks.md).
 
         Args:
             inputs: the unit's input, channels last.
@@ -166,8 +177,7 @@ class ConvBN(keras.layers.Layer):
             unit's compute dtype.
         """
         # BatchNorm variables are float32 (never autocast); the per-channel
-        # scale and bias are computed in float32 like the BatchNorm does,
-        # then cast to the compute dtype.
+        # scale and bias are computed in float32 like the BatchNorm does.
         scale = keras.ops.rsqrt(
             keras.ops.cast(norm.moving_variance, "float32") + norm.epsilon)
         if norm.scale:
@@ -176,28 +186,28 @@ class ConvBN(keras.layers.Layer):
         if norm.center:
             bias = bias + keras.ops.cast(norm.beta, "float32")
         dtype = self.compute_dtype
-        scale, bias = keras.ops.cast(scale, dtype), keras.ops.cast(bias, dtype)
-        if self._scales_kernel(inputs.shape):
-            # Under a mixed policy the kernel comes autocast to the compute
-            # dtype and is scaled there: fewer bytes than a float32 product
-            # cast afterwards, for one more rounding of each weight.
+        if dtype != self.variable_dtype or self._scales_kernel(inputs.shape):
+            # Inside a network the kernel comes as stored: this layer does not
+            # autocast. Called alone, outside any layer, Keras autocasts it all
+            # the same; the cast brings it back to float32.
+            kernel = keras.ops.cast(self.conv.kernel, "float32") * scale
             x = keras.ops.conv(
                 keras.ops.cast(inputs, dtype),
-                self.conv.kernel * scale,
+                keras.ops.cast(kernel, dtype),
                 strides=self.strides,
                 padding=self.padding,
                 data_format="channels_last",
             )
         else:
-            x = self.conv(inputs) * scale
+            x = self.conv(inputs) * keras.ops.cast(scale, dtype)
         # `keras.ops.add`, not `+`: on TensorFlow it adds a per-channel vector
         # with a BiasAdd, which Grappler fuses with a conv right before it
         # (the kernel rewrite) and the ReLU after it into one oneDNN
         # convolution; it leaves an AddV2 apart.
-        return keras.ops.add(x, bias)
+        return keras.ops.add(x, keras.ops.cast(bias, dtype))
 
     def _scales_kernel(self, input_shape):
-        """Whether inference applies the BatchNorm through the kernel (else on the output).
+        """Whether float32 inference applies the BatchNorm through the kernel (else on the output).
 
         Through the kernel when the kernel has at most as many elements as
         the conv's output: both rewrites are memory-bound passes, one over

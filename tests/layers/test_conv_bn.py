@@ -21,6 +21,10 @@ def _unit(num_norms=1, seed=0, **kwargs):
     unit = ConvBN(5, num_norms=num_norms,
                   batch_norm={"epsilon": EPSILON, "momentum": MOMENTUM}, **kwargs)
     unit.build((None, 9, 8, 3))
+    return _randomize_norms(unit, seed)
+
+
+def _randomize_norms(unit, seed):
     rng = np.random.default_rng(seed)
     for norm in unit.norms:
         norm.gamma.assign(rng.uniform(-1.5, 1.5, 5))  # negative scales too
@@ -103,6 +107,50 @@ def test_inference_scales_the_kernel_when_it_is_smaller_than_the_output():
     strided.build((None, 9, 9, 8))
     assert not strided._scales_kernel((4, 9, 9, 8))  # 72 > 4 * 16
     assert strided._scales_kernel((5, 9, 9, 8))
+
+
+def _filter_source(call, x):
+    """The ops that make the filter of the traced call's convolution, outermost first."""
+    graph = tf.function(call).get_concrete_function(x).graph
+    conv, = [op for op in graph.get_operations() if op.type == "Conv2D"]
+    chain, op = [], conv.inputs[1].op
+    while op.type in ("Cast", "Mul", "Identity"):
+        if op.type != "Identity":
+            chain.append((op.type, op.outputs[0].dtype.name))
+        op = op.inputs[0].op
+    return chain
+
+
+def test_mixed_policy_scales_every_kernel_in_float32_and_casts_it_once():
+    # 3 x 3 x 16 kernel elements > 9 output positions: float32 scales the output.
+    x = np.random.default_rng(6).normal(size=(1, 3, 3, 16)).astype("float32")
+    reference = ConvBN(5, 3, batch_norm={"epsilon": EPSILON, "momentum": MOMENTUM})
+    reference.build(x.shape)
+    _randomize_norms(reference, seed=5)
+    assert not reference._scales_kernel(x.shape)
+    # The kernel variable as it is, the BatchNorm on the output.
+    assert _filter_source(lambda t: reference(t, training=False), x) == []
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        unit = ConvBN(5, 3, batch_norm={"epsilon": EPSILON, "momentum": MOMENTUM})
+        inputs = keras.Input(x.shape[1:])
+        model = keras.Model(inputs, unit(inputs))  # a unit inside a network, as PolyNet()'s are
+    finally:
+        keras.config.set_dtype_policy("float32")
+    unit.set_weights(reference.get_weights())
+    # A float32 product rounded once to bfloat16, not the kernel autocast and
+    # then scaled in bfloat16.
+    assert _filter_source(lambda t: model(t, training=False), x) == [
+        ("Cast", "bfloat16"), ("Mul", "float32")]
+    expected = _numpy_reference(reference, x, 0)
+    # Called alone, outside any layer, Keras autocasts even a layer that does
+    # not ask for it: the kernel then comes rounded, with the same result to
+    # bfloat16's precision.
+    for call in (model, unit):
+        got = keras.ops.convert_to_numpy(keras.ops.cast(call(x, training=False), "float32"))
+        assert got.shape == expected.shape
+        # bfloat16 inputs and kernel: 8 bits of mantissa each, 144 products summed.
+        np.testing.assert_allclose(got, expected, rtol=0, atol=0.03 * np.abs(expected).max())
 
 
 def test_inference_in_a_graph_and_with_synchronized_settings():
