@@ -189,8 +189,9 @@ class ConvBN(keras.layers.Layer):
         if dtype != self.variable_dtype or self._scales_kernel(inputs.shape):
             # Inside a network the kernel comes as stored: this layer does not
             # autocast. Called alone, outside any layer, Keras autocasts it all
-            # the same; the cast brings it back to float32.
-            kernel = keras.ops.cast(self.conv.kernel, "float32") * scale
+            # the same; the cast brings it back to the variables' dtype.
+            stored = self.variable_dtype
+            kernel = keras.ops.cast(self.conv.kernel, stored) * keras.ops.cast(scale, stored)
             x = keras.ops.conv(
                 keras.ops.cast(inputs, dtype),
                 keras.ops.cast(kernel, dtype),
