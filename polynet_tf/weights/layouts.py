@@ -41,7 +41,8 @@ _PM_STEM_MIXED_4A = ("conv2_short", "conv2_long")
 
 
 class _Layout:
-    """Names of one layout; subclasses define `unit` and the fixed names."""
+    """Names of one layout: `unit` dispatches on the address kind to the
+    subclass's `_stem`, `_mixed`, `_reduction`, `_branch` and `_projection`."""
 
     name = None
     head = None  # prefix of the classifier (`.weight` is (classes, 2048))
@@ -55,7 +56,17 @@ class _Layout:
         return f"{unit}.{self.shared_norms}.{index}" if shared else f"{unit}.bn"
 
     def unit(self, address):
-        raise NotImplementedError
+        """The prefix of the unit at `address` (see the module docstring)."""
+        kind, rest = address[0], address[1:]
+        if kind == "stem":
+            return self._stem(*rest)
+        if kind == "mixed":
+            return self._mixed(*rest[:3])
+        if kind == "reduction":
+            return self._reduction(*rest)
+        if kind == "branch":
+            return self._branch(*rest)
+        return self._projection(*rest)
 
 
 class PretrainedModelsLayout(_Layout):
@@ -65,27 +76,26 @@ class PretrainedModelsLayout(_Layout):
     head = "last_linear"
     shared_norms = "bn_blocks"
 
-    def unit(self, address):
-        kind = address[0]
-        if kind == "stem":
-            return f"stem.conv1.{address[1]}"
-        if kind == "mixed":
-            _, mixed, branch, op, _ = address
-            if mixed == "4a":
-                return f"stem.{_PM_STEM_MIXED_4A[branch]}.{op}"
-            return {"3a": "stem.conv1_branch", "5a": "stem.conv2_branch"}[mixed]
-        if kind == "reduction":
-            _, which, branch, op, n = address
-            return f"reduction_{which}.path{branch}" + (f".{op}" if n > 1 else "")
-        stage, k, module_kind, block = address[1:5]
+    def _stem(self, index):
+        return f"stem.conv1.{index}"
+
+    def _mixed(self, mixed, branch, op):
+        if mixed == "4a":
+            return f"stem.{_PM_STEM_MIXED_4A[branch]}.{op}"
+        return {"3a": "stem.conv1_branch", "5a": "stem.conv2_branch"}[mixed]
+
+    def _reduction(self, which, branch, op, n):
+        return f"reduction_{which}.path{branch}" + (f".{op}" if n > 1 else "")
+
+    def _branch(self, stage, k, module_kind, block, branch, op, n):
         module = f"stage_{stage.lower()}.{k}"
-        if kind == "branch":
-            branch, op, n = address[5:]
-            if module_kind == "poly3":
-                name = _PM_POLY_PATH0[stage][op] if branch == 0 else f"path{branch}"
-                return f"{module}.{name}"
-            return f"{module}.blocks.{block}.path{branch}" + (f".{op}" if n > 1 else "")
-        application = address[5]
+        if module_kind == "poly3":
+            name = _PM_POLY_PATH0[stage][op] if branch == 0 else f"path{branch}"
+            return f"{module}.{name}"
+        return f"{module}.blocks.{block}.path{branch}" + (f".{op}" if n > 1 else "")
+
+    def _projection(self, stage, k, module_kind, block, application):
+        module = f"stage_{stage.lower()}.{k}"
         if module_kind == "poly3":
             return f"{module}.conv2d_blocks.{application}"
         return f"{module}.blocks.{block}.conv2d"
@@ -98,29 +108,28 @@ class PytorchcvLayout(_Layout):
     head = "output.fc"
     shared_norms = "bns"
 
-    def unit(self, address):
-        kind = address[0]
-        if kind == "stem":
-            return f"features.init_block.conv{address[1] + 1}"
-        if kind == "mixed":
-            _, mixed, branch, op, _ = address
-            block = {"3a": 1, "4a": 2, "5a": 3}[mixed]
-            prefix = f"features.init_block.block{block}.branches.branch{branch + 1}"
-            return f"{prefix}.conv_list.conv{op + 1}" if mixed == "4a" else f"{prefix}.conv"
-        if kind == "reduction":
-            _, which, branch, op, _ = address
-            stage = {"a": 2, "b": 3}[which]
-            return f"features.stage{stage}.unit1.branches.branch{branch + 1}.conv_list.conv{op + 1}"
-        stage, k, module_kind, block = address[1:5]
+    def _stem(self, index):
+        return f"features.init_block.conv{index + 1}"
+
+    def _mixed(self, mixed, branch, op):
+        block = {"3a": 1, "4a": 2, "5a": 3}[mixed]
+        prefix = f"features.init_block.block{block}.branches.branch{branch + 1}"
+        return f"{prefix}.conv_list.conv{op + 1}" if mixed == "4a" else f"{prefix}.conv"
+
+    def _reduction(self, which, branch, op, n):
+        stage = {"a": 2, "b": 3}[which]
+        return f"features.stage{stage}.unit1.branches.branch{branch + 1}.conv_list.conv{op + 1}"
+
+    def _branch(self, stage, k, module_kind, block, branch, op, n):
         unit = self._unit_name(stage, k, module_kind)
-        if kind == "branch":
-            branch, op, n = address[5:]
-            if module_kind == "poly3":
-                prefix = f"{unit}.poly.pre_block.branches.branch{branch + 1}"
-                return f"{prefix}.conv_list.conv{op + 1}" if n > 1 else prefix
-            prefix = f"{unit}.twoway.res_blocks.{block}.branches.branch{branch + 1}"
-            return f"{prefix}.conv_list.conv{op + 1}" if n > 1 else f"{prefix}.conv"
-        application = address[5]
+        if module_kind == "poly3":
+            prefix = f"{unit}.poly.pre_block.branches.branch{branch + 1}"
+            return f"{prefix}.conv_list.conv{op + 1}" if n > 1 else prefix
+        prefix = f"{unit}.twoway.res_blocks.{block}.branches.branch{branch + 1}"
+        return f"{prefix}.conv_list.conv{op + 1}" if n > 1 else f"{prefix}.conv"
+
+    def _projection(self, stage, k, module_kind, block, application):
+        unit = self._unit_name(stage, k, module_kind)
         if module_kind == "poly3":
             return f"{unit}.poly.res_blocks.{application}"
         return f"{unit}.twoway.res_blocks.{block}.conv"
