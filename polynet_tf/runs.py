@@ -56,6 +56,18 @@ def params_path(model_dir: str) -> str:
     return fileio.join(model_dir, PARAMS_FILE)
 
 
+def summaries_dir(model_dir: str, kind: str) -> str:
+    """Where a run keeps its TensorBoard summaries of `kind` ("train" or "eval").
+
+    Raises:
+        ValueError: another kind.
+    """
+    subdirs = {"train": TRAIN_SUMMARIES_SUBDIR, "eval": EVAL_SUMMARIES_SUBDIR}
+    if kind not in subdirs:
+        raise ValueError(f"Summaries are 'train' or 'eval'; received {kind!r}.")
+    return fileio.join(model_dir, subdirs[kind])
+
+
 def checkpoints_dir(model_dir: str) -> str:
     """Where a run keeps its checkpoints."""
     return fileio.join(model_dir, CHECKPOINTS_SUBDIR)
@@ -167,7 +179,7 @@ def final_eval_result(model_dir: str, protocol: Optional[str] = None) -> EvalRes
                        "validation is a single crop. Run python -m polynet_tf.evaluate "
                        f"--protocol {protocol} --output MODEL_DIR/evaluation_{protocol}.json.")
     params = read_params(model_dir)
-    scalars = read_scalars(fileio.join(model_dir, "eval"))
+    scalars = read_scalars(summaries_dir(model_dir, "eval"))
     if "top1" not in scalars:
         raise RunError(
             f"Run {model_dir!r} has no evaluation result: no {EVALUATION_JSON_PATTERN} file and "

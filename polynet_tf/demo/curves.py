@@ -10,7 +10,7 @@ import sys
 from typing import Dict, List, Optional, Tuple
 
 from polynet_tf import fileio
-from polynet_tf.runs import read_scalars
+from polynet_tf.runs import read_scalars, summaries_dir
 
 Series = Dict[str, List[Tuple[int, float]]]
 
@@ -21,12 +21,12 @@ def load_curves(model_dir: str) -> Tuple[Series, Series]:
     Raises:
         FileNotFoundError: if the run has no training summaries.
     """
-    train = read_scalars(fileio.join(model_dir, "train"))
+    train = read_scalars(summaries_dir(model_dir, "train"))
     if "loss" not in train:
         raise FileNotFoundError(
             f"{model_dir!r} has no training summaries in train/: is it the --model_dir of a "
             "python -m polynet_tf.train run (on the chief)?")
-    return train, read_scalars(fileio.join(model_dir, "eval"))
+    return train, read_scalars(summaries_dir(model_dir, "eval"))
 
 
 def plot_curves(model_dir: str, output: str) -> str:

@@ -143,30 +143,19 @@ class ConvBN(keras.layers.Layer):
 
         - through the kernel: `conv(x, W * s) + b`, the rewrite of
           `polynet_tf.models.fold_batch_norms` done on every call from the
-          unchanged variables. Conv, bias and ReLU are then one oneDNN
-          convolution on TensorFlow (Grappler fuses them), at the price of
-          one pass over the kernel per call;
-        - on the output: `conv(x, W) * s + b`, passes over the conv's output
-          like the BatchNorm layer's, without its float32 round trip under a
-          mixed policy.
+          unchanged variables; on TensorFlow, Grappler fuses the conv, the
+          bias and the ReLU into one convolution;
+        - on the output: `conv(x, W) * s + b`, one pass over the conv's output.
 
-        Why not the BatchNorm layer: its multiply and add (and, under
-        mixed_bfloat16, two casts around float32 arithmetic) are separate
-        passes over every conv output, and the ReLU another; on a 2-core
-        AVX-512 machine the released network ran at 64% of the float32 GEMM
-        peak that way, its folded copy at 78-85% (issue 19). In float32,
-        scaling the kernel costs in proportion to the weights, independently
-        of the batch; the stem and stage A have small kernels and large
-        outputs, stage C the opposite (8x8 outputs, kernels of up to 2048
-        input channels), so each unit picks the cheaper one for its shapes
-        when traced (`_scales_kernel`). Under a mixed policy every unit goes
-        through the kernel, scaled in float32 and cast once to the compute
-        dtype: a mixed conv casts its float32 kernel on every call anyway, and
-        TensorFlow's bfloat16 element-wise kernels are slower on CPUs than
-        its float32 ones, so a multiply and add over bfloat16 outputs cost
-        more than a float32 multiply over the kernel (measured: 1.06x the
-        images/s of the per-unit choice with a bfloat16 multiply at batch 2,
-        1.07x at batch 8; docs/benchmarks.md).
+        Either is cheaper than the BatchNorm layer, whose multiply and add
+        (and casts around float32 arithmetic under a mixed policy) are
+        separate passes over every conv output. In float32 each unit picks
+        the rewrite that moves fewer elements for its shapes
+        (`_scales_kernel`). Under a mixed policy every unit goes through the
+        kernel, scaled in float32 and cast once to the compute dtype: a mixed
+        conv casts its kernel on every call anyway, and low-precision
+        element-wise kernels are slow on CPUs. The measurements behind these
+        choices are in docs/models.md and docs/benchmarks.md.
 
         Args:
             inputs: the unit's input, channels last.
@@ -213,15 +202,11 @@ class ConvBN(keras.layers.Layer):
         Through the kernel when the kernel has at most as many elements as
         the conv's output: both rewrites are memory-bound passes, one over
         the kernel, the other (multiply, bias, ReLU unfused) over the output.
-        For the released network at 331x331 this puts 3% of the kernel
-        elements (summed over calls) through the kernel at batch 1, 22% at
-        batch 2, 77% at batch 8; measured at batches 1 and 2, the mix was at
-        least as fast as either rewrite alone (docs/benchmarks.md). The
-        shapes are static, so the choice is made when the graph is traced.
-        An unknown batch counts as 1 (a SavedModel's serving signature): by
-        this count no unit then costs more than the BatchNorm layer did, at
-        any batch. Unknown spatial dimensions choose the kernel, whose cost
-        does not grow with the input.
+        The shapes are static, so the choice is made when the graph is
+        traced. An unknown batch counts as 1 (a SavedModel's serving
+        signature): by this count no unit costs more than the BatchNorm layer
+        would, at any batch. Unknown spatial dimensions choose the kernel,
+        whose cost does not grow with the input.
 
         Args:
             input_shape: the unit's input shape, channels last.

@@ -1,11 +1,12 @@
 """What users see: a progress bar, log lines and TensorBoard summaries (chief only)."""
 
-import posixpath
 import time
 
 import tensorflow as tf
 from absl import logging
 from tqdm import tqdm
+
+from polynet_tf import runs
 
 
 class Reporter:
@@ -28,7 +29,7 @@ class Reporter:
                              dynamic_ncols=True, mininterval=1.0)
             for name in ("train", "eval"):
                 self._writers[name] = tf.summary.create_file_writer(
-                    posixpath.join(model_dir, name))
+                    runs.summaries_dir(model_dir, name))
 
     def train_loop_done(self, step, steps, images, metrics, summary=True):
         """Reports one training loop of `steps` steps and `images` images.

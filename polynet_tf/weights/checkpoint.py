@@ -10,12 +10,12 @@ import hashlib
 import os
 import posixpath
 import tempfile
-import uuid
 import zipfile
 
 import numpy as np
 import tensorflow as tf
 
+from polynet_tf import fileio
 from polynet_tf.weights.torch_format import CheckpointError, load_state_dict
 
 __all__ = ["CheckpointError", "extract_single_pth", "file_digest", "hash_matches",
@@ -72,7 +72,7 @@ def extract_single_pth(path, folder):
                     f"{path} should hold exactly one .pth file; it holds {members or 'none'}."
                 )
             member = members[0]
-            target = _join(folder, posixpath.basename(member))
+            target = fileio.join(folder, posixpath.basename(member))
             with archive.open(member) as src, tf.io.gfile.GFile(target, "wb") as dst:
                 for chunk in iter(lambda: src.read(1 << 20), b""):
                     dst.write(chunk)
@@ -116,27 +116,8 @@ def save_weights_atomically(model, path):
         raise ValueError(
             f"The output file name must end in `.weights.h5`. Received: {path}"
         )
-    folder, name = _split(path)
-    tf.io.gfile.makedirs(folder)
-    # Same folder (so the rename is atomic on local disks), hidden, unique;
-    # created by h5py with the usual permissions.
-    temporary = _join(folder, f".{name}.{uuid.uuid4().hex}.tmp.weights.h5")
-    try:
-        model.save_weights(temporary, overwrite=True)
-        tf.io.gfile.rename(temporary, path, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(temporary):
-            tf.io.gfile.remove(temporary)
-        raise
+    # A hidden temporary beside `path` (or a local scratch file for a URI),
+    # renamed when complete; deleted if saving fails.
+    with fileio.local_file_for_writing(path) as local:
+        model.save_weights(local, overwrite=True)
     return path
-
-
-def _split(path):
-    """(folder, file name) of a local path or a URI."""
-    if "://" in path:
-        return posixpath.dirname(path), posixpath.basename(path)
-    return os.path.dirname(os.path.abspath(path)), os.path.basename(path)
-
-
-def _join(folder, name):
-    return posixpath.join(folder, name) if "://" in folder else os.path.join(folder, name)

@@ -20,6 +20,7 @@ import urllib.parse
 import keras
 import tensorflow as tf
 
+from polynet_tf import fileio
 from polynet_tf.weights.checkpoint import extract_single_pth, file_digest
 from polynet_tf.weights.convert import convert_checkpoint
 from polynet_tf.weights.weights_file import (
@@ -197,8 +198,8 @@ def _obtain_checkpoint(pretrained, architecture, folder, converted):
 
 def _download(source, folder):
     """get_file into a temporary folder, check the hash, move into `folder`."""
-    staging = tempfile.mkdtemp(prefix=".polynet-download-", dir=folder)
-    try:
+    final = os.path.join(folder, source.filename)
+    with fileio.temporary_directory_beside(final) as staging:
         fname = os.path.basename(urllib.parse.urlsplit(source.url).path)
         fetched = keras.utils.get_file(
             fname=fname, origin=source.url, cache_dir=staging, cache_subdir=""
@@ -210,12 +211,8 @@ def _download(source, folder):
                 f"downloaded file has {source.hash_algorithm} {digest}, not the published "
                 f"{source.describe_hash()} (deleted)"
             )
-        final = os.path.join(folder, source.filename)
-        tf.io.gfile.rename(checkpoint, final, overwrite=True)
-        return final
-    finally:
-        if tf.io.gfile.exists(staging):
-            tf.io.gfile.rmtree(staging)
+        fileio.move_into_place(checkpoint, final, overwrite=True)
+    return final
 
 
 def _unavailable_error(pretrained, architecture, folder, converted, failures):
