@@ -24,6 +24,8 @@ import zipfile
 import h5py
 import tensorflow as tf
 
+from polynet_tf.weights.hdf5_heaps import HeapLoopError, check_global_heaps
+
 _KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"
 
 
@@ -138,6 +140,8 @@ def _corrupt(path, error):
 def _listing(local, source):
     """{path in the file: (shape, readable name)} of every weight of a `.weights.h5` file."""
     try:
+        # Before h5py reads the layer names: a corrupt heap would hang it.
+        check_global_heaps(local)
         with h5py.File(local, "r") as handle:
             names = {}
             weights = {}
@@ -152,7 +156,7 @@ def _listing(local, source):
                     names[posixpath.dirname(name)] = str(item.attrs["name"])
 
             handle.visititems(visit)
-    except (OSError, RuntimeError, KeyError, ValueError) as error:
+    except (OSError, RuntimeError, KeyError, ValueError, HeapLoopError) as error:
         raise _corrupt(source, error) from error
     return {key: (shape, _readable(key, names)) for key, shape in weights.items()}
 
