@@ -25,6 +25,8 @@ _PROG = "python -m polynet_tf.export"
 def _define_flags(flag_values):
     from absl import flags  # noqa: PLC0415
 
+    from polynet_tf.data import protocols  # noqa: PLC0415
+
     fv = {"flag_values": flag_values}
     # where
     flags.DEFINE_string("output_base", None, "Directory TF Serving watches; the model goes "
@@ -48,12 +50,14 @@ def _define_flags(flag_values):
                          "fewer if the model has fewer classes).", lower_bound=1, **fv)
     flags.DEFINE_string("class_names", None, "class_index.json, ImageNet index JSON, JSON "
                         "list or text file with one name per line.", **fv)
-    flags.DEFINE_integer("crop_size", None, "Model input size (default: "
+    flags.DEFINE_integer("image_size", None, "Model input size (default: "
                          "eval_data.image_size or the preset's).", lower_bound=1, **fv)
-    flags.DEFINE_enum("protocol", None, ["single", "released", "released_pytorchcv",
-                                         "released_squash"],
-                      "Single-crop protocol (default: the config's eval_protocol, 'released' "
-                      "for very_deep presets: shorter side to 378, centre 331).", **fv)
+    flags.DEFINE_alias("crop_size", "image_size", flag_values=flag_values)  # deprecated
+    flags.DEFINE_enum("protocol", None, list(protocols.SINGLE_CROP_PROTOCOLS)
+                      + list(protocols.PROTOCOL_ALIASES),
+                      "Single-crop protocol (default: the config's eval_protocol, the "
+                      "published weights' for presets: 'squash' for very_deep, the whole image "
+                      "squashed to 378x378, centre 331).", **fv)
     flags.DEFINE_string("multicrop", None, "Add serving_multicrop with this evaluator "
                         "protocol (googlenet144, polynet_multicrop).", **fv)
     flags.DEFINE_string("multicrop_override", "", "Protocol fields, e.g. "
@@ -99,14 +103,14 @@ def _run(args):
         loaded = sources.load_export_model(
             weights=args.weights, checkpoint=args.checkpoint, config_files=args.config,
             params_override=args.params_override, architecture=args.architecture,
-            class_names_file=args.class_names, crop_size=args.crop_size,
+            class_names_file=args.class_names, image_size=args.image_size,
             protocol=args.protocol)
         multicrop = None
         if args.multicrop:
             multicrop = _multicrop_protocol(args.multicrop, args.multicrop_override,
-                                            loaded.preprocessing.crop_size)
+                                            loaded.contract.image_size)
         options = signatures.SignatureOptions(
-            preprocessing=loaded.preprocessing, class_names=loaded.class_names,
+            contract=loaded.contract, class_names=loaded.class_names,
             top_k=args.top_k or min(5, len(loaded.class_names)),
             model_outputs=loaded.model_outputs, multicrop=multicrop,
             variable_size_signatures=args.variable_size_signatures)
@@ -127,8 +131,8 @@ def _run(args):
     print(f"Exported {args.model_name!r} version {result.version} to {result.path}")
     print(f"signatures: {', '.join(result.signatures)}")
     names_source = loaded.description["class_names_source"]
-    print(f"classes: {len(loaded.class_names)} ({names_source}), preprocessing: "
-          f"{loaded.preprocessing.protocol} at {loaded.preprocessing.crop_size}")
+    print(f"classes: {len(loaded.class_names)} ({names_source}), input: "
+          f"{loaded.contract.describe()}")
     return 0
 
 

@@ -158,6 +158,8 @@ class Scorer:
       description: what was loaded, for reports.
       input_size: the model's fixed input side, or None if it takes any size.
       model: the Keras model, when there is one (None for SavedModels).
+      contract: the model's `InputContract` (from `polynet_tf.loading`), when
+        known: the evaluator's default protocol for it.
     """
 
     score: Callable
@@ -165,6 +167,7 @@ class Scorer:
     description: str
     input_size: Optional[int] = None
     model: Optional[object] = None
+    contract: Optional[object] = None
 
     def __call__(self, crops):
         return self.score(crops)
@@ -223,7 +226,9 @@ def _weights_scorer(spec):
         raise FileNotFoundError(f"Weights file {spec.path!r} does not exist.")
     loaded = load_model(weights=spec.path, config=spec.config, architecture=spec.architecture,
                         classes=spec.classes, width_multiplier=spec.width_multiplier)
-    return keras_scorer(loaded.model, loaded.mean, loaded.std, description=spec.describe())
+    scorer = keras_scorer(loaded.model, loaded.mean, loaded.std, description=spec.describe())
+    scorer.contract = loaded.contract
+    return scorer
 
 
 def _checkpoint_scorer(spec):
@@ -231,8 +236,10 @@ def _checkpoint_scorer(spec):
 
     # Logits: the scorer applies the softmax in float32.
     loaded = load_model(checkpoint=spec.path, config=spec.config, classifier_activation=None)
-    return keras_scorer(loaded.model, loaded.mean, loaded.std, from_logits=True,
-                        description=f"{spec.describe()} ({loaded.description['source']})")
+    scorer = keras_scorer(loaded.model, loaded.mean, loaded.std, from_logits=True,
+                          description=f"{spec.describe()} ({loaded.description['source']})")
+    scorer.contract = loaded.contract
+    return scorer
 
 
 def _saved_model_scorer(spec):
