@@ -32,7 +32,7 @@ from polynet_tf.configs.experiment import ExperimentConfig, load_experiment
 from polynet_tf.data import protocols
 from polynet_tf.data.input_contract import InputContract, resolve_input_contract
 from polynet_tf.models import PolyNet
-from polynet_tf.models.architectures import get_pretrained_config, resolve_architecture
+from polynet_tf.models.architectures import get_pretrained_config, input_contract
 from polynet_tf.models.factory import build_model
 
 
@@ -148,11 +148,7 @@ def preset_contract(architecture: str, image_size: Optional[int] = None,
 
     A preset without published weights: "single" at its default size.
     """
-    preset, _ = resolve_architecture(architecture)
-    published = preset.pretrained.get("imagenet") if preset else None
-    default = InputContract(image_size=preset.default_size if preset else 299)
-    return resolve_input_contract(pretrained=published.input_contract if published else None,
-                                  default=default, image_size=image_size, protocol=protocol)
+    return input_contract(architecture, image_size=image_size, protocol=protocol)
 
 
 def _config(config, params_override):

@@ -22,6 +22,7 @@ import sys
 from absl import flags
 
 from polynet_tf import fileio
+from polynet_tf.data.input_contract import resolve_input_contract
 from polynet_tf.hub.backbone import PolyNetBackbone
 from polynet_tf.hub.classifier import PolyNetImageClassifier
 from polynet_tf.hub.convert import copy_weights
@@ -45,9 +46,9 @@ _DEFINITIONS = (
                                       "PolyNet()) or linear (logits)."),
     ("integer", "image_size", None, "Preprocessing output side (default: the published "
                                     "weights' or the architecture's)."),
-    ("float", "crop_fraction", None, "Central crop of the shorter side before resizing "
-                                     "(default: the evaluation protocol's; the published "
-                                     "weights' crop / resize, else 0.875)."),
+    ("float", "crop_fraction", None, "Protocol 'single' only (models without published "
+                                     "weights): central crop of the shorter side before "
+                                     "resizing (default 0.875)."),
     ("bool", "overwrite", False, "Replace an existing preset at --output."),
 )
 
@@ -96,13 +97,15 @@ def make_preset(weights, output, architecture=None, width_multiplier=1.0,
         raise FileExistsError(f"{output!r} already exists; pass --overwrite to replace it.")
     activation = None if activation == "linear" else activation
     loaded = load_model(weights=weights, architecture=architecture, classes=classes,
-                        width_multiplier=width_multiplier, crop_size=image_size,
+                        width_multiplier=width_multiplier, image_size=image_size,
                         classifier_activation=activation)
     model, classes = loaded.model, loaded.num_classes
     backbone = PolyNetBackbone(loaded.description["architecture"],
                                width_multiplier=width_multiplier)
-    converter = PolyNetImageConverter.from_protocol(loaded.protocol, loaded.mean, loaded.std,
-                                                    crop_fraction=crop_fraction)
+    contract = loaded.contract
+    if crop_fraction is not None:
+        contract = resolve_input_contract(default=contract, crop_fraction=crop_fraction)
+    converter = PolyNetImageConverter.from_contract(contract)
     classifier = PolyNetImageClassifier(
         backbone, num_classes=classes, activation=activation,
         preprocessor=PolyNetImageClassifierPreprocessor(converter),

@@ -8,7 +8,7 @@ docs/design.md section 1 for the released network.
 
 import dataclasses
 
-from polynet_tf.data.input_contract import InputContract
+from polynet_tf.data.input_contract import InputContract, resolve_input_contract
 from polynet_tf.models.pretrained_config import CheckpointSource, PretrainedConfig
 from polynet_tf.models.spec import parse_architecture
 
@@ -217,6 +217,28 @@ def default_size(architecture):
     """The default input side of a preset name or a stage spec (299 for a spec)."""
     preset, _ = resolve_architecture(architecture)
     return preset.default_size if preset else DEFAULT_SIZE
+
+
+def input_contract(architecture, image_size=None, protocol=None, weights="imagenet"):
+    """The `InputContract` of an architecture: its published weights' (options win).
+
+    Args:
+        architecture: a preset name or a stage spec.
+        image_size: the input size instead of the contract's.
+        protocol: a single-crop protocol name instead of the contract's.
+        weights: the published weights whose contract is the default.
+
+    Returns:
+        The published weights' contract with the options given over it
+        (`resolve_input_contract`); without published weights, "single" at
+        the architecture's default size.
+    """
+    preset, _ = resolve_architecture(architecture)
+    published = preset.pretrained.get(weights) if preset else None
+    return resolve_input_contract(
+        pretrained=published.input_contract if published else None,
+        default=InputContract(image_size=default_size(architecture)),
+        image_size=image_size, protocol=protocol)
 
 
 def resolve_architecture(architecture):
