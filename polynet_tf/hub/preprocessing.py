@@ -68,10 +68,9 @@ class PolyNetImageConverter(keras_hub.layers.ImageConverter):
     Args:
         image_size: output (height, width); with a contract, its size (or
             None). None without a contract keeps the input size.
-        scale: per-channel factor; with a contract, `1 / (255 * std)` (or
-            None).
-        offset: per-channel offset after `scale`; with a contract,
-            `-mean / std` (or None).
+        scale: per-channel factor: `1 / (255 * std)` of the contract (or of
+            the published weights' when both `scale` and `offset` are None).
+        offset: per-channel offset after `scale`: `-mean / std`.
         crop_fraction: without a contract: side of the central crop relative
             to the largest centred window of the output's aspect ratio; 1.0
             keeps the whole window.
@@ -108,8 +107,10 @@ class PolyNetImageConverter(keras_hub.layers.ImageConverter):
         if contract is not None:
             image_size, scale, offset, antialias = self._contract_arguments(
                 contract, image_size, scale, offset, crop_fraction, antialias)
-        elif crop_fraction is None:
-            crop_fraction = 1.0
+        else:
+            crop_fraction = 1.0 if crop_fraction is None else crop_fraction
+            if scale is None and offset is None:  # The published weights' normalisation.
+                scale, offset = _scale_and_offset(PUBLISHED_CONTRACT.mean, PUBLISHED_CONTRACT.std)
         if contract is None and (not isinstance(crop_fraction, (int, float))
                                  or not 0.0 < crop_fraction <= 1.0):
             raise ValueError(
@@ -158,9 +159,13 @@ class PolyNetImageConverter(keras_hub.layers.ImageConverter):
             **kwargs: other constructor arguments.
 
         Raises:
-            ValueError: a protocol with several crops.
+            ValueError: a protocol with several crops, or `crop_fraction` for
+                a resizing protocol.
         """
         single = protocol.name == "single"
+        if crop_fraction is not None and not single:
+            raise ValueError(f"crop_fraction applies to protocol 'single' only; protocol "
+                             f"{protocol.name!r} resizes to {protocol.scales}.")
         contract = InputContract(
             protocol=protocol.name, image_size=protocol.crop_size,
             resize_size=None if single else protocol.scales[0],

@@ -1,6 +1,7 @@
 """Version directories: next free version, no overwrite, no partial directory on failure;
 the warm-up requests and the metadata file."""
 
+import dataclasses
 import os
 
 import keras
@@ -127,7 +128,7 @@ def test_top_k_and_crop_size_must_fit_the_model(exported):
     with pytest.raises(ValueError, match="top_k"):
         signatures.validate_options(exported[0], options)
     options = signature_options(multicrop=False)
-    options.preprocessing.crop_size = CROP_SIZE + 1
+    options.contract = dataclasses.replace(options.contract, image_size=CROP_SIZE + 1)
     with pytest.raises(ValueError, match="crop"):
         signatures.validate_options(exported[0], options)
 
