@@ -20,72 +20,76 @@ Exit status: 0 done, 2 bad arguments or inputs.
 """
 
 import re
-import sys
 
 from absl import flags
 
 from polynet_tf import cli
+from polynet_tf.data import protocols
 
 _PROG = "python -m polynet_tf.evaluate"
 
 
-def _define_flags(flag_values):
-    """Defines the evaluator's flags in `flag_values`."""
-    from polynet_tf.data import protocols  # noqa: PLC0415
-
-    define = cli.definer(flag_values)
-    define.multi_string(
-        "model", [], "A model, repeatable for an ensemble: comma-separated key=value with exactly "
-        "one of weights=FILE|imagenet, checkpoint=DIR, saved_model=DIR, and optional "
-        "architecture=, config=, classes=, width_multiplier=, weight= (ensemble weight, "
-        "default 1).")
-    define.string("weights", None, "Weights file (.weights.h5) or 'imagenet'; with "
-                        "--architecture or --config.")
-    define.string("checkpoint", None, "Training model_dir, its checkpoints/ folder or a "
-                        "checkpoint prefix; configuration from --config or params.yaml.")
-    define.string("saved_model", None, "SavedModel directory with a 'serve_images' signature.")
-    define.string("architecture", None, "Architecture preset or spec for --weights.")
-    define.string("config", None, "Experiment YAML: the model and its normalisation.")
-    define.integer("classes", None, "Number of classes for --weights with --architecture "
-                         "(default 1000).")
-    define.string("data_pattern", None, "Glob(s) of TFRecord shards, comma-separated.")
-    define.integer("label_offset", None, "Subtracted from stored labels (default: the "
-                         "class_index.json beside the shards, else 0; TF's ImageNet shards: 1).")
-    define.string("tfds_name", None, "TFDS dataset instead of TFRecords, e.g. imagenet2012.")
-    define.string("tfds_split", "validation", "TFDS split.")
-    define.string("tfds_data_dir", "", "TFDS data directory.")
-    define.string("tfds_manual_dir", "", "Prepare the TFDS dataset from the files here.")
-    define.enum("protocol", None,
-                list(protocols.PROTOCOL_NAMES) + list(protocols.PROTOCOL_ALIASES),
-                "Crop protocol (default: the model's input contract, e.g. 'squash' for "
-                "--weights imagenet; 'single' for an ensemble or a SavedModel).")
-    define.integer("image_size", None, "Crop side, the model's input size (default: the "
-                   "model's, else the protocol's: 331, 224 for googlenet144).")
-    flags.DEFINE_alias("crop_size", "image_size", flag_values=flag_values)  # deprecated
-    define.float("crop_fraction", None, "single: fraction of the shorter side kept "
-                       "(default 0.875).")
-    define.list("scales", None, "Resized shorter side (or squash side) of each scale.")
-    define.float("topk_fraction", None, "polynet_multicrop: fraction of crops per scale "
-                       "averaged per class (default 0.3).")
-    define.integer("batch_size", 0, "Images per step over all replicas; 0: enough for "
-                         "about 32 crops per replica.")
-    define.integer("max_images", None, "Evaluate only the first N images.")
-    define.string("output", "evaluation.json", "Where the JSON report goes.")
-    define.string("save_crops_figure", None, "PNG drawing the crop boxes of one image.")
-    define.string("figure_image", None, "Image file for --save_crops_figure (default: the "
-                        "first image of the data).")
-    define.enum("strategy", "default", ["default", "mirrored"],
-                      "mirrored: all local GPUs (or --num_cpu_devices CPU replicas).")
-    define.integer("num_cpu_devices", 0, "Split the CPU into this many logical devices "
-                         "(tries the multi-device path without GPUs).")
-    define.bool("progress", True, "Show a progress bar.")
-    define.enum("crops_per_scale", None, ["18", "36"], "googlenet144, polynet_multicrop: "
-                "crops per scale: 36 (GoogLeNet's 18 boxes and their mirror images, the "
-                "default) or 18 (the boxes only).")
-
-
-FLAGS = flags.FlagValues()  # The flags, for parsing in this process (tests, notebooks).
-_define_flags(FLAGS)
+FLAGS = flags.FlagValues()  # This command's flags (its own: commands share a process in tests).
+flags.DEFINE_multi_string(
+    "model", [], "A model, repeatable for an ensemble: comma-separated key=value with exactly "
+    "one of weights=FILE|imagenet, checkpoint=DIR, saved_model=DIR, and optional "
+    "architecture=, config=, classes=, width_multiplier=, weight= (ensemble weight, "
+    "default 1).", flag_values=FLAGS)
+flags.DEFINE_string("weights", None, "Weights file (.weights.h5) or 'imagenet'; with "
+                    "--architecture or --config.", flag_values=FLAGS)
+flags.DEFINE_string("checkpoint", None, "Training model_dir, its checkpoints/ folder or a "
+                    "checkpoint prefix; configuration from --config or params.yaml.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("saved_model", None, "SavedModel directory with a 'serve_images' signature.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("architecture", None, "Architecture preset or spec for --weights.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("config", None, "Experiment YAML: the model and its normalisation.",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("classes", None, "Number of classes for --weights with --architecture "
+                     "(default 1000).", flag_values=FLAGS)
+flags.DEFINE_string("data_pattern", None, "Glob(s) of TFRecord shards, comma-separated.",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("label_offset", None, "Subtracted from stored labels (default: the "
+                     "class_index.json beside the shards, else 0; TF's ImageNet shards: 1).",
+                     flag_values=FLAGS)
+flags.DEFINE_string("tfds_name", None, "TFDS dataset instead of TFRecords, e.g. imagenet2012.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("tfds_split", "validation", "TFDS split.", flag_values=FLAGS)
+flags.DEFINE_string("tfds_data_dir", "", "TFDS data directory.", flag_values=FLAGS)
+flags.DEFINE_string("tfds_manual_dir", "", "Prepare the TFDS dataset from the files here.",
+                    flag_values=FLAGS)
+flags.DEFINE_enum("protocol", None,
+                  list(protocols.PROTOCOL_NAMES) + list(protocols.PROTOCOL_ALIASES),
+                  "Crop protocol (default: the model's input contract, e.g. 'squash' for "
+                  "--weights imagenet; 'single' for an ensemble or a SavedModel).",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("image_size", None, "Crop side, the model's input size (default: the "
+                     "model's, else the protocol's: 331, 224 for googlenet144).", flag_values=FLAGS)
+flags.DEFINE_alias("crop_size", "image_size", flag_values=FLAGS)  # deprecated
+flags.DEFINE_float("crop_fraction", None, "single: fraction of the shorter side kept "
+                   "(default 0.875).", flag_values=FLAGS)
+flags.DEFINE_list("scales", None, "Resized shorter side (or squash side) of each scale.",
+                  flag_values=FLAGS)
+flags.DEFINE_float("topk_fraction", None, "polynet_multicrop: fraction of crops per scale "
+                   "averaged per class (default 0.3).", flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 0, "Images per step over all replicas; 0: enough for "
+                     "about 32 crops per replica.", flag_values=FLAGS)
+flags.DEFINE_integer("max_images", None, "Evaluate only the first N images.", flag_values=FLAGS)
+flags.DEFINE_string("output", "evaluation.json", "Where the JSON report goes.", flag_values=FLAGS)
+flags.DEFINE_string("save_crops_figure", None, "PNG drawing the crop boxes of one image.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("figure_image", None, "Image file for --save_crops_figure (default: the "
+                    "first image of the data).", flag_values=FLAGS)
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored"],
+                  "mirrored: all local GPUs (or --num_cpu_devices CPU replicas).",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("num_cpu_devices", 0, "Split the CPU into this many logical devices "
+                     "(tries the multi-device path without GPUs).", flag_values=FLAGS)
+flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=FLAGS)
+flags.DEFINE_enum("crops_per_scale", None, ["18", "36"], "googlenet144, polynet_multicrop: "
+                  "crops per scale: 36 (GoogLeNet's 18 boxes and their mirror images, the "
+                  "default) or 18 (the boxes only).", flag_values=FLAGS)
 
 EXIT_USAGE = 2
 
@@ -145,17 +149,16 @@ def protocol_from_flags(flag_values, contract=None):
     Raises:
       UsageError: an option that does not apply to the protocol, or a bad value.
     """
-    from polynet_tf.data import protocols as names  # noqa: PLC0415
     from polynet_tf.data.input_contract import resolve_input_contract  # noqa: PLC0415
     from polynet_tf.evaluation import get_protocol  # noqa: PLC0415
 
     if flag_values.protocol:
-        protocol = names.canonical_name(flag_values.protocol)
+        protocol = protocols.canonical_name(flag_values.protocol)
     else:
         protocol = contract.protocol if contract else "single"
-    for name, protocols in _PROTOCOL_OPTIONS:
-        if flag_values[name].value is not None and protocol not in protocols:
-            raise UsageError(f"--{name} applies to --protocol {' or '.join(protocols)} only; "
+    for name, allowed in _PROTOCOL_OPTIONS:
+        if flag_values[name].value is not None and protocol not in allowed:
+            raise UsageError(f"--{name} applies to --protocol {' or '.join(allowed)} only; "
                              f"--protocol {protocol} does not use it (leave it out).")
     overrides = {"crop_size": flag_values.image_size,
                  "topk_fraction": flag_values.topk_fraction}
@@ -171,7 +174,7 @@ def protocol_from_flags(flag_values, contract=None):
         overrides["crop_fraction"] = flag_values.crop_fraction
     if flag_values.crops_per_scale is not None:
         overrides["mirror"] = flag_values.crops_per_scale == "36"
-    if contract is not None and protocol in names.SINGLE_CROP_PROTOCOLS:
+    if contract is not None and protocol in protocols.SINGLE_CROP_PROTOCOLS:
         # The model's contract, with the flags given over it.
         scales = overrides.get("scales")
         return resolve_input_contract(
@@ -267,8 +270,8 @@ def _run_command(flag_values):
 
 def main(argv=None):
     """Command-line entry point; returns the exit status (0 done, 2 bad arguments or inputs)."""
-    return cli.run(_PROG, __doc__, _define_flags, _run_command, argv)
+    return cli.run(_PROG, __doc__, FLAGS, _run_command, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.app_run(main)

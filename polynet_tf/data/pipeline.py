@@ -31,12 +31,10 @@ import random
 import threading
 from typing import Dict, List, Optional, Tuple
 
-from absl import logging
 import tensorflow as tf
+from absl import logging
 
-from polynet_tf.data import preprocessing
-from polynet_tf.data import sharding
-from polynet_tf.data import sources
+from polynet_tf.data import preprocessing, sharding, sources
 from polynet_tf.data.config import DataConfig
 
 _MAX_REPORTED_PROBLEMS = 1000

@@ -29,10 +29,10 @@ import datetime
 import re
 from typing import Dict, List, Optional, Sequence
 
-from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from polynet_tf import fileio
 from polynet_tf.models import folding

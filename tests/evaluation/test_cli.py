@@ -76,7 +76,7 @@ def test_unknown_protocol_is_a_flag_error(colour_shards):
     result = run_cli("--saved_model", "nowhere", "--data_pattern",
                      str(colour_shards / "validation-*"), "--protocol", "tencrop")
     assert result.returncode == 2
-    assert "flag --protocol=tencrop: value should be one of <single|released|" in (
+    assert "flag --protocol=tencrop: value should be one of <single|squash|" in (
         result.stderr), result.stderr[-2000:]
 
 
