@@ -177,19 +177,12 @@ class PolyNetImageConverter(keras_hub.layers.ImageConverter):
         return cls.from_contract(contract, **kwargs)
 
     def _call_python(self, inputs):
-        if self.input_contract is not None:
-            return self._apply_contract(inputs)
-        # Called on every path (the TensorFlow one wraps it): crop, then let
-        # the base class resize, scale and offset. The crop is ours also at
-        # crop_fraction=1 (Keras centres its aspect-ratio crop half a pixel
-        # off the package's evaluation crop); Keras's then has nothing to cut.
-        crop = self.image_size is not None and (
-            self.crop_fraction < 1.0 or self.crop_to_aspect_ratio)
         if isinstance(inputs, dict):
-            if self.crop_fraction < 1.0:
+            if self.input_contract is not None or self.crop_fraction < 1.0:
                 raise ValueError(
                     "PolyNetImageConverter cannot crop images with bounding boxes; "
-                    "build it with crop_fraction=1.0 for detection data."
+                    "build it with crop_fraction=1.0 (and no input contract) for detection "
+                    "data."
                 )
             return super()._call_python(inputs)
         if isinstance(inputs, (list, tuple)):
@@ -197,23 +190,21 @@ class PolyNetImageConverter(keras_hub.layers.ImageConverter):
                 inputs = np.asarray(inputs)
             except ValueError:  # Images of different sizes: one at a time.
                 return type(inputs)(self._call_python(x) for x in inputs)
+        if self.input_contract is not None:
+            return self._apply_contract(inputs)
+        # Called on every path (the TensorFlow one wraps it): crop, then let
+        # the base class resize, scale and offset. The crop is ours also at
+        # crop_fraction=1 (Keras centres its aspect-ratio crop half a pixel
+        # off the package's evaluation crop); Keras's then has nothing to cut.
         images = self._as_float(inputs)
-        if crop:
+        if self.image_size is not None and (self.crop_fraction < 1.0
+                                            or self.crop_to_aspect_ratio):
             images = self._center_crop(images)
         return super()._call_python(images)
 
-    def _apply_contract(self, inputs):
+    def _apply_contract(self, images):
         """The evaluator's crop of the contract, then its normalisation (TensorFlow ops)."""
-        if isinstance(inputs, dict):
-            raise ValueError("PolyNetImageConverter with an input contract cannot crop images "
-                             "with bounding boxes; build it with crop_fraction=1.0 for "
-                             "detection data.")
-        if isinstance(inputs, (list, tuple)):
-            try:
-                inputs = np.asarray(inputs)
-            except ValueError:  # Images of different sizes: one at a time.
-                return type(inputs)(self._apply_contract(x) for x in inputs)
-        images = tf.convert_to_tensor(inputs)
+        images = tf.convert_to_tensor(images)
         if self.data_format == "channels_first":
             images = tf.experimental.numpy.moveaxis(images, -3, -1)
         protocol = self.input_contract.crop_protocol()
