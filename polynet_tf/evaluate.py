@@ -62,7 +62,7 @@ flags.DEFINE_string("tfds_manual_dir", "", "Prepare the TFDS dataset from the fi
 flags.DEFINE_enum("protocol", None,
                   list(protocols.PROTOCOL_NAMES) + list(protocols.PROTOCOL_ALIASES),
                   "Crop protocol (default: the model's input contract, e.g. 'squash' for "
-                  "--weights imagenet; 'single' for an ensemble or a SavedModel).",
+                  "--weights imagenet, a SavedModel's recorded one; 'single' for an ensemble).",
                   flag_values=FLAGS)
 flags.DEFINE_integer("image_size", None, "Crop side, the model's input size (default: the "
                      "model's, else the protocol's: 331, 224 for googlenet144).", flag_values=FLAGS)

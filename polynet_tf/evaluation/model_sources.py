@@ -40,6 +40,8 @@ SERVE_IMAGES_SIGNATURE = "serve_images"
 # In order of preference: crops as they are, then whole images.
 SAVED_MODEL_SIGNATURES = (SERVE_CROPS_SIGNATURE, SERVE_IMAGES_SIGNATURE)
 PROBABILITIES_OUTPUT = "probabilities"
+# Where `python -m polynet_tf.export` records the model's input contract.
+EXPORT_METADATA = ("assets.extra", "polynet_export.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,6 +244,17 @@ def _checkpoint_scorer(spec):
     return scorer
 
 
+def _recorded_contract(saved_model_dir):
+    """The `InputContract` an export recorded beside its SavedModel, or None."""
+    from polynet_tf.data.input_contract import resolve_input_contract  # noqa: PLC0415
+
+    path = fileio.join(saved_model_dir, *EXPORT_METADATA)
+    if not fileio.isfile(path):
+        return None
+    metadata = fileio.read_json(path).get("input_contract")
+    return resolve_input_contract(metadata=metadata) if metadata else None
+
+
 def _saved_model_scorer(spec):
     if not tf.saved_model.contains_saved_model(spec.path):
         raise FileNotFoundError(f"No SavedModel in {spec.path!r}.")
@@ -270,6 +283,7 @@ def _saved_model_scorer(spec):
     shape = input_spec.shape
     input_size = shape[1] if shape.rank == 4 and shape[1] == shape[2] else None
     scorer = Scorer(score, int(outputs[PROBABILITIES_OUTPUT].shape[-1]),
-                    f"{spec.describe()} (signature {name})", input_size)
+                    f"{spec.describe()} (signature {name})", input_size,
+                    contract=_recorded_contract(spec.path))
     scorer.loaded = loaded  # Keeps the SavedModel's variables alive.
     return scorer

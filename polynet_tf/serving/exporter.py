@@ -234,7 +234,8 @@ def _metadata(model_name, version, options, names, description):
     protocol = options.contract.crop_protocol()
     return {
         "format": METADATA_FORMAT,
-        "format_version": 1,
+        # 2: the preprocessing is the model's `input_contract` (1: "preprocessing").
+        "format_version": 2,
         "model_name": model_name,
         "model_version": version,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
