@@ -305,3 +305,27 @@ def test_protocol_is_frozen_data():
     values = protocol.to_dict()
     assert values["scales"] == list(protocols.POLYNET_MULTICROP_SCALES)
     assert values["num_crops"] == 288 and values["topk"] == 11
+
+
+def test_the_evaluators_default_protocol_is_the_models_input_contract():
+    from polynet_tf import evaluate
+    from polynet_tf.data import InputContract
+
+    contract = InputContract("squash", 75)  # A model loaded with weights="imagenet" at 75.
+
+    def protocol(*argv):
+        assert evaluate.cli.parse("evaluate", "", evaluate.FLAGS, list(argv)) == -1
+        return evaluate.protocol_from_flags(evaluate.FLAGS, contract)
+
+    assert protocol() == contract.crop_protocol()
+    assert (protocol().resize, protocol().scales) == ("squash", (86,))
+    # Flags over the contract: a size keeps its resize ratio, a protocol replaces it.
+    assert protocol("--image_size", "64").scales == (73,)
+    assert protocol("--crop_size", "64").crop_size == 64  # the deprecated name
+    assert protocol("--scales", "80").scales == (80,)
+    assert protocol("--protocol", "shorter_side").rounding == "torchvision"
+    assert protocol("--protocol", "single").crop_fraction == 0.875
+    assert protocol("--protocol", "googlenet144").num_crops == 144
+    assert evaluate.protocol_from_flags(evaluate.FLAGS).name == "googlenet144"
+    assert protocol() == contract.crop_protocol()  # each parse starts from the defaults
+    assert evaluate.protocol_from_flags(evaluate.FLAGS, None).name == "single"
