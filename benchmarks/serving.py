@@ -36,11 +36,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from polynet_tf import PolyNet  # noqa: E402
-from polynet_tf.serving import (  # noqa: E402
-    ServingPreprocessing,
-    SignatureOptions,
-    export_saved_model,
-)
+from polynet_tf.data import InputContract  # noqa: E402
+from polynet_tf.serving import SignatureOptions, export_saved_model  # noqa: E402
 from polynet_tf.serving import preprocessing as serving_preprocessing  # noqa: E402
 from polynet_tf.serving.warmup import synthetic_image  # noqa: E402
 
@@ -75,20 +72,19 @@ def main():
     keras.utils.set_random_seed(0)
     model = PolyNet(args.architecture, input_shape=(crop, crop, 3), classes=args.classes,
                     width_multiplier=args.width_multiplier)
-    preprocessing = ServingPreprocessing("single", crop)
-    options = SignatureOptions(preprocessing, [str(i) for i in range(args.classes)],
+    contract = InputContract("single", crop)
+    options = SignatureOptions(contract, [str(i) for i in range(args.classes)],
                                top_k=min(5, args.classes))
     jpeg = tf.io.encode_jpeg(synthetic_image(height, width), quality=90).numpy()
     batch = tf.constant([jpeg])
-    protocol = serving_preprocessing.crop_protocol(preprocessing)
+    protocol = contract.crop_protocol()
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def decode(images):
-        return serving_preprocessing.normalize(tf.map_fn(
+        return contract.normalize(tf.map_fn(
             lambda data: serving_preprocessing.single_crop(
                 tf.io.decode_image(data, channels=3, expand_animations=False), protocol),
-            images, fn_output_signature=tf.TensorSpec([crop, crop, 3], tf.float32)),
-            preprocessing)
+            images, fn_output_signature=tf.TensorSpec([crop, crop, 3], tf.float32)))
 
     with tempfile.TemporaryDirectory() as folder:
         result = export_saved_model(model, folder, "bench", options, verify=False)

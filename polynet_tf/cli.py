@@ -1,27 +1,27 @@
-"""One command-line library for every `python -m polynet_tf...` command.
+"""What absl lacks for the `python -m polynet_tf...` commands: exit status 2 and one-line errors.
 
-Every command defines its options as absl flags in a fresh `flags.FlagValues`
-(so commands can be called in one process, e.g. by tests, without clashing
-flag names) and hands its body to `run`, which gives all of them the same
-behaviour:
+Every command defines its flags with absl's own `flags.DEFINE_*` at module
+level, in its own `FLAGS = flags.FlagValues()` (so that several commands can
+be imported and run in one process, e.g. by tests, without clashing flag
+names; `python -m polynet_tf.train` uses the global `flags.FLAGS`), and runs
+under `absl.app.run` (`app_run`). This module adds the behaviour absl does not
+have, the same for all of them:
 
 * `--help` (`-h`, `-?`, `--helpshort`) prints the command's description and
   options and exits 0; `--helpfull` adds absl's special flags (`--flagfile`,
-  `--undefok`) and exits 0.
-* Booleans are spelled `--name` / `--noname` (absl), e.g. `--progress` /
-  `--noprogress`.
+  `--undefok`) and exits 0 (absl exits 1).
 * A usage error (unknown flag, bad or out-of-range value, missing required
-  flag, positional argument, or a `ValueError` that the library raises before
-  doing any work) prints `PROG: error: MESSAGE` on stderr and exits 2.
+  flag, unexpected positional argument, or a `ValueError` that the library
+  raises before doing any work) prints `PROG: error: MESSAGE` on stderr, one
+  line and no traceback, and exits 2 (absl prints its whole usage and exits 1).
 
-Library functions raise errors naming their arguments; the command layer may
-translate them with `flag_error`.
+Booleans are spelled `--name` / `--noname` (absl).
 """
 
 import sys
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Type
+from typing import Callable, Iterable, Optional, Sequence, Type
 
-from absl import flags
+from absl import app, flags
 
 EXIT_USAGE = 2
 _HELP = ("--help", "-help", "-h", "-?", "--helpshort", "-helpshort")
@@ -32,7 +32,13 @@ class UsageError(ValueError):
     """Bad command-line arguments or inputs: reported without a traceback, exit 2."""
 
 
-def help_requested(argv: Sequence[str]) -> Optional[str]:
+def fail(prog: str, message: str, status: int = EXIT_USAGE) -> int:
+    """Prints `PROG: error: MESSAGE` on stderr and returns `status` (for `return`)."""
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def _help_requested(argv: Sequence[str]) -> Optional[str]:
     """'short', 'full' or None: whether argv (before a `--`) asks for help."""
     for arg in argv:
         if arg == "--":
@@ -45,75 +51,65 @@ def help_requested(argv: Sequence[str]) -> Optional[str]:
     return None
 
 
-def help_text(prog: str, doc: str, flag_values: flags.FlagValues, full: bool) -> str:
-    """The text `--help` (or `--helpfull`) prints."""
+def _help_text(prog: str, doc: str, flag_values: flags.FlagValues, full: bool) -> str:
     text = flag_values.get_help(prefix="  ", include_special_flags=full)
     lines = [f"usage: {prog} [--flag=value ...]", "", (doc or "").strip(), "", "flags:", text,
              "", "  --[no]help: show this help and exit", "  --helpfull: show every flag "
              "(also absl's --flagfile, --undefok) and exit"]
     if not full:
-        lines.append("")
-        lines.append("Try --helpfull to get a list of all flags.")
+        lines += ["", "Try --helpfull to get a list of all flags."]
     return "\n".join(lines)
 
 
-def fail(prog: str, message: str, status: int = EXIT_USAGE) -> int:
-    """Prints `PROG: error: MESSAGE` on stderr and returns `status` (for `return`)."""
-    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
-    return status
-
-
-def parse(prog: str, doc: str, define_flags: Callable[[flags.FlagValues], None],
-          argv: Optional[Sequence[str]] = None,
-          positional: Optional[str] = None) -> Tuple[Optional[flags.FlagValues], int]:
-    """Parses argv into fresh flags.
+def parse(prog: str, doc: str, flag_values: flags.FlagValues,
+          argv: Optional[Sequence[str]] = None, positional: Optional[str] = None) -> int:
+    """Parses argv into `flag_values` afresh (earlier values are reset).
 
     Args:
       prog: the command as users type it, e.g. 'python -m polynet_tf.export'.
       doc: description printed by --help.
-      define_flags: defines the command's flags in the `FlagValues` it is given.
+      flag_values: the command's flags.
       argv: arguments without the program name (default: sys.argv[1:]).
       positional: name of the positional arguments the command takes (one or
-        more, e.g. 'MODEL_DIR'); None: none. They are stored in the returned
-        flag values' `positional_arguments` list.
+        more, e.g. 'MODEL_DIR'), stored in `flag_values.positional_arguments`;
+        None: none.
 
     Returns:
-      (flag_values, 0) on success, or (None, status) when the command must stop
+      -1 when the flags are parsed; otherwise the exit status to stop with
       now: 0 after --help/--helpfull, 2 after a usage error (already printed).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    flag_values = flags.FlagValues()
-    define_flags(flag_values)
-    wanted = help_requested(argv)
+    wanted = _help_requested(argv)
     if wanted:
-        print(help_text(prog, doc, flag_values, full=wanted == "full"))
-        return None, 0
+        print(_help_text(prog, doc, flag_values, full=wanted == "full"))
+        return 0
+    flag_values.unparse_flags()  # A second call in one process starts from the defaults.
     try:
         rest = flag_values([prog, *argv])
     except flags.Error as error:
         message = str(error).strip().replace("\n", " ")
-        return None, fail(prog, f"{message} (--help lists the options)")
+        return fail(prog, f"{message} (--help lists the options)")
     if positional:
         if len(rest) < 2:
-            return None, fail(prog, f"give at least one {positional} (--help)")
+            return fail(prog, f"give at least one {positional} (--help)")
         flag_values.__dict__["positional_arguments"] = list(rest[1:])
     elif len(rest) > 1:
-        return None, fail(prog, f"unexpected arguments {rest[1:]}: every option is a "
-                                "--flag (--help lists them)")
-    return flag_values, 0
+        return fail(prog, f"unexpected arguments {rest[1:]}: every option is a --flag "
+                          "(--help lists them)")
+    return -1
 
 
-def run(prog: str, doc: str, define_flags: Callable[[flags.FlagValues], None],
+def run(prog: str, doc: str, flag_values: flags.FlagValues,
         body: Callable[[flags.FlagValues], Optional[int]],
         argv: Optional[Sequence[str]] = None,
         usage_errors: Iterable[Type[BaseException]] = (ValueError,),
         positional: Optional[str] = None) -> int:
-    """Parses flags and runs `body(flag_values)`; returns the exit status.
+    """Parses argv into `flag_values` and runs `body(flag_values)`; returns the exit status.
 
     Args:
       prog: the command as users type it.
       doc: description printed by --help.
-      define_flags: defines the command's flags in the `FlagValues` it is given.
+      flag_values: the command's flags (its module-level `FLAGS`).
       body: the command; returns its exit status (None means 0).
       argv: arguments without the program name (default: sys.argv[1:]).
       usage_errors: exception classes reported as `error: ...` with exit 2
@@ -123,8 +119,8 @@ def run(prog: str, doc: str, define_flags: Callable[[flags.FlagValues], None],
     Returns:
       The exit status: 0 done (or help shown), 2 usage error, else body's.
     """
-    flag_values, status = parse(prog, doc, define_flags, argv, positional)
-    if flag_values is None:
+    status = parse(prog, doc, flag_values, argv, positional)
+    if status >= 0:
         return status
     try:
         status = body(flag_values)
@@ -133,52 +129,27 @@ def run(prog: str, doc: str, define_flags: Callable[[flags.FlagValues], None],
     return 0 if status is None else int(status)
 
 
-def require(flag_values: flags.FlagValues, *names: str) -> None:
-    """Raises UsageError naming the first of `names` that has no value."""
-    for name in names:
-        if flag_values[name].value in (None, "", []):
-            raise UsageError(f"--{name} is required.")
+def app_run(main: Callable[[Optional[Sequence[str]]], int]) -> None:
+    """Runs `main(argv)` (the command's arguments) under `absl.app.run`; exits with its status.
+
+    absl's app initialises logging and reports an uncaught exception; the
+    command's arguments go to `main` unparsed (it parses them with `run`), and
+    absl's own global flags keep their defaults.
+    """
+    app.run(lambda argv: main(list(argv[1:])), flags_parser=_global_defaults)
 
 
-def one_of(flag_values: flags.FlagValues, names: List[str], required: bool = True) -> str:
-    """The single given flag among `names`; UsageError if several (or none, when required)."""
-    given = [name for name in names if flag_values[name].value not in (None, "", [])]
-    if len(given) > 1 or (required and not given):
-        raise UsageError("Give exactly one of " + ", ".join(f"--{n}" for n in names) +
-                         (f" (received {', '.join('--' + n for n in given)})." if given
-                          else "."))
-    return given[0] if given else ""
+def _global_defaults(argv: Sequence[str]) -> Sequence[str]:
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS(list(argv[:1]))
+    return argv
 
 
-class definer:  # noqa: N801 (used like a module: `define.string(...)`)
-    """`define = cli.definer(flag_values)`; `define.string(name, default, help)` is
-    `flags.DEFINE_string(..., flag_values=flag_values)` (likewise integer, float,
-    bool, enum, list, multi_string, ...)."""
+def absl_flags_parser(argv: Sequence[str]) -> Sequence[str]:
+    """`flags_parser` of `app.run` for a command on the global `flags.FLAGS` (train).
 
-    def __init__(self, flag_values: flags.FlagValues):
-        self._flag_values = flag_values
-
-    def __getattr__(self, kind: str):
-        function = getattr(flags, f"DEFINE_{kind}")
-        flag_values = self._flag_values
-
-        def define(*args, **kwargs):
-            return function(*args, flag_values=flag_values, **kwargs)
-
-        return define
-
-    def required(self, *names: str) -> None:
-        """Marks flags required: parsing without them is a usage error naming them."""
-        for name in names:
-            flags.mark_flag_as_required(name, flag_values=self._flag_values)
-
-
-def absl_flags_parser(argv: Sequence[str]) -> List[str]:
-    """`flags_parser` for commands run by `absl.app.run` on the global FLAGS.
-
-    Gives them this library's behaviour: --help/--helpfull print usage and
-    exit 0 (absl exits 1), a flag error prints `PROG: error: ...` and exits 2
-    (absl exits 1).
+    Gives it the same behaviour: --help/--helpfull print usage and exit 0, a
+    flag error prints `PROG: error: ...` and exits 2.
 
     Args:
       argv: the command line, program name first.
@@ -186,9 +157,7 @@ def absl_flags_parser(argv: Sequence[str]) -> List[str]:
     Returns:
       The arguments left after the flags, program name first.
     """
-    from absl import app  # noqa: PLC0415
-
-    wanted = help_requested(argv[1:])
+    wanted = _help_requested(argv[1:])
     if wanted:
         app.usage(shorthelp=wanted == "short", writeto_stdout=True)
         sys.exit(0)

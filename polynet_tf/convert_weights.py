@@ -13,7 +13,8 @@ Every tensor must find its Keras weight and vice versa; otherwise nothing is
 written and the error names the first bad key.
 """
 
-import sys
+
+from absl import flags
 
 from polynet_tf import cli
 from polynet_tf.models.polynet import PolyNet
@@ -23,15 +24,15 @@ from polynet_tf.weights.layouts import LAYOUTS
 _PROG = "python -m polynet_tf.convert_weights"
 
 
-def _define_flags(flag_values):
-    define = cli.definer(flag_values)
-    define.enum("source", None, list(LAYOUTS), "Checkpoint layout: pretrainedmodels "
-                "(polynet-f71d82a5.pth) or pytorchcv (polynet-0452-6a1b295d.pth).")
-    define.string("checkpoint", None, "The .pth (or pytorchcv .pth.zip) file.")
-    define.string("output", None, "The Keras file to write (*.weights.h5).")
-    define.string("architecture", None, "The preset the checkpoint was trained as "
-                  "(default: PolyNet()'s, the released Very Deep PolyNet).")
-    define.required("source", "checkpoint", "output")
+FLAGS = flags.FlagValues()  # This command's flags (its own: commands share a process in tests).
+flags.DEFINE_enum("source", None, list(LAYOUTS), "Checkpoint layout: pretrainedmodels "
+                  "(polynet-f71d82a5.pth) or pytorchcv (polynet-0452-6a1b295d.pth).",
+                  flag_values=FLAGS)
+flags.DEFINE_string("checkpoint", None, "The .pth (or pytorchcv .pth.zip) file.", flag_values=FLAGS)
+flags.DEFINE_string("output", None, "The Keras file to write (*.weights.h5).", flag_values=FLAGS)
+flags.DEFINE_string("architecture", None, "The preset the checkpoint was trained as "
+                    "(default: PolyNet()'s, the released Very Deep PolyNet).", flag_values=FLAGS)
+flags.mark_flags_as_required(["source", "checkpoint", "output"], flag_values=FLAGS)
 
 
 def _run(args):
@@ -50,8 +51,8 @@ def main(argv=None):
 
     0 written, 1 the checkpoint cannot be converted (nothing written), 2 usage error.
     """
-    return cli.run(_PROG, __doc__, _define_flags, _run, argv, usage_errors=())
+    return cli.run(_PROG, __doc__, FLAGS, _run, argv, usage_errors=())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.app_run(main)

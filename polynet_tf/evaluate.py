@@ -1,15 +1,16 @@
 r"""Evaluates PolyNets under single-crop or multi-crop protocols: `python -m polynet_tf.evaluate`.
 
-The released weights, their published protocol (shorter side to 378, centre 331;
-`released_pytorchcv`: 379; `released_squash`: the image squashed to 378x378):
+The released weights under their published protocol, the default for them
+(`squash`: the whole image squashed to 378x378, centre 331; `--protocol
+shorter_side` keeps the aspect ratio, `pytorchcv` resizes the shorter side to 379):
     python -m polynet_tf.evaluate --weights imagenet --architecture very_deep \
-        --data_pattern "val/validation-*" --label_offset 1 --protocol released
+        --data_pattern "val/validation-*" --label_offset 1
 A training run, the paper's multi-crop (8 scales x 36 crops, top-30% pooling):
     python -m polynet_tf.evaluate --checkpoint runs/a --protocol polynet_multicrop \
         --data_pattern "val/validation-*"
 An ensemble (weights are normalised to sum to 1):
     python -m polynet_tf.evaluate --model checkpoint=runs/a,weight=0.6 \
-        --model saved_model=export/resnet/1,weight=0.4 --protocol googlenet144 --crop_size 331 ...
+        --model saved_model=export/resnet/1,weight=0.4 --protocol googlenet144 --image_size 331 ...
 
 Writes the report (top-1/top-5 accuracy and error, per-class accuracy, number
 of images, protocol, models) as JSON to `--output` and prints a summary.
@@ -19,68 +20,76 @@ Exit status: 0 done, 2 bad arguments or inputs.
 """
 
 import re
-import sys
 
 from absl import flags
 
 from polynet_tf import cli
+from polynet_tf.data import protocols
 
 _PROG = "python -m polynet_tf.evaluate"
 
 
-def _define_flags(flag_values):
-    """Defines the evaluator's flags in `flag_values`."""
-    define = cli.definer(flag_values)
-    define.multi_string(
-        "model", [], "A model, repeatable for an ensemble: comma-separated key=value with exactly "
-        "one of weights=FILE|imagenet, checkpoint=DIR, saved_model=DIR, and optional "
-        "architecture=, config=, classes=, width_multiplier=, weight= (ensemble weight, "
-        "default 1).")
-    define.string("weights", None, "Weights file (.weights.h5) or 'imagenet'; with "
-                        "--architecture or --config.")
-    define.string("checkpoint", None, "Training model_dir, its checkpoints/ folder or a "
-                        "checkpoint prefix; configuration from --config or params.yaml.")
-    define.string("saved_model", None, "SavedModel directory with a 'serve_images' signature.")
-    define.string("architecture", None, "Architecture preset or spec for --weights.")
-    define.string("config", None, "Experiment YAML: the model and its normalisation.")
-    define.integer("classes", None, "Number of classes for --weights with --architecture "
-                         "(default 1000).")
-    define.string("data_pattern", None, "Glob(s) of TFRecord shards, comma-separated.")
-    define.integer("label_offset", None, "Subtracted from stored labels (default: the "
-                         "class_index.json beside the shards, else 0; TF's ImageNet shards: 1).")
-    define.string("tfds_name", None, "TFDS dataset instead of TFRecords, e.g. imagenet2012.")
-    define.string("tfds_split", "validation", "TFDS split.")
-    define.string("tfds_data_dir", "", "TFDS data directory.")
-    define.string("tfds_manual_dir", "", "Prepare the TFDS dataset from the files here.")
-    define.enum("protocol", "single",
-                      ["single", "released", "released_pytorchcv", "released_squash",
-                       "googlenet144", "polynet_multicrop"], "Crop protocol.")
-    define.integer("crop_size", None, "Crop side (default: the protocol's: 331, 224 for "
-                         "googlenet144).")
-    define.float("crop_fraction", None, "single: fraction of the shorter side kept "
-                       "(default 0.875).")
-    define.list("scales", None, "Resized shorter side (or squash side) of each scale.")
-    define.float("topk_fraction", None, "polynet_multicrop: fraction of crops per scale "
-                       "averaged per class (default 0.3).")
-    define.integer("batch_size", 0, "Images per step over all replicas; 0: enough for "
-                         "about 32 crops per replica.")
-    define.integer("max_images", None, "Evaluate only the first N images.")
-    define.string("output", "evaluation.json", "Where the JSON report goes.")
-    define.string("save_crops_figure", None, "PNG drawing the crop boxes of one image.")
-    define.string("figure_image", None, "Image file for --save_crops_figure (default: the "
-                        "first image of the data).")
-    define.enum("strategy", "default", ["default", "mirrored"],
-                      "mirrored: all local GPUs (or --num_cpu_devices CPU replicas).")
-    define.integer("num_cpu_devices", 0, "Split the CPU into this many logical devices "
-                         "(tries the multi-device path without GPUs).")
-    define.bool("progress", True, "Show a progress bar.")
-    define.enum("crops_per_scale", None, ["18", "36"], "googlenet144, polynet_multicrop: "
-                "crops per scale: 36 (GoogLeNet's 18 boxes and their mirror images, the "
-                "default) or 18 (the boxes only).")
-
-
-FLAGS = flags.FlagValues()  # The flags, for parsing in this process (tests, notebooks).
-_define_flags(FLAGS)
+FLAGS = flags.FlagValues()  # This command's flags (its own: commands share a process in tests).
+flags.DEFINE_multi_string(
+    "model", [], "A model, repeatable for an ensemble: comma-separated key=value with exactly "
+    "one of weights=FILE|imagenet, checkpoint=DIR, saved_model=DIR, and optional "
+    "architecture=, config=, classes=, width_multiplier=, weight= (ensemble weight, "
+    "default 1).", flag_values=FLAGS)
+flags.DEFINE_string("weights", None, "Weights file (.weights.h5) or 'imagenet'; with "
+                    "--architecture or --config.", flag_values=FLAGS)
+flags.DEFINE_string("checkpoint", None, "Training model_dir, its checkpoints/ folder or a "
+                    "checkpoint prefix; configuration from --config or params.yaml.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("saved_model", None, "SavedModel directory with a 'serve_images' signature.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("architecture", None, "Architecture preset or spec for --weights.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("config", None, "Experiment YAML: the model and its normalisation.",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("classes", None, "Number of classes for --weights with --architecture "
+                     "(default 1000).", flag_values=FLAGS)
+flags.DEFINE_string("data_pattern", None, "Glob(s) of TFRecord shards, comma-separated.",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("label_offset", None, "Subtracted from stored labels (default: the "
+                     "class_index.json beside the shards, else 0; TF's ImageNet shards: 1).",
+                     flag_values=FLAGS)
+flags.DEFINE_string("tfds_name", None, "TFDS dataset instead of TFRecords, e.g. imagenet2012.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("tfds_split", "validation", "TFDS split.", flag_values=FLAGS)
+flags.DEFINE_string("tfds_data_dir", "", "TFDS data directory.", flag_values=FLAGS)
+flags.DEFINE_string("tfds_manual_dir", "", "Prepare the TFDS dataset from the files here.",
+                    flag_values=FLAGS)
+flags.DEFINE_enum("protocol", None,
+                  list(protocols.PROTOCOL_NAMES) + list(protocols.PROTOCOL_ALIASES),
+                  "Crop protocol (default: the model's input contract, e.g. 'squash' for "
+                  "--weights imagenet, a SavedModel's recorded one; 'single' for an ensemble).",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("image_size", None, "Crop side, the model's input size (default: the "
+                     "model's, else the protocol's: 331, 224 for googlenet144).", flag_values=FLAGS)
+flags.DEFINE_alias("crop_size", "image_size", flag_values=FLAGS)  # deprecated
+flags.DEFINE_float("crop_fraction", None, "single: fraction of the shorter side kept "
+                   "(default 0.875).", flag_values=FLAGS)
+flags.DEFINE_list("scales", None, "Resized shorter side (or squash side) of each scale.",
+                  flag_values=FLAGS)
+flags.DEFINE_float("topk_fraction", None, "polynet_multicrop: fraction of crops per scale "
+                   "averaged per class (default 0.3).", flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 0, "Images per step over all replicas; 0: enough for "
+                     "about 32 crops per replica.", flag_values=FLAGS)
+flags.DEFINE_integer("max_images", None, "Evaluate only the first N images.", flag_values=FLAGS)
+flags.DEFINE_string("output", "evaluation.json", "Where the JSON report goes.", flag_values=FLAGS)
+flags.DEFINE_string("save_crops_figure", None, "PNG drawing the crop boxes of one image.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("figure_image", None, "Image file for --save_crops_figure (default: the "
+                    "first image of the data).", flag_values=FLAGS)
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored"],
+                  "mirrored: all local GPUs (or --num_cpu_devices CPU replicas).",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("num_cpu_devices", 0, "Split the CPU into this many logical devices "
+                     "(tries the multi-device path without GPUs).", flag_values=FLAGS)
+flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=FLAGS)
+flags.DEFINE_enum("crops_per_scale", None, ["18", "36"], "googlenet144, polynet_multicrop: "
+                  "crops per scale: 36 (GoogLeNet's 18 boxes and their mirror images, the "
+                  "default) or 18 (the boxes only).", flag_values=FLAGS)
 
 EXIT_USAGE = 2
 
@@ -119,42 +128,59 @@ def model_specs_from_flags(flag_values):
 
 
 # Options of some protocols only: (flag, protocols it applies to).
+_MULTICROP = ("googlenet144", "polynet_multicrop")
+_RESIZING = ("squash", "shorter_side", "pytorchcv")
 _PROTOCOL_OPTIONS = (
     ("crop_fraction", ("single",)),
-    ("scales", ("released", "released_pytorchcv", "released_squash", "googlenet144",
-                "polynet_multicrop")),
+    ("scales", _RESIZING + _MULTICROP),
     ("topk_fraction", ("polynet_multicrop",)),
-    ("crops_per_scale", ("googlenet144", "polynet_multicrop")),
+    ("crops_per_scale", _MULTICROP),
 )
 
 
-def protocol_from_flags(flag_values):
+def protocol_from_flags(flag_values, contract=None):
     """The `CropProtocol` of --protocol and its options.
+
+    Args:
+      flag_values: parsed flags.
+      contract: the model's `InputContract` (a single model's); the default
+        protocol and sizes when --protocol (or an option) leaves them out.
 
     Raises:
       UsageError: an option that does not apply to the protocol, or a bad value.
     """
+    from polynet_tf.data.input_contract import resolve_input_contract  # noqa: PLC0415
     from polynet_tf.evaluation import get_protocol  # noqa: PLC0415
 
-    protocol = flag_values.protocol
-    for name, protocols in _PROTOCOL_OPTIONS:
-        if flag_values[name].value is not None and protocol not in protocols:
-            raise UsageError(f"--{name} applies to --protocol {' or '.join(protocols)} only; "
+    if flag_values.protocol:
+        protocol = protocols.canonical_name(flag_values.protocol)
+    else:
+        protocol = contract.protocol if contract else "single"
+    for name, allowed in _PROTOCOL_OPTIONS:
+        if flag_values[name].value is not None and protocol not in allowed:
+            raise UsageError(f"--{name} applies to --protocol {' or '.join(allowed)} only; "
                              f"--protocol {protocol} does not use it (leave it out).")
-    overrides = {"crop_size": flag_values.crop_size,
+    overrides = {"crop_size": flag_values.image_size,
                  "topk_fraction": flag_values.topk_fraction}
     if flag_values.scales:
         try:
             overrides["scales"] = tuple(int(s) for s in flag_values.scales)
         except ValueError:
             raise UsageError(f"--scales must be integers; received {flag_values.scales}.")
-        if protocol.startswith("released") and len(overrides["scales"]) != 1:
+        if protocol in _RESIZING and len(overrides["scales"]) != 1:
             raise UsageError(f"--protocol {protocol} takes one scale (the resized side); "
                              f"received --scales {','.join(flag_values.scales)}.")
     if flag_values.crop_fraction is not None:
         overrides["crop_fraction"] = flag_values.crop_fraction
     if flag_values.crops_per_scale is not None:
         overrides["mirror"] = flag_values.crops_per_scale == "36"
+    if contract is not None and protocol in protocols.SINGLE_CROP_PROTOCOLS:
+        # The model's contract, with the flags given over it.
+        scales = overrides.get("scales")
+        return resolve_input_contract(
+            default=contract, protocol=protocol, image_size=flag_values.image_size,
+            crop_fraction=overrides.get("crop_fraction"),
+            resize_size=scales[0] if scales else None).crop_protocol()
     return get_protocol(protocol, **overrides)
 
 
@@ -178,7 +204,7 @@ def run(flag_values):
     from polynet_tf.evaluation import data, evaluator, metrics  # noqa: PLC0415
     from polynet_tf.evaluation.model_sources import load_scorer  # noqa: PLC0415
 
-    protocol = protocol_from_flags(flag_values)
+    protocol_from_flags(flag_values)  # Usage errors before any model is loaded.
     specs = model_specs_from_flags(flag_values)
     if bool(flag_values.data_pattern) == bool(flag_values.tfds_name):
         raise UsageError("Give exactly one data source: --data_pattern (TFRecord shards) or "
@@ -192,10 +218,13 @@ def run(flag_values):
     if flag_values.max_images:
         dataset = dataset.take(flag_values.max_images)
         num_images = min(num_images or flag_values.max_images, flag_values.max_images)
-    if flag_values.save_crops_figure:
-        _save_figure(tf, records.dataset, protocol, flag_values)
     with strategy.scope():
         scorers = [load_scorer(spec) for spec in specs]
+    # One model: its input contract is the default (the preset's published protocol).
+    protocol = protocol_from_flags(flag_values, scorers[0].contract if len(scorers) == 1
+                                   else None)
+    if flag_values.save_crops_figure:
+        _save_figure(tf, records.dataset, protocol, flag_values)
     batch_size = flag_values.batch_size or strategy.num_replicas_in_sync * max(
         1, 32 // protocol.crops_per_scale)
     runner = evaluator.Evaluator(scorers, protocol, [s.weight for s in specs], strategy)
@@ -241,8 +270,8 @@ def _run_command(flag_values):
 
 def main(argv=None):
     """Command-line entry point; returns the exit status (0 done, 2 bad arguments or inputs)."""
-    return cli.run(_PROG, __doc__, _define_flags, _run_command, argv)
+    return cli.run(_PROG, __doc__, FLAGS, _run_command, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.app_run(main)

@@ -15,64 +15,64 @@ export failed (nothing is left behind), 2 for bad arguments. Every path
 `--warmup_image`) may be a URI such as `gs://bucket/models` (`tf.io.gfile`).
 """
 
-import sys
+from absl import flags
 
 from polynet_tf import cli
+from polynet_tf.data import protocols
 
 _PROG = "python -m polynet_tf.export"
 
 
-def _define_flags(flag_values):
-    from absl import flags  # noqa: PLC0415
-
-    fv = {"flag_values": flag_values}
-    # where
-    flags.DEFINE_string("output_base", None, "Directory TF Serving watches; the model goes "
-                        "in OUTPUT_BASE/MODEL_NAME.", **fv)
-    flags.DEFINE_string("model_name", None, "The name clients use.", **fv)
-    flags.DEFINE_integer("version", None, "Integer version >= 1 (default: one more than the "
-                         "highest existing).", lower_bound=1, **fv)
-    flags.DEFINE_bool("overwrite", False, "Replace an existing --version (the new version "
-                      "is written beside it and swapped in; see docs/failures.md).", **fv)
-    # model source (one of --weights, --checkpoint)
-    flags.DEFINE_string("weights", None, "A .weights.h5 file, or 'imagenet'.", **fv)
-    flags.DEFINE_string("checkpoint", None, "Training model_dir, checkpoints/ folder or "
-                        "prefix.", **fv)
-    flags.DEFINE_multi_string("config", [], "Experiment YAML (repeatable; later files win).",
-                              **fv)
-    flags.DEFINE_string("params_override", "", "'a.b=1,c=2', applied last.", **fv)
-    flags.DEFINE_string("architecture", None, "Preset name or stage spec (with --weights).",
-                        **fv)
-    # signatures
-    flags.DEFINE_integer("top_k", None, "Classes in classes/labels/scores (default: 5, or "
-                         "fewer if the model has fewer classes).", lower_bound=1, **fv)
-    flags.DEFINE_string("class_names", None, "class_index.json, ImageNet index JSON, JSON "
-                        "list or text file with one name per line.", **fv)
-    flags.DEFINE_integer("crop_size", None, "Model input size (default: "
-                         "eval_data.image_size or the preset's).", lower_bound=1, **fv)
-    flags.DEFINE_enum("protocol", None, ["single", "released", "released_pytorchcv",
-                                         "released_squash"],
-                      "Single-crop protocol (default: the config's eval_protocol, 'released' "
-                      "for very_deep presets: shorter side to 378, centre 331).", **fv)
-    flags.DEFINE_string("multicrop", None, "Add serving_multicrop with this evaluator "
-                        "protocol (googlenet144, polynet_multicrop).", **fv)
-    flags.DEFINE_string("multicrop_override", "", "Protocol fields, e.g. "
-                        "'scales=[96,128],topk_fraction=0.5'.", **fv)
-    flags.DEFINE_multi_string("warmup_image", [], "An image file for the warm-up requests "
-                              "(repeatable; default: a synthetic JPEG).", **fv)
-    flags.DEFINE_bool("fold_batch_norms", None, "Serve the network with every BatchNorm "
-                      "folded into its conv (same outputs, a third fewer ops; checked against "
-                      "the original). Default: fold every network PolyNet() builds, serve "
-                      "others as they are; --fold_batch_norms: fold or fail; "
-                      "--nofold_batch_norms: never fold.", **fv)
-    flags.DEFINE_bool("variable_size_signatures", True, "Add serve_images and "
-                      "serve_images_uint8 (pixel tensors of any size). TF Serving's batching "
-                      "(export/ kit) cannot batch them: export for it with "
-                      "--novariable_size_signatures.", **fv)
-    flags.DEFINE_bool("verify", True, "Load the written SavedModel to check it "
-                      "(--noverify skips it).", **fv)
-    flags.mark_flag_as_required("output_base", flag_values=flag_values)
-    flags.mark_flag_as_required("model_name", flag_values=flag_values)
+FLAGS = flags.FlagValues()  # This command's flags (its own: commands share a process in tests).
+# where
+flags.DEFINE_string("output_base", None, "Directory TF Serving watches; the model goes "
+                    "in OUTPUT_BASE/MODEL_NAME.", flag_values=FLAGS)
+flags.DEFINE_string("model_name", None, "The name clients use.", flag_values=FLAGS)
+flags.DEFINE_integer("version", None, "Integer version >= 1 (default: one more than the "
+                     "highest existing).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_bool("overwrite", False, "Replace an existing --version (the new version "
+                  "is written beside it and swapped in; see docs/failures.md).", flag_values=FLAGS)
+# model source (one of --weights, --checkpoint)
+flags.DEFINE_string("weights", None, "A .weights.h5 file, or 'imagenet'.", flag_values=FLAGS)
+flags.DEFINE_string("checkpoint", None, "Training model_dir, checkpoints/ folder or "
+                    "prefix.", flag_values=FLAGS)
+flags.DEFINE_multi_string("config", [], "Experiment YAML (repeatable; later files win).",
+                          flag_values=FLAGS)
+flags.DEFINE_string("params_override", "", "'a.b=1,c=2', applied last.", flag_values=FLAGS)
+flags.DEFINE_string("architecture", None, "Preset name or stage spec (with --weights).",
+                    flag_values=FLAGS)
+# signatures
+flags.DEFINE_integer("top_k", None, "Classes in classes/labels/scores (default: 5, or "
+                     "fewer if the model has fewer classes).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_string("class_names", None, "class_index.json, ImageNet index JSON, JSON "
+                    "list or text file with one name per line.", flag_values=FLAGS)
+flags.DEFINE_integer("image_size", None, "Model input size (default: "
+                     "eval_data.image_size or the preset's).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_alias("crop_size", "image_size", flag_values=FLAGS)  # deprecated
+flags.DEFINE_enum("protocol", None, list(protocols.SINGLE_CROP_PROTOCOLS)
+                  + list(protocols.PROTOCOL_ALIASES),
+                  "Single-crop protocol (default: the config's eval_protocol, the "
+                  "published weights' for presets: 'squash' for very_deep, the whole image "
+                  "squashed to 378x378, centre 331).", flag_values=FLAGS)
+flags.DEFINE_string("multicrop", None, "Add serving_multicrop with this evaluator "
+                    "protocol (googlenet144, polynet_multicrop).", flag_values=FLAGS)
+flags.DEFINE_string("multicrop_override", "", "Protocol fields, e.g. "
+                    "'scales=[96,128],topk_fraction=0.5'.", flag_values=FLAGS)
+flags.DEFINE_multi_string("warmup_image", [], "An image file for the warm-up requests "
+                          "(repeatable; default: a synthetic JPEG).", flag_values=FLAGS)
+flags.DEFINE_bool("fold_batch_norms", None, "Serve the network with every BatchNorm "
+                  "folded into its conv (same outputs, a third fewer ops; checked against "
+                  "the original). Default: fold every network PolyNet() builds, serve "
+                  "others as they are; --fold_batch_norms: fold or fail; "
+                  "--nofold_batch_norms: never fold.", flag_values=FLAGS)
+flags.DEFINE_bool("variable_size_signatures", True, "Add serve_images and "
+                  "serve_images_uint8 (pixel tensors of any size). TF Serving's batching "
+                  "(export/ kit) cannot batch them: export for it with "
+                  "--novariable_size_signatures.", flag_values=FLAGS)
+flags.DEFINE_bool("verify", True, "Load the written SavedModel to check it "
+                  "(--noverify skips it).", flag_values=FLAGS)
+flags.mark_flag_as_required("output_base", flag_values=FLAGS)
+flags.mark_flag_as_required("model_name", flag_values=FLAGS)
 
 
 def _multicrop_protocol(name, override_text, crop_size):
@@ -85,7 +85,7 @@ def _multicrop_protocol(name, override_text, crop_size):
 
 def main(argv=None):
     """Runs the export; returns the exit status (0 done, 1 export failed, 2 bad arguments)."""
-    return cli.run(_PROG, __doc__, _define_flags, _run, argv, usage_errors=())
+    return cli.run(_PROG, __doc__, FLAGS, _run, argv, usage_errors=())
 
 
 def _run(args):
@@ -99,14 +99,14 @@ def _run(args):
         loaded = sources.load_export_model(
             weights=args.weights, checkpoint=args.checkpoint, config_files=args.config,
             params_override=args.params_override, architecture=args.architecture,
-            class_names_file=args.class_names, crop_size=args.crop_size,
+            class_names_file=args.class_names, image_size=args.image_size,
             protocol=args.protocol)
         multicrop = None
         if args.multicrop:
             multicrop = _multicrop_protocol(args.multicrop, args.multicrop_override,
-                                            loaded.preprocessing.crop_size)
+                                            loaded.contract.image_size)
         options = signatures.SignatureOptions(
-            preprocessing=loaded.preprocessing, class_names=loaded.class_names,
+            contract=loaded.contract, class_names=loaded.class_names,
             top_k=args.top_k or min(5, len(loaded.class_names)),
             model_outputs=loaded.model_outputs, multicrop=multicrop,
             variable_size_signatures=args.variable_size_signatures)
@@ -127,10 +127,10 @@ def _run(args):
     print(f"Exported {args.model_name!r} version {result.version} to {result.path}")
     print(f"signatures: {', '.join(result.signatures)}")
     names_source = loaded.description["class_names_source"]
-    print(f"classes: {len(loaded.class_names)} ({names_source}), preprocessing: "
-          f"{loaded.preprocessing.protocol} at {loaded.preprocessing.crop_size}")
+    print(f"classes: {len(loaded.class_names)} ({names_source}), input: "
+          f"{loaded.contract.describe()}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.app_run(main)

@@ -12,13 +12,16 @@ A trained PolyNet comes from one of three sources:
   its `params.yaml`).
 
 `load_model` turns any of them into a `LoadedModel`: the Keras model, the
-crop protocol and normalisation it expects (`polynet_tf.data.protocols`),
-its number of classes and a description. The run layout is
+`InputContract` it expects (`polynet_tf.data.input_contract`: input size, crop
+protocol, normalisation, resolved once by `resolve_input_contract` from the
+explicit options, the run's evaluation data or the preset's published
+weights), its number of classes and a description. The run layout is
 `polynet_tf.runs`; configurations are read by
 `polynet_tf.configs.experiment.load_experiment`.
 """
 
 import dataclasses
+import warnings
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import keras
@@ -27,10 +30,10 @@ import tensorflow as tf
 from polynet_tf import fileio, runs
 from polynet_tf.configs.experiment import ExperimentConfig, load_experiment
 from polynet_tf.data import protocols
+from polynet_tf.data.input_contract import InputContract, resolve_input_contract
 from polynet_tf.models import PolyNet
-from polynet_tf.models.architectures import get_pretrained_config, resolve_architecture
+from polynet_tf.models.architectures import get_pretrained_config, input_contract
 from polynet_tf.models.factory import build_model
-from polynet_tf.models.pretrained_config import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclasses.dataclass
@@ -39,23 +42,32 @@ class LoadedModel:
 
     Attributes:
         model: the Keras model.
-        protocol: the single-crop `CropProtocol` it was measured with (the
-            experiment's eval protocol, a preset's published protocol, or
-            the one asked for).
-        mean: per-channel RGB mean on the [0, 1] scale.
-        std: per-channel RGB standard deviation on the [0, 1] scale.
+        contract: the `InputContract` it expects (the experiment's
+            evaluation data, a preset's published weights', or the options
+            asked for).
         num_classes: outputs of the classifier.
         config: the `ExperimentConfig`, None for a preset's weights.
         description: where the model came from (architecture, source).
     """
 
     model: keras.Model
-    protocol: protocols.CropProtocol
-    mean: Tuple[float, float, float]
-    std: Tuple[float, float, float]
+    contract: InputContract
     num_classes: int
     config: Optional[ExperimentConfig]
     description: Dict[str, str]
+
+    @property
+    def protocol(self) -> protocols.CropProtocol:
+        """The contract's one-crop `CropProtocol`."""
+        return self.contract.crop_protocol()
+
+    @property
+    def mean(self) -> Tuple[float, float, float]:
+        return self.contract.mean
+
+    @property
+    def std(self) -> Tuple[float, float, float]:
+        return self.contract.std
 
 
 def load_model(weights: Optional[str] = None, checkpoint: Optional[str] = None,
@@ -63,9 +75,10 @@ def load_model(weights: Optional[str] = None, checkpoint: Optional[str] = None,
                config: Union[None, str, Sequence[str], ExperimentConfig] = None,
                params_override: str = "", architecture: Optional[str] = None,
                classes: Optional[int] = None, width_multiplier: Optional[float] = None,
-               crop_size: Optional[int] = None, protocol: Optional[str] = None,
+               image_size: Optional[int] = None, protocol: Optional[str] = None,
                fixed_input: bool = False,
-               classifier_activation: Optional[str] = "softmax") -> LoadedModel:
+               classifier_activation: Optional[str] = "softmax",
+               crop_size: Optional[int] = None) -> LoadedModel:
     """Builds and loads a model from weights, a checkpoint or a run directory.
 
     Args:
@@ -80,13 +93,15 @@ def load_model(weights: Optional[str] = None, checkpoint: Optional[str] = None,
         classes: classes of a weights file without config (default 1000);
             with "imagenet", None or the published weights' classes.
         width_multiplier: of a weights file without config.
-        crop_size: the protocol's crop side (default: the config's eval image
+        image_size: the model's input size (default: the config's eval image
             size, the published weights' size or the preset's size).
-        protocol: a protocol name (`polynet_tf.data.protocols.PROTOCOL_NAMES`)
-            instead of the config's or the preset's.
-        fixed_input: a model input of `crop_size` x `crop_size` (export);
+        protocol: a single-crop protocol name
+            (`polynet_tf.data.protocols.SINGLE_CROP_PROTOCOLS`) instead of
+            the config's or the preset's.
+        fixed_input: a model input of `image_size` x `image_size` (export);
             otherwise any size.
         classifier_activation: "softmax" (probabilities) or None (logits).
+        crop_size: deprecated name of `image_size`.
 
     Returns:
         A `LoadedModel`.
@@ -96,6 +111,10 @@ def load_model(weights: Optional[str] = None, checkpoint: Optional[str] = None,
             that do not fit the model (naming the first mismatch).
         FileNotFoundError: a missing file, folder or checkpoint.
     """
+    if crop_size is not None:
+        warnings.warn("load_model(crop_size=...) is deprecated: use image_size=.",
+                      DeprecationWarning, stacklevel=2)
+        image_size = image_size or crop_size
     if sum(bool(s) for s in (weights, checkpoint, run_dir)) != 1:
         raise ValueError("Give exactly one model source: weights=FILE|imagenet, "
                          "checkpoint=DIR|PREFIX or run_dir=DIR.")
@@ -105,38 +124,31 @@ def load_model(weights: Optional[str] = None, checkpoint: Optional[str] = None,
                                     f"{runs.PARAMS_FILE}.")
         checkpoint = run_dir
     if checkpoint:
-        return _from_checkpoint(checkpoint, config, params_override, crop_size, protocol,
+        return _from_checkpoint(checkpoint, config, params_override, image_size, protocol,
                                 fixed_input, classifier_activation)
     if config is not None:
         if weights == "imagenet":
             raise ValueError("weights='imagenet' takes architecture= (a preset), not a config.")
-        return _from_weights_and_config(weights, _config(config, params_override), crop_size,
+        return _from_weights_and_config(weights, _config(config, params_override), image_size,
                                         protocol, fixed_input, classifier_activation)
-    return _from_preset_weights(weights, architecture, classes, width_multiplier, crop_size,
+    return _from_preset_weights(weights, architecture, classes, width_multiplier, image_size,
                                 protocol, fixed_input, classifier_activation)
 
 
-def config_protocol(config: ExperimentConfig, crop_size: Optional[int] = None,
-                    protocol: Optional[str] = None) -> protocols.CropProtocol:
-    """The single-crop protocol of an experiment's evaluation data (or `protocol` instead)."""
-    data = config.eval_data
-    size = int(crop_size or data.image_size)
-    name = protocol or data.eval_protocol
-    if protocol and protocol != data.eval_protocol:
-        kept = {"crop_fraction": data.crop_fraction} if name == "single" else {}
-        return protocols.get_protocol(name, crop_size=size, **kept)
-    return data.eval_crop_protocol(size)
+def config_contract(config: ExperimentConfig, image_size: Optional[int] = None,
+                    protocol: Optional[str] = None) -> InputContract:
+    """The `InputContract` of an experiment's evaluation data (options win)."""
+    return resolve_input_contract(data_config=config.eval_data, image_size=image_size,
+                                  protocol=protocol)
 
 
-def preset_protocol(architecture: str, crop_size: Optional[int] = None,
-                    protocol: Optional[str] = None) -> protocols.CropProtocol:
-    """A preset's protocol: its published weights' (or `protocol`), at their size."""
-    preset, _ = resolve_architecture(architecture)
-    published = preset.pretrained.get("imagenet") if preset else None
-    size = int(crop_size or (published.input_size if published
-                             else preset.default_size if preset else 299))
-    name = protocol or (published.crop_protocol if published else "single")
-    return protocols.get_protocol(name, crop_size=size)
+def preset_contract(architecture: str, image_size: Optional[int] = None,
+                    protocol: Optional[str] = None) -> InputContract:
+    """A preset's `InputContract`: its published weights' (options win).
+
+    A preset without published weights: "single" at its default size.
+    """
+    return input_contract(architecture, image_size=image_size, protocol=protocol)
 
 
 def _config(config, params_override):
@@ -150,7 +162,7 @@ def _shape(fixed_input, size):
     return (size, size, 3) if fixed_input else (None, None, 3)
 
 
-def _from_checkpoint(path, config, params_override, crop_size, protocol, fixed_input,
+def _from_checkpoint(path, config, params_override, image_size, protocol, fixed_input,
                      activation):
     prefix, folder = runs.find_checkpoint(path)
     if prefix is None:
@@ -162,8 +174,8 @@ def _from_checkpoint(path, config, params_override, crop_size, protocol, fixed_i
             raise FileNotFoundError(f"No {runs.PARAMS_FILE} beside checkpoint {prefix!r}; "
                                     "pass config= (the training configuration).")
     config = _config(config, params_override)
-    crop = config_protocol(config, crop_size, protocol)
-    model = build_model(config.model, image_size=crop.crop_size if fixed_input else None,
+    contract = config_contract(config, image_size, protocol)
+    model = build_model(config.model, image_size=contract.image_size if fixed_input else None,
                         classifier_activation=activation)
     try:
         # The head's activation holds no variable: a softmax model restores too.
@@ -172,44 +184,40 @@ def _from_checkpoint(path, config, params_override, crop_size, protocol, fixed_i
     except (AssertionError, ValueError) as error:
         raise ValueError(f"Checkpoint {prefix!r} does not fit the model its configuration "
                          f"builds: {str(error)[:300]}") from None
-    return LoadedModel(model, crop, tuple(config.eval_data.mean), tuple(config.eval_data.std),
-                       config.model.num_classes, config,
+    return LoadedModel(model, contract, config.model.num_classes, config,
                        {"architecture": config.model.architecture,
                         "source": f"checkpoint {prefix}"})
 
 
-def _from_weights_and_config(weights, config, crop_size, protocol, fixed_input, activation):
+def _from_weights_and_config(weights, config, image_size, protocol, fixed_input, activation):
     from polynet_tf.weights.weights_file import load_weights_file  # noqa: PLC0415
 
     if not fileio.isfile(weights):
         raise FileNotFoundError(f"Weights file {weights!r} does not exist.")
-    crop = config_protocol(config, crop_size, protocol)
-    model = build_model(config.model, image_size=crop.crop_size if fixed_input else None,
+    contract = config_contract(config, image_size, protocol)
+    model = build_model(config.model, image_size=contract.image_size if fixed_input else None,
                         classifier_activation=activation)
     load_weights_file(model, weights)
-    return LoadedModel(model, crop, tuple(config.eval_data.mean), tuple(config.eval_data.std),
-                       config.model.num_classes, config,
+    return LoadedModel(model, contract, config.model.num_classes, config,
                        {"architecture": config.model.architecture,
                         "source": f"weights {weights}"})
 
 
-def _from_preset_weights(weights, architecture, classes, width_multiplier, crop_size, protocol,
+def _from_preset_weights(weights, architecture, classes, width_multiplier, image_size, protocol,
                          fixed_input, activation):
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
     if weights == "imagenet":
         architecture, published = get_pretrained_config(architecture, weights)
         # A contradicting `classes` goes on to PolyNet, whose error names both numbers.
         classes = published.num_classes if classes is None else classes
-        mean, std = published.mean, published.std
     elif not architecture:
         raise ValueError(f"weights={weights!r} needs architecture=NAME or config=YAML to "
                          "build the model the weights belong to.")
     elif not fileio.isfile(weights):
         raise FileNotFoundError(f"Weights file {weights!r} does not exist.")
-    crop = preset_protocol(architecture, crop_size, protocol)
+    contract = preset_contract(architecture, image_size, protocol)
     options = {} if width_multiplier is None else {"width_multiplier": width_multiplier}
     model = PolyNet(architecture, weights=weights, input_shape=_shape(fixed_input,
-                                                                      crop.crop_size),
+                                                                      contract.image_size),
                     classes=classes or 1000, classifier_activation=activation, **options)
-    return LoadedModel(model, crop, tuple(mean), tuple(std), int(model.output_shape[-1]), None,
+    return LoadedModel(model, contract, int(model.output_shape[-1]), None,
                        {"architecture": architecture, "source": f"weights {weights}"})

@@ -14,10 +14,11 @@ directories and `--output` may be TensorFlow filesystem URIs (`gs://...`).
 """
 
 import dataclasses
-import sys
 from typing import List, Optional, Sequence
 
-from polynet_tf import fileio
+from absl import flags
+
+from polynet_tf import cli, fileio
 from polynet_tf.configs.experiment import ModelConfig
 from polynet_tf.models.architectures import default_size
 from polynet_tf.models.complexity import network_cost
@@ -123,17 +124,16 @@ def plot_points(points: Sequence[RunPoint], output: str, metric: str = "top1_acc
 _PROG = "python -m polynet_tf.plot_runs"
 
 
-def _define_flags(flag_values):
-    from polynet_tf import cli  # noqa: PLC0415
-
-    define = cli.definer(flag_values)
-    define.string("output", None, "PNG file to write (any URI).")
-    define.enum("metric", "top1_accuracy", sorted(METRICS), "What the y axis shows.")
-    define.string("protocol", None, "Evaluator protocol to read when a run has several "
-                  "results.")
-    define.list("labels", None, "Comma-separated labels, one per run (default: folder names).")
-    define.string("title", "Accuracy against cost", "Figure title.")
-    define.required("output")
+FLAGS = flags.FlagValues()  # This command's flags (its own: commands share a process in tests).
+flags.DEFINE_string("output", None, "PNG file to write (any URI).", flag_values=FLAGS)
+flags.DEFINE_enum("metric", "top1_accuracy", sorted(METRICS), "What the y axis shows.",
+                  flag_values=FLAGS)
+flags.DEFINE_string("protocol", None, "Evaluator protocol to read when a run has several "
+                    "results.", flag_values=FLAGS)
+flags.DEFINE_list("labels", None, "Comma-separated labels, one per run (default: folder names).",
+                  flag_values=FLAGS)
+flags.DEFINE_string("title", "Accuracy against cost", "Figure title.", flag_values=FLAGS)
+flags.mark_flags_as_required(["output"], flag_values=FLAGS)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -143,7 +143,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """
     from polynet_tf import cli  # noqa: PLC0415
 
-    return cli.run(_PROG, __doc__, _define_flags, _run, argv, usage_errors=(RunError,),
+    return cli.run(_PROG, __doc__, FLAGS, _run, argv, usage_errors=(RunError,),
                    positional="MODEL_DIR")
 
 
@@ -168,4 +168,4 @@ def _run(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.app_run(main)

@@ -16,6 +16,8 @@ Usage:
 import os
 import sys
 
+from absl import flags
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,19 +34,22 @@ QUICK = {"max_per_class": 40, "train_steps": 120, "multicrop_max_images": 10,
 _PROG = "python scripts/demo.py"
 
 
-def _define_flags(flag_values):
-    define = cli.definer(flag_values)
-    define.string("work_dir", "demo_output", "New folder for everything (any URI).")
-    define.bool("quick", False, "A smaller run: 40 digits per class, 3 modules, 120 steps.")
-    define.integer("max_per_class", None, "Digits per class (default: all, about 180).",
-                   lower_bound=2)
-    define.integer("train_steps", None, "Training steps (default: the configuration's).",
-                   lower_bound=1)
-    define.integer("num_workers", 2, "Local training workers.", lower_bound=1)
-    define.string("params_override", "", "Further training overrides, e.g. "
-                  "'model.width_multiplier=0.0625'.")
-    define.bool("fresh", False, "Replace the --work_dir of an earlier demo run.")
-    define.bool("print_commands", False, "Print the commands (as in the README) and exit.")
+FLAGS = flags.FlagValues()  # This command's flags (its own: commands share a process in tests).
+flags.DEFINE_string("work_dir", "demo_output", "New folder for everything (any URI).",
+                    flag_values=FLAGS)
+flags.DEFINE_bool("quick", False, "A smaller run: 40 digits per class, 3 modules, 120 steps.",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("max_per_class", None, "Digits per class (default: all, about 180).",
+                     lower_bound=2, flag_values=FLAGS)
+flags.DEFINE_integer("train_steps", None, "Training steps (default: the configuration's).",
+                     lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("num_workers", 2, "Local training workers.", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_string("params_override", "", "Further training overrides, e.g. "
+                    "'model.width_multiplier=0.0625'.", flag_values=FLAGS)
+flags.DEFINE_bool("fresh", False, "Replace the --work_dir of an earlier demo run.",
+                  flag_values=FLAGS)
+flags.DEFINE_bool("print_commands", False, "Print the commands (as in the README) and exit.",
+                  flag_values=FLAGS)
 
 
 def options_from_flags(args):
@@ -67,10 +72,10 @@ def parse_options(argv=None):
     Raises:
       SystemExit: after --help (0) or a usage error (2).
     """
-    args, status = cli.parse(_PROG, __doc__, _define_flags, argv)
-    if args is None:
+    status = cli.parse(_PROG, __doc__, FLAGS, argv)
+    if status >= 0:
         raise SystemExit(status)
-    return options_from_flags(args)
+    return options_from_flags(FLAGS)
 
 
 def _run(args):
@@ -88,8 +93,8 @@ def _run(args):
 
 def main(argv=None):
     """Exit status: 0 every step ran, 1 a step failed (named), 2 usage error."""
-    return cli.run(_PROG, __doc__, _define_flags, _run, argv, usage_errors=())
+    return cli.run(_PROG, __doc__, FLAGS, _run, argv, usage_errors=())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.app_run(main)

@@ -21,7 +21,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     config = ExperimentConfig(
         model=ModelConfig(architecture=SPEC, num_classes=4, width_multiplier=0.1, seed=1),
-        eval_data=DataConfig(is_training=False, image_size=75, eval_protocol="released",
+        eval_data=DataConfig(is_training=False, image_size=75, eval_protocol="shorter_side",
                              resize_size=86, mean=MEAN, std=STD))
     model = build_model(config.model, image_size=None)
     model(np.zeros((1, 75, 75, 3), np.float32))
@@ -43,7 +43,7 @@ def _check(loaded, trained, config_source=True):
     np.testing.assert_allclose(out, trained["expected"], rtol=1e-5, atol=1e-6)
     assert loaded.num_classes == 4
     if config_source:
-        assert loaded.protocol.name == "released"
+        assert loaded.protocol.name == "shorter_side"
         assert loaded.protocol.crop_size == 75 and loaded.protocol.scales == (86,)
         assert loaded.mean == tuple(MEAN) and loaded.std == tuple(STD)
 

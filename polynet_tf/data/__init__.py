@@ -3,10 +3,13 @@
 Knows nothing about models; depends on TensorFlow only.
 
 - `DataConfig` (`config`): every knob, as validated plain data.
+- `InputContract`, `resolve_input_contract` (`input_contract`): how an image
+  becomes a model's input (size, crop protocol, normalisation), one record
+  for the pipeline, the evaluator, serving and keras-hub.
 - `build_dataset` (`pipeline`): the tf.data pipeline of one worker.
-- `preprocess_for_train`, `preprocess_for_eval`, `shorter_side_center_crop`
-  (the released weights' protocol), `squash_center_crop` (`preprocessing`):
-  one encoded image -> float32 image.
+- `preprocess_for_train`, `preprocess_for_eval`, `squash_center_crop` (the
+  released weights' published protocol), `shorter_side_center_crop`
+  (`preprocessing`): one encoded image -> float32 image.
 - `normalize_image`, `IMAGENET_MEAN`, `IMAGENET_STD` (`normalization`).
 - `make_example`, `parse_example`, `write_shard`, `read_class_index`,
   `write_class_index` (`example_format`): the record and class-index formats.
@@ -25,6 +28,7 @@ from polynet_tf.data.example_format import (
     write_class_index,
     write_shard,
 )
+from polynet_tf.data.input_contract import InputContract, resolve_input_contract
 from polynet_tf.data.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize_image
 from polynet_tf.data.pipeline import PipelineStats, build_dataset
 from polynet_tf.data.preprocessing import (
@@ -43,6 +47,7 @@ __all__ = [
     "DataConfig",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "InputContract",
     "PipelineStats",
     "ShardAssignment",
     "build_dataset",
@@ -53,6 +58,7 @@ __all__ = [
     "preprocess_for_eval",
     "preprocess_for_train",
     "read_class_index",
+    "resolve_input_contract",
     "sample_crop_window",
     "shard_files",
     "shard_name",

@@ -38,11 +38,11 @@ import sys
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import tensorflow as tf
+from absl import flags
 from tqdm import tqdm
 
-from polynet_tf import fileio
-from polynet_tf.data import example_format
-from polynet_tf.data import image_conversion
+from polynet_tf import cli, fileio
+from polynet_tf.data import example_format, image_conversion
 
 
 class BuildError(RuntimeError):
@@ -332,33 +332,35 @@ def _publish(output_dir: str, staged: Dict[str, str]) -> None:
 _PROG = "python -m polynet_tf.data.build_tfrecords"
 
 
-def _define_flags(flag_values) -> None:
-    from absl import flags  # noqa: PLC0415
-
-    def define(kind, name, default, text, **kwargs):
-        getattr(flags, f"DEFINE_{kind}")(name, default, text, flag_values=flag_values, **kwargs)
-
-    define("string", "image_dir", None, "One sub-folder per class (any URI).")
-    define("string", "output_dir", None, "Where shards and class_index.json go (any URI).")
-    define("integer", "num_shards", None, "Training shards (>= 1).", lower_bound=1)
-    define("float", "validation_fraction", 0.0, "Fraction of each class held out for "
-           "validation, in [0, 1).", lower_bound=0.0, upper_bound=0.999999)
-    define("integer", "num_validation_shards", None, "Validation shards (>= 1; default "
-           "round(num_shards * validation_fraction)).", lower_bound=1)
-    flags.DEFINE_enum("on_error", "fail", ["fail", "skip"], "Unreadable file: stop (fail) "
-                      "or leave it out (skip).", flag_values=flag_values)
-    define("integer", "num_threads", None, "Conversion threads (>= 1; default: number of "
-           "CPUs).", lower_bound=1)
-    define("integer", "seed", 0, "Seed of the validation draw and shard assignment.")
-    define("integer", "label_offset", 0, "Stored label of the first class (1: ImageNet "
-           "tools).", lower_bound=0)
-    define("integer", "jpeg_quality", image_conversion.DEFAULT_JPEG_QUALITY,
-           "Quality of re-encoded images, 1..100.", lower_bound=1, upper_bound=100)
-    define("integer", "max_pixels", image_conversion.MAX_PIXELS, "Images with more pixels "
-           "(width x height) are treated as unreadable (--on_error).", lower_bound=1)
-    define("bool", "progress", True, "Show a progress bar (--noprogress hides it).")
-    for name in ("image_dir", "output_dir", "num_shards"):
-        flags.mark_flag_as_required(name, flag_values=flag_values)
+FLAGS = flags.FlagValues()  # This command's flags (its own: commands share a process in tests).
+flags.DEFINE_string("image_dir", None, "One sub-folder per class (any URI).", flag_values=FLAGS)
+flags.DEFINE_string("output_dir", None, "Where shards and class_index.json go (any URI).",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("num_shards", None, "Training shards (>= 1).", lower_bound=1,
+                     flag_values=FLAGS)
+flags.DEFINE_float("validation_fraction", 0.0, "Fraction of each class held out for "
+                   "validation, in [0, 1).", lower_bound=0.0, upper_bound=0.999999,
+                   flag_values=FLAGS)
+flags.DEFINE_integer("num_validation_shards", None, "Validation shards (>= 1; default "
+                     "round(num_shards * validation_fraction)).", lower_bound=1,
+                     flag_values=FLAGS)
+flags.DEFINE_enum("on_error", "fail", ["fail", "skip"], "Unreadable file: stop (fail) "
+                  "or leave it out (skip).", flag_values=FLAGS)
+flags.DEFINE_integer("num_threads", None, "Conversion threads (>= 1; default: number of "
+                     "CPUs).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Seed of the validation draw and shard assignment.",
+                     flag_values=FLAGS)
+flags.DEFINE_integer("label_offset", 0, "Stored label of the first class (1: ImageNet "
+                     "tools).", lower_bound=0, flag_values=FLAGS)
+flags.DEFINE_integer("jpeg_quality", image_conversion.DEFAULT_JPEG_QUALITY,
+                     "Quality of re-encoded images, 1..100.", lower_bound=1, upper_bound=100,
+                     flag_values=FLAGS)
+flags.DEFINE_integer("max_pixels", image_conversion.MAX_PIXELS, "Images with more pixels "
+                     "(width x height) are treated as unreadable (--on_error).", lower_bound=1,
+                     flag_values=FLAGS)
+flags.DEFINE_bool("progress", True, "Show a progress bar (--noprogress hides it).",
+                  flag_values=FLAGS)
+flags.mark_flags_as_required(["image_dir", "output_dir", "num_shards"], flag_values=FLAGS)
 
 
 def _run(args) -> int:
@@ -390,10 +392,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     0 done, 1 the build failed (nothing of it is left in --output_dir),
     2 usage error (a missing or out-of-range flag, named in the message).
     """
-    from polynet_tf import cli  # noqa: PLC0415
-
-    return cli.run(_PROG, __doc__, _define_flags, _run, argv, usage_errors=())
+    return cli.run(_PROG, __doc__, FLAGS, _run, argv, usage_errors=())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.app_run(main)

@@ -6,20 +6,14 @@ field is a simple type (str, int, float, bool, None, or a list of floats) and
 """
 
 import dataclasses
-import warnings
 from typing import Any, Dict, List, Mapping, Optional
 
 from polynet_tf.data import normalization, protocols
+from polynet_tf.data.input_contract import InputContract
 
 ON_ERROR_POLICIES = ("fail", "skip")
-# The evaluator's single-crop protocol names (`polynet_tf.data.protocols`).
-EVAL_PROTOCOLS = ("single", "released", "released_squash")
-# The evaluation protocols that resize to `resize_size` first.
-RESIZING_EVAL_PROTOCOLS = ("released", "released_squash")
-# Earlier names, still accepted (with a DeprecationWarning) and mapped.
-DEPRECATED_EVAL_PROTOCOLS = {"center_crop": "single",
-                             "shorter_side_center_crop": "released",
-                             "squash_center_crop": "released_squash"}
+# The evaluation protocols (one crop per image) and their earlier names.
+EVAL_PROTOCOLS = protocols.SINGLE_CROP_PROTOCOLS
 COMPRESSION_TYPES = ("", "GZIP", "ZLIB")
 
 
@@ -77,19 +71,20 @@ class DataConfig:
       aspect_ratio_range: training crop width / height.
       max_attempts: tries of the crop sampler before the centre-crop fallback.
       random_flip: horizontal flip with probability 0.5 (training).
-      eval_protocol: the evaluator's protocol names: "single" (central
-        square of `crop_fraction` of the shorter side, resized to
-        `image_size`), "released" (shorter side to `resize_size`, aspect
-        kept, then the central `image_size` crop, as torchvision's Resize +
-        CenterCrop: the released weights' protocol) or "released_squash"
-        (resize to `resize_size` x `resize_size` ignoring aspect, then the
-        central `image_size` crop). The earlier names "center_crop",
-        "shorter_side_center_crop" and "squash_center_crop" are accepted
-        and mapped to these (deprecated).
+      eval_protocol: the single-crop protocol of evaluation
+        (`polynet_tf.data.protocols`): "single" (central square of
+        `crop_fraction` of the shorter side, resized to `image_size`),
+        "squash" (resize to `resize_size` x `resize_size` ignoring the aspect
+        ratio, then the central `image_size` crop: the released weights'
+        published protocol), "shorter_side" (shorter side to `resize_size`,
+        aspect kept, then the central crop, as torchvision's Resize +
+        CenterCrop) or "pytorchcv" (the same, 379 -> 331 by default). Earlier
+        names ("released", "released_squash", "released_pytorchcv",
+        "center_crop", ...) are accepted and mapped (deprecated).
       crop_fraction: fraction of the shorter side kept by "single".
-      resize_size: shorter side (or squash size) of "released" and
-        "released_squash" (the released weights': 379 reproduces pytorchcv's
-        protocol).
+      resize_size: the side "squash", "shorter_side" and "pytorchcv" resize
+        to; None: the protocol's ratio at `image_size` (378 / 331, or
+        379 / 331 for "pytorchcv").
       eval_antialias: antialiased (PIL-like) resizing for evaluation.
       mean: per-channel RGB mean on the [0, 1] scale.
       std: per-channel RGB standard deviation on the [0, 1] scale.
@@ -127,7 +122,7 @@ class DataConfig:
     random_flip: bool = True
     eval_protocol: str = "single"
     crop_fraction: float = 0.875
-    resize_size: int = 378
+    resize_size: Optional[int] = None
     eval_antialias: bool = True
     mean: List[float] = dataclasses.field(
         default_factory=lambda: list(normalization.IMAGENET_MEAN)
@@ -137,13 +132,7 @@ class DataConfig:
     )
 
     def __post_init__(self):
-        renamed = DEPRECATED_EVAL_PROTOCOLS.get(self.eval_protocol)
-        if renamed:
-            warnings.warn(
-                f"DataConfig.eval_protocol={self.eval_protocol!r} is deprecated; it is the "
-                f"evaluator's {renamed!r}: write eval_protocol: {renamed}.",
-                DeprecationWarning, stacklevel=3)
-            self.eval_protocol = renamed
+        self.eval_protocol = protocols.canonical_name(self.eval_protocol, stacklevel=4)
 
     @property
     def should_drop_remainder(self) -> bool:
@@ -172,8 +161,10 @@ class DataConfig:
         _check_choice("on_error", self.on_error, ON_ERROR_POLICIES)
         _check_choice("eval_protocol", self.eval_protocol, EVAL_PROTOCOLS)
         for name in ("image_size", "global_batch_size", "shuffle_buffer_size",
-                     "cycle_length", "block_length", "max_attempts", "resize_size"):
+                     "cycle_length", "block_length", "max_attempts"):
             _check_int(name, getattr(self, name), minimum=1)
+        if self.resize_size is not None:
+            _check_int("resize_size", self.resize_size, minimum=1)
         _check_int("private_threadpool_size", self.private_threadpool_size, minimum=0)
         for name in ("label_offset", "seed"):
             if getattr(self, name) is not None:
@@ -205,7 +196,7 @@ class DataConfig:
                 "DataConfig.crop_fraction must be in (0, 1]; received "
                 f"crop_fraction={self.crop_fraction!r}."
             )
-        if (self.eval_protocol in RESIZING_EVAL_PROTOCOLS
+        if (self.eval_protocol != "single" and self.resize_size is not None
                 and self.resize_size < self.image_size):
             raise ValueError(
                 "DataConfig.resize_size must be >= image_size for "
@@ -223,31 +214,28 @@ class DataConfig:
             raise ValueError(f"DataConfig.std entries must be positive; received {self.std!r}.")
         return self
 
-    def eval_crop_protocol(self, crop_size: Optional[int] = None) -> protocols.CropProtocol:
-        """The single-crop `CropProtocol` of this evaluation data.
+    def input_contract(self) -> InputContract:
+        """The `InputContract` of this evaluation data.
 
-        `eval_protocol` with this config's sizes: `crop_fraction` for
-        "single", `resize_size` for the resizing protocols, and
-        `eval_antialias`. The input pipeline, training's evaluation and
-        `polynet_tf.loading` all cut their crop from it.
-
-        Args:
-          crop_size: the crop side; default `image_size`.
-
-        Returns:
-          A validated `CropProtocol` named `eval_protocol`.
+        `eval_protocol` at `image_size` with this config's `crop_fraction`
+        ("single") or `resize_size` (the resizing protocols),
+        `eval_antialias`, `mean` and `std`: what the input pipeline,
+        training's evaluation, `polynet_tf.loading` and serving feed a model
+        trained on this data with.
 
         Raises:
           ValueError: the crop does not fit `resize_size`.
         """
-        size = int(crop_size or self.image_size)
-        if self.eval_protocol in RESIZING_EVAL_PROTOCOLS:
-            return protocols.get_protocol(self.eval_protocol, crop_size=size,
-                                          scales=(self.resize_size,),
-                                          antialias=self.eval_antialias)
-        return protocols.get_protocol(self.eval_protocol, crop_size=size,
-                                      crop_fraction=self.crop_fraction,
-                                      antialias=self.eval_antialias)
+        single = self.eval_protocol == "single"
+        return InputContract(
+            protocol=self.eval_protocol, image_size=int(self.image_size),
+            resize_size=None if single else self.resize_size,
+            crop_fraction=self.crop_fraction if single else None,
+            antialias=self.eval_antialias, mean=tuple(self.mean), std=tuple(self.std))
+
+    def eval_crop_protocol(self) -> protocols.CropProtocol:
+        """The one-crop `CropProtocol` of `input_contract()`."""
+        return self.input_contract().crop_protocol()
 
     def to_dict(self) -> Dict[str, Any]:
         """Returns the fields as a dict of simple types (YAML/JSON ready)."""

@@ -31,13 +31,10 @@ import random
 import threading
 from typing import Dict, List, Optional, Tuple
 
-from absl import logging
 import tensorflow as tf
+from absl import logging
 
-from polynet_tf.data import preprocessing
-from polynet_tf.data import protocols
-from polynet_tf.data import sharding
-from polynet_tf.data import sources
+from polynet_tf.data import preprocessing, sharding, sources
 from polynet_tf.data.config import DataConfig
 
 _MAX_REPORTED_PROBLEMS = 1000
@@ -222,7 +219,7 @@ class _BatchDecoder:
         self._batch_size = batch_size
         self._stats = stats
         self._num_classes = getattr(source, "num_classes", None)
-        self._eval_protocol = None if config.is_training else config.eval_crop_protocol()
+        self._contract = None if config.is_training else config.input_contract()
 
     def _preprocess(self, record, index, epoch):
         config = self._config
@@ -238,8 +235,7 @@ class _BatchDecoder:
                 random_flip=config.random_flip,
                 mean=config.mean, std=config.std)
         else:
-            image = protocols.preprocess_single_crop(
-                encoded, self._eval_protocol, mean=config.mean, std=config.std)
+            image = self._contract.preprocess(encoded)
         return image, label
 
     def __call__(self, records, indices, epochs):

@@ -30,12 +30,28 @@ DEFAULT_AREA_RANGE = (0.08, 1.0)
 DEFAULT_ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
 DEFAULT_MAX_ATTEMPTS = 10
 DEFAULT_CROP_FRACTION = 0.875
-# The released PolyNet weights' protocol: shorter side to 378, centre 331x331
-# (floor(331 / 0.875) = 378, as pretrainedmodels' imagenet_eval.py); pytorchcv
-# resizes the shorter side to ceil(331 / 0.875) = 379.
+# The released PolyNet weights' protocols resize to floor(331 / 0.875) = 378
+# (pretrainedmodels' imagenet_eval.py: squashed, or shorter side) and cut the
+# centre 331x331; pytorchcv resizes the shorter side to ceil(331 / 0.875) = 379.
 RELEASED_RESIZE_SIZE = 378
 PYTORCHCV_RESIZE_SIZE = 379
 RELEASED_CROP_SIZE = 331
+
+
+# The arguments every function below shares, written once (`_shared_args`).
+_OUTPUT_ARGS = """normalize: apply `normalize_image`; False returns RGB in [0, 255].
+      mean: normalisation mean on the [0, 1] scale.
+      std: normalisation standard deviation on the [0, 1] scale."""
+_RESIZE_ARGS = """antialias: antialiased bilinear resize (as PIL does when shrinking).
+      """ + _OUTPUT_ARGS
+
+
+def _shared_args(function):
+    """Fills `{output_args}` / `{resize_args}` in a docstring with the shared text."""
+    if function.__doc__:  # None under python -OO
+        function.__doc__ = function.__doc__.format(output_args=_OUTPUT_ARGS,
+                                                   resize_args=_RESIZE_ARGS)
+    return function
 
 
 def _height_width(image_size: ImageSize) -> Tuple[int, int]:
@@ -155,6 +171,7 @@ def _finish(image, normalize, mean, std):
     return tf.cast(image, tf.float32)
 
 
+@_shared_args
 def preprocess_for_train(
     image_bytes: tf.Tensor,
     image_size: ImageSize,
@@ -179,9 +196,7 @@ def preprocess_for_train(
       aspect_ratio_range: crop width / height.
       max_attempts: crop sampler attempts before the centred fallback.
       random_flip: flip left-right with probability 0.5.
-      normalize: apply `normalize_image`; False returns RGB in [0, 255].
-      mean: normalisation mean on the [0, 1] scale.
-      std: normalisation standard deviation on the [0, 1] scale.
+      {output_args}
 
     Returns:
       float32 `[height, width, 3]`.
@@ -203,6 +218,7 @@ def preprocess_for_train(
     return _finish(image, normalize, mean, std)
 
 
+@_shared_args
 def preprocess_for_eval(
     image_bytes: tf.Tensor,
     image_size: ImageSize,
@@ -222,10 +238,7 @@ def preprocess_for_eval(
       image_bytes: scalar string tensor, one encoded image.
       image_size: output size, an int (square) or `(height, width)`.
       crop_fraction: side of the crop relative to the shorter image side.
-      antialias: antialiased bilinear resize (as PIL does when shrinking).
-      normalize: apply `normalize_image`; False returns RGB in [0, 255].
-      mean: normalisation mean on the [0, 1] scale.
-      std: normalisation standard deviation on the [0, 1] scale.
+      {resize_args}
 
     Returns:
       float32 `[height, width, 3]`.
@@ -267,6 +280,7 @@ def torchvision_center_offset(length: tf.Tensor, size) -> tf.Tensor:
     return tf.cast(tf.round(tf.cast(length - size, tf.float64) / 2.0), tf.int32)
 
 
+@_shared_args
 def shorter_side_center_crop(
     image_bytes: tf.Tensor,
     resize_size: int = RELEASED_RESIZE_SIZE,
@@ -277,24 +291,20 @@ def shorter_side_center_crop(
     mean: Sequence[float] = normalization.IMAGENET_MEAN,
     std: Sequence[float] = normalization.IMAGENET_STD,
 ) -> tf.Tensor:
-    """The released weights' protocol: shorter side to `resize_size`, centre crop.
+    """Shorter side to `resize_size` keeping the aspect ratio, then the centre crop.
 
-    What the PyTorch references measured the published accuracy with
-    (torchvision `Resize(resize_size)` then `CenterCrop(crop_size)`): the
-    shorter side becomes `resize_size` with the aspect ratio kept (the longer
-    side truncated to whole pixels), then the central `crop_size` square is
-    kept, starting at `round((n - crop_size) / 2)`. 378 -> 331 as
-    `pretrainedmodels` (top-1 81.0 / top-5 95.6); 379 -> 331 as `pytorchcv`.
-    The evaluator's `released` protocol cuts the same crop.
+    torchvision's `Resize(resize_size)` then `CenterCrop(crop_size)`: the
+    shorter side becomes `resize_size` (the longer side truncated to whole
+    pixels), then the central `crop_size` square is kept, starting at
+    `round((n - crop_size) / 2)`. The `shorter_side` protocol (378 -> 331:
+    the released weights score 80.86 / 95.56) and `pytorchcv` (379 -> 331:
+    80.90 / 95.48).
 
     Args:
       image_bytes: scalar string tensor, one encoded image.
       resize_size: the resized shorter side.
       crop_size: side of the central crop.
-      antialias: antialiased bilinear resize (as PIL does when shrinking).
-      normalize: apply `normalize_image`; False returns RGB in [0, 255].
-      mean: normalisation mean on the [0, 1] scale.
-      std: normalisation standard deviation on the [0, 1] scale.
+      {resize_args}
 
     Returns:
       float32 `[crop_size, crop_size, 3]`.
@@ -323,6 +333,7 @@ def _decode_for_crop(image_bytes, resize_size, crop_size):
     return image
 
 
+@_shared_args
 def squash_center_crop(
     image_bytes: tf.Tensor,
     resize_size: int = RELEASED_RESIZE_SIZE,
@@ -333,21 +344,18 @@ def squash_center_crop(
     mean: Sequence[float] = normalization.IMAGENET_MEAN,
     std: Sequence[float] = normalization.IMAGENET_STD,
 ) -> tf.Tensor:
-    """Squash to a square, then centre crop (the `released_squash` protocol).
+    """Squash to a square, then centre crop: the released weights' `squash` protocol.
 
     The whole image is resized to `resize_size x resize_size` ignoring its
-    aspect ratio, then the central `crop_size x crop_size` is kept. Not how
-    the released weights' accuracy was measured (that keeps the aspect
-    ratio: `shorter_side_center_crop`); kept for comparison.
+    aspect ratio, then the central `crop_size x crop_size` is kept: how the
+    published top-1 81.00 / top-5 95.62 was measured (378 -> 331,
+    pretrainedmodels' `imagenet_eval.py --do-not-preserve-aspect-ratio`).
 
     Args:
       image_bytes: scalar string tensor, one encoded image.
       resize_size: side of the squashed image.
       crop_size: side of the central crop.
-      antialias: antialiased bilinear resize (as PIL does when shrinking).
-      normalize: apply `normalize_image`; False returns RGB in [0, 255].
-      mean: normalisation mean on the [0, 1] scale.
-      std: normalisation standard deviation on the [0, 1] scale.
+      {resize_args}
 
     Returns:
       float32 `[crop_size, crop_size, 3]`.

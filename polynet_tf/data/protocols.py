@@ -13,16 +13,19 @@ Protocols (PolyNet paper, section 5; GoogLeNet, Szegedy et al. 2015, section 10)
 
 - `single`: the central square of `crop_fraction` of the shorter side,
   resized to `crop_size` (what `polynet_tf.data.preprocess_for_eval` does).
-- `released`: shorter side resized to floor(331 / 0.875) = 378 with the
-  aspect ratio kept, then the centre 331x331 crop, with torchvision's
-  rounding: how `pretrainedmodels` (`examples/imagenet_eval.py`,
-  `preserve_aspect_ratio=True`) measured the released weights' published
-  top-1 81.0 / top-5 95.6 (`polynet_tf.data.shorter_side_center_crop`).
-- `released_pytorchcv`: the same with the shorter side to ceil(331 / 0.875) =
-  379, as `pytorchcv` measured its top-5 error of 4.52%.
-- `released_squash`: the whole image squashed to 378x378 (aspect ratio
-  ignored), centre 331x331 (`polynet_tf.data.squash_center_crop`); an earlier
-  reading of the published protocol, kept for comparison.
+- `squash` (the default of the released weights): the whole image squashed to
+  floor(331 / 0.875) = 378 x 378, aspect ratio ignored, then the centre
+  331x331 (`polynet_tf.data.squash_center_crop`). The protocol of the
+  published top-1 81.00 / top-5 95.62 (pretrainedmodels' 81.002 / 95.624,
+  its `examples/imagenet_eval.py --do-not-preserve-aspect-ratio`, as the
+  pull request that added PolyNet to Cadene/pretrained-models.pytorch, #67,
+  records).
+- `shorter_side`: shorter side resized to 378 with the aspect ratio kept,
+  then the centre 331x331, with torchvision's rounding
+  (`polynet_tf.data.shorter_side_center_crop`): the default of that script;
+  the same weights score 80.86 / 95.56 under it.
+- `pytorchcv`: the same with the shorter side to ceil(331 / 0.875) = 379,
+  as `pytorchcv` measured its 80.90 / 95.48 (top-5 error 4.52%).
 - `googlenet144`: shorter side resized to 256, 288, 320 and 352; at each scale
   3 squares (left/centre/right, or top/centre/bottom for portrait images), from
   each square the 4 corner and the centre `crop_size` crops and the whole square
@@ -43,7 +46,7 @@ Coordinates are integer pixels `(y0, x0, y1, x1)`, end exclusive. A centred
 window of side `c` in a length `n` starts at `(n - c + 1) // 2`, as in
 `polynet_tf.data.preprocessing`. The longer side after a shorter-side resize
 to `s` is `floor(longer * s / shorter + 0.5)`. With `rounding="torchvision"`
-(the `released` protocols) both follow torchvision's `Resize` and
+(`shorter_side`, `pytorchcv`) both follow torchvision's `Resize` and
 `CenterCrop`, which the PyTorch references used: the longer side is
 `int(longer * s / shorter)` (truncated) and a centred window starts at
 `round((n - c) / 2)`, halves rounded to even.
@@ -51,6 +54,7 @@ to `s` is `floor(longer * s / shorter + 0.5)`. With `rounding="torchvision"`
 
 import dataclasses
 import math
+import warnings
 from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -61,10 +65,65 @@ RESIZE_MODES = ("none", "shorter_side", "squash")
 LAYOUTS = ("center", "googlenet")
 POOLINGS = ("mean", "topk")
 ROUNDINGS = ("nearest", "torchvision")
-PROTOCOL_NAMES = ("single", "released", "released_pytorchcv", "released_squash",
-                  "googlenet144", "polynet_multicrop")
-# The single-crop protocols of the released weights' published figures.
-RELEASED_PROTOCOLS = ("released", "released_pytorchcv", "released_squash")
+PROTOCOL_NAMES = ("single", "squash", "shorter_side", "pytorchcv", "googlenet144",
+                  "polynet_multicrop")
+# The single-crop protocols of the released weights' published figures, the
+# one they are served and evaluated with by default first.
+RELEASED_PROTOCOLS = ("squash", "shorter_side", "pytorchcv")
+# The protocols with one crop per image (the input pipeline, serving, keras-hub).
+SINGLE_CROP_PROTOCOLS = ("single",) + RELEASED_PROTOCOLS
+# Earlier names, still accepted (with a DeprecationWarning) for the same crop.
+PROTOCOL_ALIASES = {
+    "released": "shorter_side",
+    "released_pytorchcv": "pytorchcv",
+    "released_squash": "squash",
+    "center_crop": "single",
+    "shorter_side_center_crop": "shorter_side",
+    "squash_center_crop": "squash",
+}
+
+
+class PublishedFigure(NamedTuple):
+    """An accuracy of the released weights and where it was measured."""
+
+    top1: float
+    top5: float
+    source: str
+
+
+# ImageNet val accuracy (%) of the released weights under each single-crop
+# protocol (docs/evaluation.md).
+PUBLISHED_FIGURES = {
+    "squash": PublishedFigure(81.002, 95.624, "pretrainedmodels README; its imagenet_eval.py "
+                              "--do-not-preserve-aspect-ratio (Cadene/pretrained-models.pytorch "
+                              "pull request #67)"),
+    "shorter_side": PublishedFigure(80.858, 95.560, "the same weights and script, its default "
+                                    "(aspect ratio kept; pull request #67)"),
+    "pytorchcv": PublishedFigure(80.90, 95.48, "pytorchcv, polynet-0452 (top-5 error 4.52%), "
+                                 "shorter side ceil(331 / 0.875) = 379"),
+}
+
+
+def canonical_name(name: str, stacklevel: int = 3) -> str:
+    """The protocol name for `name`, an earlier name mapped with a DeprecationWarning.
+
+    Args:
+      name: a name of `PROTOCOL_NAMES` or `PROTOCOL_ALIASES`.
+      stacklevel: of the warning.
+
+    Returns:
+      The current name (unknown names are returned unchanged, for the
+      caller's own error).
+    """
+    renamed = PROTOCOL_ALIASES.get(name)
+    if renamed is None:
+        return name
+    warnings.warn(
+        f"The crop protocol name {name!r} is deprecated: it is {renamed!r} (the same crop). "
+        f"The released weights' published figure was measured with 'squash'.",
+        DeprecationWarning, stacklevel=stacklevel)
+    return renamed
+
 
 # GoogLeNet's 144-crop scales for a 224 crop (Szegedy et al. 2015, section 10).
 GOOGLENET_SCALES = (256, 288, 320, 352)
@@ -346,14 +405,14 @@ def get_protocol(name: str, **overrides) -> CropProtocol:
     """A named protocol, with fields overridden.
 
     Args:
-      name: one of `PROTOCOL_NAMES`: "single", "released",
-        "released_pytorchcv", "released_squash", "googlenet144" or
-        "polynet_multicrop".
+      name: one of `PROTOCOL_NAMES`: "single", "squash", "shorter_side",
+        "pytorchcv", "googlenet144" or "polynet_multicrop" (or an earlier
+        name of `PROTOCOL_ALIASES`, with a DeprecationWarning).
       **overrides: `CropProtocol` fields to change, e.g. `crop_size=299`,
         `scales=(320, 352)`, `topk_fraction=0.5`; for "single" also
         `crop_fraction`. For the other protocols a changed `crop_size`
         without `scales` keeps the default scales' ratio to the crop
-        (released: 378/331; released_pytorchcv: 379/331; GoogLeNet:
+        (squash and shorter_side: 378/331; pytorchcv: 379/331; GoogLeNet:
         256/224 ... 352/224; PolyNet multi-crop: 352/331 ... 576/331),
         rounded to the nearest pixel.
 
@@ -363,6 +422,7 @@ def get_protocol(name: str, **overrides) -> CropProtocol:
     Raises:
       ValueError: for an unknown name or field, or an invalid value.
     """
+    name = canonical_name(name)
     if name not in PROTOCOL_NAMES:
         raise ValueError(
             f"Unknown evaluation protocol {name!r}; choose one of {list(PROTOCOL_NAMES)}.")
@@ -375,13 +435,13 @@ def get_protocol(name: str, **overrides) -> CropProtocol:
     if name == "single":
         values = dict(crop_size=preprocessing.RELEASED_CROP_SIZE, resize="none",
                       crop_fraction=preprocessing.DEFAULT_CROP_FRACTION)
-    elif name in ("released", "released_pytorchcv"):
+    elif name in ("shorter_side", "pytorchcv"):
         # The PyTorch references' protocol: shorter side, torchvision geometry.
-        resize = (preprocessing.RELEASED_RESIZE_SIZE if name == "released"
+        resize = (preprocessing.RELEASED_RESIZE_SIZE if name == "shorter_side"
                   else preprocessing.PYTORCHCV_RESIZE_SIZE)
         values = dict(crop_size=preprocessing.RELEASED_CROP_SIZE, resize="shorter_side",
                       scales=(resize,), rounding="torchvision")
-    elif name == "released_squash":
+    elif name == "squash":
         values = dict(crop_size=preprocessing.RELEASED_CROP_SIZE, resize="squash",
                       scales=(preprocessing.RELEASED_RESIZE_SIZE,))
     elif name == "googlenet144":
@@ -415,9 +475,8 @@ def preprocess_single_crop(
 
     Args:
       image_bytes: scalar string tensor, one encoded image.
-      protocol: a `CropProtocol` with one crop per image: "single",
-        "released", "released_pytorchcv" or "released_squash" (with any
-        sizes).
+      protocol: a `CropProtocol` with one crop per image (one of
+        `SINGLE_CROP_PROTOCOLS`, with any sizes).
       normalize: apply `normalize_image`; False returns RGB in [0, 255].
       mean: normalisation mean on the [0, 1] scale.
       std: normalisation standard deviation on the [0, 1] scale.
@@ -434,7 +493,7 @@ def preprocess_single_crop(
         raise ValueError(
             f"CropProtocol {protocol.name!r} takes {protocol.num_crops} crops per image; the "
             "input pipeline cuts one: use a single-crop protocol "
-            f"({', '.join(('single',) + RELEASED_PROTOCOLS)}) or the evaluator.")
+            f"({', '.join(SINGLE_CROP_PROTOCOLS)}) or the evaluator.")
     if protocol.resize == "none":
         return preprocessing.preprocess_for_eval(
             image_bytes, protocol.crop_size, protocol.crop_fraction, **common)

@@ -21,8 +21,7 @@ from typing import Callable, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from polynet_tf.data import example_format
-from polynet_tf.data import sharding
+from polynet_tf.data import example_format, sharding
 from polynet_tf.data.config import DataConfig
 
 # TFRecord framing around each record: length (8) + its CRC (4) + data CRC (4).

@@ -6,10 +6,11 @@ Three panels: the training loss (and validation loss), top-1 accuracy of the
 training batches and of the validation set, and the learning rate.
 """
 
-import sys
 from typing import Dict, List, Optional, Tuple
 
-from polynet_tf import fileio
+from absl import flags
+
+from polynet_tf import cli, fileio
 from polynet_tf.runs import read_scalars, summaries_dir
 
 Series = Dict[str, List[Tuple[int, float]]]
@@ -66,20 +67,17 @@ def plot_curves(model_dir: str, output: str) -> str:
 _PROG = "python -m polynet_tf.demo.curves"
 
 
-def _define_flags(flag_values):
-    from polynet_tf import cli  # noqa: PLC0415
-
-    define = cli.definer(flag_values)
-    define.string("model_dir", None, "The run's --model_dir.")
-    define.string("output", None, "PNG file to write.")
-    define.required("model_dir", "output")
+FLAGS = flags.FlagValues()  # This command's flags (its own: commands share a process in tests).
+flags.DEFINE_string("model_dir", None, "The run's --model_dir.", flag_values=FLAGS)
+flags.DEFINE_string("output", None, "PNG file to write.", flag_values=FLAGS)
+flags.mark_flags_as_required(["model_dir", "output"], flag_values=FLAGS)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Exit status: 0 written, 2 usage error or no training curves in the run."""
     from polynet_tf import cli  # noqa: PLC0415
 
-    return cli.run(_PROG, __doc__, _define_flags, _run, argv,
+    return cli.run(_PROG, __doc__, FLAGS, _run, argv,
                    usage_errors=(FileNotFoundError, ValueError))
 
 
@@ -90,4 +88,4 @@ def _run(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.app_run(main)

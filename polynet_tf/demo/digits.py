@@ -18,14 +18,14 @@ on object stores).
 """
 
 import io
-import sys
 from typing import Dict, Optional
 
 import numpy as np
 import tensorflow as tf
+from absl import flags
 from PIL import Image
 
-from polynet_tf import fileio
+from polynet_tf import cli, fileio
 
 SPLITS = ("train", "held_out")
 # load_digits stores 17 grey levels, 0 (paper) to 16 (ink).
@@ -138,27 +138,26 @@ def write_digits(output_dir: str, image_size: int = 40, held_out_fraction: float
 _PROG = "python -m polynet_tf.demo.digits"
 
 
-def _define_flags(flag_values):
-    from polynet_tf import cli  # noqa: PLC0415
-
-    define = cli.definer(flag_values)
-    define.string("output_dir", None, "New folder; receives train/<digit>/ and "
-                  "held_out/<digit>/ (any URI).")
-    define.integer("image_size", 40, "Side in pixels.", lower_bound=8)
-    define.float("held_out_fraction", 0.1, "Per-class fraction kept out of training and "
-                 "validation, in [0, 1).", lower_bound=0.0, upper_bound=0.999999)
-    define.integer("max_per_class", None, "Keep at most this many images per class (smaller "
-                   "runs).", lower_bound=1)
-    define.integer("seed", 0, "Seed of the split.")
-    define.integer("jpeg_quality", 95, "JPEG quality, 1..100.", lower_bound=1, upper_bound=100)
-    define.required("output_dir")
+FLAGS = flags.FlagValues()  # This command's flags (its own: commands share a process in tests).
+flags.DEFINE_string("output_dir", None, "New folder; receives train/<digit>/ and "
+                    "held_out/<digit>/ (any URI).", flag_values=FLAGS)
+flags.DEFINE_integer("image_size", 40, "Side in pixels.", lower_bound=8, flag_values=FLAGS)
+flags.DEFINE_float("held_out_fraction", 0.1, "Per-class fraction kept out of training and "
+                   "validation, in [0, 1).", lower_bound=0.0, upper_bound=0.999999,
+                   flag_values=FLAGS)
+flags.DEFINE_integer("max_per_class", None, "Keep at most this many images per class (smaller "
+                     "runs).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Seed of the split.", flag_values=FLAGS)
+flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality, 1..100.", lower_bound=1, upper_bound=100,
+                     flag_values=FLAGS)
+flags.mark_flags_as_required(["output_dir"], flag_values=FLAGS)
 
 
 def main(argv=None):
     """Exit status: 0 written, 2 usage error or a refused folder/size (named)."""
     from polynet_tf import cli  # noqa: PLC0415
 
-    return cli.run(_PROG, __doc__, _define_flags, _run, argv, usage_errors=(DigitsError,))
+    return cli.run(_PROG, __doc__, FLAGS, _run, argv, usage_errors=(DigitsError,))
 
 
 def _run(args):
@@ -170,4 +169,4 @@ def _run(args):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.app_run(main)

@@ -114,7 +114,7 @@ def commands(options: DemoOptions, ports: Sequence[int] = README_PORTS) -> List[
                  if options.num_workers > 1 else []))
         for index in range(options.num_workers))
     evaluate = ["python", "-m", "polynet_tf.evaluate", "--checkpoint", p["run"],
-                "--data_pattern", f"{p['records']}/validation-*", "--crop_size", CROP_SIZE,
+                "--data_pattern", f"{p['records']}/validation-*", "--image_size", CROP_SIZE,
                 "--noprogress"]
     multicrop_limit = (["--max_images", str(options.multicrop_max_images)]
                        if options.multicrop_max_images else [])

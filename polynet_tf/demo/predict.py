@@ -13,12 +13,12 @@ filesystem URI (`gs://...`): files are read and written through `tf.io.gfile`.
 """
 
 import io
-import sys
 from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
+from absl import flags
 
-from polynet_tf import fileio
+from polynet_tf import cli, fileio
 
 _PAGE_IMAGES = 40
 
@@ -203,24 +203,21 @@ def _relative(path, folder):
 _PROG = "python -m polynet_tf.demo.predict"
 
 
-def _define_flags(flag_values):
-    from polynet_tf import cli  # noqa: PLC0415
-
-    define = cli.definer(flag_values)
-    define.string("saved_model", None, "Exported BASE/NAME/VERSION folder.")
-    define.string("image_dir", None, "DIR/<class>/<image> to classify.")
-    define.string("class_index", None, "class_index.json of the training shards (default: "
-                  "the sorted sub-folder names of --image_dir).")
-    define.integer("show", 8, "Predictions to print.", lower_bound=0)
-    define.string("page", None, "PNG page of images with predictions.")
-    define.required("saved_model", "image_dir")
+FLAGS = flags.FlagValues()  # This command's flags (its own: commands share a process in tests).
+flags.DEFINE_string("saved_model", None, "Exported BASE/NAME/VERSION folder.", flag_values=FLAGS)
+flags.DEFINE_string("image_dir", None, "DIR/<class>/<image> to classify.", flag_values=FLAGS)
+flags.DEFINE_string("class_index", None, "class_index.json of the training shards (default: "
+                    "the sorted sub-folder names of --image_dir).", flag_values=FLAGS)
+flags.DEFINE_integer("show", 8, "Predictions to print.", lower_bound=0, flag_values=FLAGS)
+flags.DEFINE_string("page", None, "PNG page of images with predictions.", flag_values=FLAGS)
+flags.mark_flags_as_required(["saved_model", "image_dir"], flag_values=FLAGS)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Exit status: 0 done, 2 usage error or unusable input (named)."""
     from polynet_tf import cli  # noqa: PLC0415
 
-    return cli.run(_PROG, __doc__, _define_flags, _run, argv, usage_errors=(PredictError,))
+    return cli.run(_PROG, __doc__, FLAGS, _run, argv, usage_errors=(PredictError,))
 
 
 def _run(args) -> int:
@@ -243,4 +240,4 @@ def _run(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.app_run(main)

@@ -40,6 +40,8 @@ SERVE_IMAGES_SIGNATURE = "serve_images"
 # In order of preference: crops as they are, then whole images.
 SAVED_MODEL_SIGNATURES = (SERVE_CROPS_SIGNATURE, SERVE_IMAGES_SIGNATURE)
 PROBABILITIES_OUTPUT = "probabilities"
+# Where `python -m polynet_tf.export` records the model's input contract.
+EXPORT_METADATA = ("assets.extra", "polynet_export.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +160,8 @@ class Scorer:
       description: what was loaded, for reports.
       input_size: the model's fixed input side, or None if it takes any size.
       model: the Keras model, when there is one (None for SavedModels).
+      contract: the model's `InputContract` (from `polynet_tf.loading`), when
+        known: the evaluator's default protocol for it.
     """
 
     score: Callable
@@ -165,6 +169,7 @@ class Scorer:
     description: str
     input_size: Optional[int] = None
     model: Optional[object] = None
+    contract: Optional[object] = None
 
     def __call__(self, crops):
         return self.score(crops)
@@ -223,7 +228,9 @@ def _weights_scorer(spec):
         raise FileNotFoundError(f"Weights file {spec.path!r} does not exist.")
     loaded = load_model(weights=spec.path, config=spec.config, architecture=spec.architecture,
                         classes=spec.classes, width_multiplier=spec.width_multiplier)
-    return keras_scorer(loaded.model, loaded.mean, loaded.std, description=spec.describe())
+    scorer = keras_scorer(loaded.model, loaded.mean, loaded.std, description=spec.describe())
+    scorer.contract = loaded.contract
+    return scorer
 
 
 def _checkpoint_scorer(spec):
@@ -231,8 +238,21 @@ def _checkpoint_scorer(spec):
 
     # Logits: the scorer applies the softmax in float32.
     loaded = load_model(checkpoint=spec.path, config=spec.config, classifier_activation=None)
-    return keras_scorer(loaded.model, loaded.mean, loaded.std, from_logits=True,
-                        description=f"{spec.describe()} ({loaded.description['source']})")
+    scorer = keras_scorer(loaded.model, loaded.mean, loaded.std, from_logits=True,
+                          description=f"{spec.describe()} ({loaded.description['source']})")
+    scorer.contract = loaded.contract
+    return scorer
+
+
+def _recorded_contract(saved_model_dir):
+    """The `InputContract` an export recorded beside its SavedModel, or None."""
+    from polynet_tf.data.input_contract import resolve_input_contract  # noqa: PLC0415
+
+    path = fileio.join(saved_model_dir, *EXPORT_METADATA)
+    if not fileio.isfile(path):
+        return None
+    metadata = fileio.read_json(path).get("input_contract")
+    return resolve_input_contract(metadata=metadata) if metadata else None
 
 
 def _saved_model_scorer(spec):
@@ -263,6 +283,7 @@ def _saved_model_scorer(spec):
     shape = input_spec.shape
     input_size = shape[1] if shape.rank == 4 and shape[1] == shape[2] else None
     scorer = Scorer(score, int(outputs[PROBABILITIES_OUTPUT].shape[-1]),
-                    f"{spec.describe()} (signature {name})", input_size)
+                    f"{spec.describe()} (signature {name})", input_size,
+                    contract=_recorded_contract(spec.path))
     scorer.loaded = loaded  # Keeps the SavedModel's variables alive.
     return scorer

@@ -11,7 +11,8 @@ Writes OUT, OUT.mapping.txt and OUT.mapping.json; exits with status 2 and
 writes nothing when a layer cannot be mapped.
 """
 
-import sys
+
+from absl import flags
 
 from polynet_tf import cli
 from polynet_tf.grow.errors import GrowthError
@@ -21,35 +22,33 @@ from polynet_tf.grow.plan_types import MODES
 _PROG = "python -m polynet_tf.grow"
 
 
-def _define_flags(flag_values):
-    from absl import flags  # noqa: PLC0415
-
-    fv = {"flag_values": flag_values}
-    flags.DEFINE_string("from_architecture", None, "Source preset name or stage spec, e.g. "
-                        "ir_3_6_3.", **fv)
-    flags.DEFINE_string("from_checkpoint", None, ".weights.h5 / .keras file, TF checkpoint "
-                        "directory or prefix (any URI).", **fv)
-    flags.DEFINE_string("to_architecture", None, "Target preset name or stage spec, e.g. "
-                        "ir_6_12_6_mixed.", **fv)
-    flags.DEFINE_string("output", None, "Target weights, *.weights.h5 (any URI).", **fv)
-    flags.DEFINE_enum("mode", "paper", list(MODES), "paper: new weights freshly initialized "
-                      "(Glorot); function_preserving: new paths start at 0.", **fv)
-    flags.DEFINE_float("width_multiplier", 1.0, "Width of both networks (> 0).",
-                       lower_bound=1e-6, **fv)
-    flags.DEFINE_integer("classes", 1000, "Classes of both networks (>= 1).", lower_bound=1,
-                         **fv)
-    flags.DEFINE_float("residual_scale", None, "beta of every module of both networks "
-                       "(default: each architecture's own).", **fv)
-    flags.DEFINE_bool("path_gates", False, "Build the target with path gates "
-                      "(function_preserving growth into fully shared poly-k modules needs "
-                      "them).", **fv)
-    flags.DEFINE_bool("source_path_gates", False, "The source network was built with path "
-                      "gates.", **fv)
-    flags.DEFINE_integer("init_seed", None, "Seed of the new weights' initialization.", **fv)
-    flags.DEFINE_bool("dry_run", False, "Print the mapping report, write nothing.", **fv)
-    flags.DEFINE_bool("quiet", False, "Do not print the report.", **fv)
-    for name in ("from_architecture", "from_checkpoint", "to_architecture", "output"):
-        flags.mark_flag_as_required(name, flag_values=flag_values)
+FLAGS = flags.FlagValues()  # This command's flags (its own: commands share a process in tests).
+flags.DEFINE_string("from_architecture", None, "Source preset name or stage spec, e.g. "
+                    "ir_3_6_3.", flag_values=FLAGS)
+flags.DEFINE_string("from_checkpoint", None, ".weights.h5 / .keras file, TF checkpoint "
+                    "directory or prefix (any URI).", flag_values=FLAGS)
+flags.DEFINE_string("to_architecture", None, "Target preset name or stage spec, e.g. "
+                    "ir_6_12_6_mixed.", flag_values=FLAGS)
+flags.DEFINE_string("output", None, "Target weights, *.weights.h5 (any URI).", flag_values=FLAGS)
+flags.DEFINE_enum("mode", "paper", list(MODES), "paper: new weights freshly initialized "
+                  "(Glorot); function_preserving: new paths start at 0.", flag_values=FLAGS)
+flags.DEFINE_float("width_multiplier", 1.0, "Width of both networks (> 0).",
+                   lower_bound=1e-6, flag_values=FLAGS)
+flags.DEFINE_integer("classes", 1000, "Classes of both networks (>= 1).", lower_bound=1,
+                     flag_values=FLAGS)
+flags.DEFINE_float("residual_scale", None, "beta of every module of both networks "
+                   "(default: each architecture's own).", flag_values=FLAGS)
+flags.DEFINE_bool("path_gates", False, "Build the target with path gates "
+                  "(function_preserving growth into fully shared poly-k modules needs "
+                  "them).", flag_values=FLAGS)
+flags.DEFINE_bool("source_path_gates", False, "The source network was built with path "
+                  "gates.", flag_values=FLAGS)
+flags.DEFINE_integer("init_seed", None, "Seed of the new weights' initialization.",
+                     flag_values=FLAGS)
+flags.DEFINE_bool("dry_run", False, "Print the mapping report, write nothing.", flag_values=FLAGS)
+flags.DEFINE_bool("quiet", False, "Do not print the report.", flag_values=FLAGS)
+for name in ("from_architecture", "from_checkpoint", "to_architecture", "output"):
+    flags.mark_flag_as_required(name, flag_values=FLAGS)
 
 
 def _run(args):
@@ -67,9 +66,9 @@ def _run(args):
 
 def main(argv=None):
     """Runs the command line; returns the exit status (0 done, 2 refused, nothing written)."""
-    return cli.run(_PROG, __doc__, _define_flags, _run, argv,
+    return cli.run(_PROG, __doc__, FLAGS, _run, argv,
                    usage_errors=(GrowthError, ValueError))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.app_run(main)

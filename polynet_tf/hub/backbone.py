@@ -18,7 +18,8 @@ import contextlib
 import keras
 import keras_hub
 
-from polynet_tf.models.architectures import resolve_architecture
+from polynet_tf.hub import presets
+from polynet_tf.models.architectures import input_contract, resolve_architecture
 from polynet_tf.models.polynet import PolyNet
 
 # Stage output -> keras-hub pyramid level (2^n downsampling; 331 -> 39 is about 8).
@@ -143,6 +144,19 @@ class PolyNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         preset, _ = resolve_architecture(self.architecture)
         return preset.default_size if preset else 299
 
+    def default_image_converter(self):
+        """The `PolyNetImageConverter` of this body's input contract.
+
+        The architecture's published weights' contract (or "single" at its
+        default size) at the body's input size. The converter class is found
+        by its registered name: `polynet_tf.hub.preprocessing` imports this
+        module, not the other way round.
+        """
+        size = self.image_shape[0] if self.image_shape[0] == self.image_shape[1] else None
+        contract = input_contract(self.architecture, image_size=size)
+        converter = keras.saving.get_registered_object("polynet_tf>PolyNetImageConverter")
+        return converter.from_contract(contract)
+
     def polynet_kwargs(self):
         """Arguments of `polynet_tf.PolyNet()` that build this body (without the top)."""
         options = dict(self.options)
@@ -167,8 +181,6 @@ class PolyNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         Raises:
             PresetError: the preset holds another model, or is unreadable.
         """
-        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
-
         with presets.clear_errors(preset, cls):
             return super().from_preset(preset, load_weights=load_weights, **kwargs)
 
@@ -178,8 +190,6 @@ class PolyNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         `preset_dir` may be any TensorFlow filesystem URI; the preset appears
         complete or not at all (see `polynet_tf.hub.save_preset`).
         """
-        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
-
         presets.save_preset(self, preset_dir, max_shard_size=max_shard_size)
 
     def load_weights(self, filepath, *args, **kwargs):
@@ -194,8 +204,6 @@ class PolyNetBackbone(keras_hub.models.FeaturePyramidBackbone):
         """
         if getattr(self, "_loading_strictly", False) or not str(filepath).endswith(".weights.h5"):
             return super().load_weights(filepath, *args, **kwargs)
-        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
-
         self._loading_strictly = True
         try:
             presets.load_backbone_weights(self, filepath)

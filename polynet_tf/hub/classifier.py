@@ -9,6 +9,7 @@ variables of `polynet_tf.PolyNet(include_top=True)`.
 import keras
 import keras_hub
 
+from polynet_tf.hub import presets
 from polynet_tf.hub.backbone import PolyNetBackbone
 from polynet_tf.hub.preprocessing import PolyNetImageClassifierPreprocessor
 
@@ -94,8 +95,6 @@ class PolyNetImageClassifier(keras_hub.models.ImageClassifier):
         Raises:
             PresetError: the preset holds another model, or is unreadable.
         """
-        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
-
         with presets.clear_errors(preset, PolyNetBackbone):
             return super().from_preset(preset, load_weights=load_weights, **kwargs)
 
@@ -104,8 +103,6 @@ class PolyNetImageClassifier(keras_hub.models.ImageClassifier):
 
         The preset appears complete or not at all (`polynet_tf.hub.save_preset`).
         """
-        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
-
         presets.save_preset(self, preset_dir, max_shard_size=max_shard_size)
 
     def load_task_weights(self, filepath):
@@ -114,7 +111,5 @@ class PolyNetImageClassifier(keras_hub.models.ImageClassifier):
         Raises:
             PresetError: a weight is missing, extra or of another shape.
         """
-        from polynet_tf.hub import presets  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
-
         presets.load_weights_strictly(
             lambda: super(PolyNetImageClassifier, self).load_task_weights(filepath), filepath)

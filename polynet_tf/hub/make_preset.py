@@ -17,11 +17,10 @@ metadata.json) and appears complete or not at all. Load it with
 polynet_tf.hub`; upload it with `keras_hub.upload_preset(handle, DIR)`.
 """
 
-import sys
-
 from absl import flags
 
-from polynet_tf import fileio
+from polynet_tf import cli, fileio
+from polynet_tf.data.input_contract import resolve_input_contract
 from polynet_tf.hub.backbone import PolyNetBackbone
 from polynet_tf.hub.classifier import PolyNetImageClassifier
 from polynet_tf.hub.convert import copy_weights
@@ -32,34 +31,27 @@ from polynet_tf.hub.preprocessing import (
 from polynet_tf.hub.presets import save_preset
 from polynet_tf.loading import load_model
 
-_DEFINITIONS = (
-    ("string", "weights", None, "'imagenet' (the released network's weights) or a "
-                                "`.weights.h5` file of a PolyNet() model with its top."),
-    ("string", "output", None, "Preset directory to write (path or URI)."),
-    ("string", "architecture", None, "Architecture preset name or stage spec (default for "
-                                     "'imagenet': the preset that has them)."),
-    ("float", "width_multiplier", 1.0, "Width multiplier the weights were trained with."),
-    ("integer", "classes", None, "Classes of the weights' top (default: the published "
-                                  "weights' for 'imagenet', else 1000)."),
-    ("enum", "activation", "softmax", "Activation of the top: softmax (probabilities, as "
-                                      "PolyNet()) or linear (logits)."),
-    ("integer", "image_size", None, "Preprocessing output side (default: the published "
-                                    "weights' or the architecture's)."),
-    ("float", "crop_fraction", None, "Central crop of the shorter side before resizing "
-                                     "(default: the evaluation protocol's; the published "
-                                     "weights' crop / resize, else 0.875)."),
-    ("bool", "overwrite", False, "Replace an existing preset at --output."),
-)
-
-
-def _define_flags(values):
-    """Defines the command's flags in `values` (its own FlagValues: no clash)."""
-    for kind, name, default, help_text in _DEFINITIONS:
-        if kind == "enum":
-            flags.DEFINE_enum(name, default, ["softmax", "linear"], help_text, flag_values=values)
-        else:
-            getattr(flags, f"DEFINE_{kind}")(name, default, help_text, flag_values=values)
-    flags.mark_flags_as_required(["weights", "output"], flag_values=values)
+FLAGS = flags.FlagValues()  # This command's flags (its own: commands share a process in tests).
+flags.DEFINE_string("weights", None, "'imagenet' (the released network's weights) or a "
+                    "`.weights.h5` file of a PolyNet() model with its top.", flag_values=FLAGS)
+flags.DEFINE_string("output", None, "Preset directory to write (path or URI).",
+                    flag_values=FLAGS)
+flags.DEFINE_string("architecture", None, "Architecture preset name or stage spec (default "
+                    "for 'imagenet': the preset that has them).", flag_values=FLAGS)
+flags.DEFINE_float("width_multiplier", 1.0, "Width multiplier the weights were trained with.",
+                   flag_values=FLAGS)
+flags.DEFINE_integer("classes", None, "Classes of the weights' top (default: the published "
+                     "weights' for 'imagenet', else 1000).", flag_values=FLAGS)
+flags.DEFINE_enum("activation", "softmax", ["softmax", "linear"], "Activation of the top: "
+                  "softmax (probabilities, as PolyNet()) or linear (logits).", flag_values=FLAGS)
+flags.DEFINE_integer("image_size", None, "The model's input size (default: the published "
+                     "weights' or the architecture's).", flag_values=FLAGS)
+flags.DEFINE_float("crop_fraction", None, "Protocol 'single' only (models without published "
+                   "weights): central crop of the shorter side before resizing (default "
+                   "0.875).", flag_values=FLAGS)
+flags.DEFINE_bool("overwrite", False, "Replace an existing preset at --output.",
+                  flag_values=FLAGS)
+flags.mark_flags_as_required(["weights", "output"], flag_values=FLAGS)
 
 
 def make_preset(weights, output, architecture=None, width_multiplier=1.0,
@@ -96,13 +88,15 @@ def make_preset(weights, output, architecture=None, width_multiplier=1.0,
         raise FileExistsError(f"{output!r} already exists; pass --overwrite to replace it.")
     activation = None if activation == "linear" else activation
     loaded = load_model(weights=weights, architecture=architecture, classes=classes,
-                        width_multiplier=width_multiplier, crop_size=image_size,
+                        width_multiplier=width_multiplier, image_size=image_size,
                         classifier_activation=activation)
     model, classes = loaded.model, loaded.num_classes
     backbone = PolyNetBackbone(loaded.description["architecture"],
                                width_multiplier=width_multiplier)
-    converter = PolyNetImageConverter.from_protocol(loaded.protocol, loaded.mean, loaded.std,
-                                                    crop_fraction=crop_fraction)
+    contract = loaded.contract
+    if crop_fraction is not None:
+        contract = resolve_input_contract(default=contract, crop_fraction=crop_fraction)
+    converter = PolyNetImageConverter.from_contract(contract)
     classifier = PolyNetImageClassifier(
         backbone, num_classes=classes, activation=activation,
         preprocessor=PolyNetImageClassifierPreprocessor(converter),
@@ -117,15 +111,11 @@ def main(argv=None):
 
     0 written, 1 the weights cannot be made a preset (nothing written), 2 usage error.
     """
-    from polynet_tf import cli  # noqa: PLC0415
-
-    return cli.run("python -m polynet_tf.hub.make_preset", __doc__, _define_flags, _run, argv,
+    return cli.run("python -m polynet_tf.hub.make_preset", __doc__, FLAGS, _run, argv,
                    usage_errors=())
 
 
 def _run(values):
-    from polynet_tf import cli  # noqa: PLC0415
-
     try:
         classifier = make_preset(
             values.weights, values.output, values.architecture, values.width_multiplier,
@@ -140,4 +130,4 @@ def _run(values):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.app_run(main)

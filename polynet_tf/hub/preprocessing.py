@@ -1,15 +1,18 @@
-"""Image converter and classifier preprocessor with the published weights' protocol.
+"""Image converter and classifier preprocessor: the model's `InputContract` in keras-hub.
 
-The published weights' `PretrainedConfig` names their evaluation protocol
-(`polynet_tf.data.protocols`); for the released Very Deep PolyNet: the shorter
-side resized to 378, the central 331x331 crop, then scaled to [0, 1] and
-standardised with the ImageNet mean and standard deviation.
-`PolyNetImageConverter` does as `polynet_tf.data.preprocessing.preprocess_for_eval`:
-it keeps the central window of `crop_fraction` of the shorter side (331 / 378
-for the released protocol) and resizes it to `image_size` (bilinear,
-antialiased, as PIL shrinks), which is the shorter-side resize and central
-crop in one step. `PolyNetImageConverter.from_protocol` makes the converter of
-any single-crop `CropProtocol` whose crop keeps the aspect ratio.
+`PolyNetImageConverter` cuts and normalises an image as the model's
+`polynet_tf.data.InputContract` says, with the evaluator's own crop ops
+(`polynet_tf.evaluation.crops.make_crops`) and `normalize_image`: the same
+tensor as the evaluator and the serving signatures, to the bit, on the
+TensorFlow backend. Its default is the published weights' contract (for the
+released Very Deep PolyNet: the whole image squashed to 378x378, aspect ratio
+ignored, the central 331x331, scaled to [0, 1] and standardised with the
+ImageNet mean and standard deviation). `PolyNetImageConverter.from_contract`
+makes the converter of any contract.
+
+Built with `crop_fraction` (and no contract), the converter keeps the central
+window of `crop_fraction` of the shorter side and lets keras-hub resize,
+scale and offset it (presets written before contracts existed load this way).
 """
 
 import keras
@@ -17,33 +20,10 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from polynet_tf.data import protocols
+from polynet_tf.data.input_contract import InputContract
+from polynet_tf.evaluation.crops import make_crops
 from polynet_tf.hub.backbone import PolyNetBackbone
 from polynet_tf.models.architectures import get_pretrained_config
-
-
-def protocol_crop_fraction(protocol):
-    """The central fraction of the shorter side that a single-crop protocol keeps.
-
-    Args:
-        protocol: a `CropProtocol` with one crop that keeps the aspect
-            ratio ("single", or a shorter-side resize then a centre crop).
-
-    Returns:
-        `crop_fraction` for resize "none", else crop_size / resized shorter side.
-
-    Raises:
-        ValueError: several crops, or a squashing protocol (no central window
-            of the original image is the same crop).
-    """
-    if protocol.num_crops != 1 or protocol.resize == "squash":
-        raise ValueError(
-            f"PolyNetImageConverter cuts one central crop that keeps the aspect ratio; "
-            f"protocol {protocol.name!r} (resize={protocol.resize!r}, "
-            f"{protocol.num_crops} crops) is not one.")
-    if protocol.resize == "none":
-        return protocol.crop_fraction
-    return protocol.crop_size / protocol.scales[0]
 
 
 def _scale_and_offset(mean, std):
@@ -52,14 +32,14 @@ def _scale_and_offset(mean, std):
             tuple(-m / s for m, s in zip(mean, std)))
 
 
-# What the published weights expect: their preset's PretrainedConfig.
-_PUBLISHED = get_pretrained_config(None, "imagenet")[1]
-_PUBLISHED_PROTOCOL = protocols.get_protocol(
-    _PUBLISHED.crop_protocol, crop_size=_PUBLISHED.input_size,
-    scales=(_PUBLISHED.resize_size,) if _PUBLISHED.resize_size else None)
-RELEASED_IMAGE_SIZE = (_PUBLISHED.input_size, _PUBLISHED.input_size)
-RELEASED_CROP_FRACTION = protocol_crop_fraction(_PUBLISHED_PROTOCOL)
-RELEASED_SCALE, RELEASED_OFFSET = _scale_and_offset(_PUBLISHED.mean, _PUBLISHED.std)
+# What the published weights expect: their preset's input contract.
+PUBLISHED_CONTRACT = get_pretrained_config(None, "imagenet")[1].input_contract
+
+
+def _contract(value):
+    if value is None or isinstance(value, InputContract):
+        return value
+    return InputContract.from_dict(value)
 
 
 def _crop_window(height, width, target, fraction, is_tensor):
@@ -83,40 +63,56 @@ def _crop_window(height, width, target, fraction, is_tensor):
 
 @keras.saving.register_keras_serializable(package="polynet_tf")
 class PolyNetImageConverter(keras_hub.layers.ImageConverter):
-    """Raw RGB images in [0, 255] -> PolyNet inputs (central crop, resize, normalise).
+    """Raw RGB images in [0, 255] -> PolyNet inputs, as an `InputContract` says.
 
     Args:
-        image_size: output (height, width); None keeps the input size (and
-            skips the crop). Default: 331x331, the released network's.
-        scale: per-channel factor; default `1 / (255 * std)` of the released
-            weights.
-        offset: per-channel offset after `scale`; default `-mean / std`.
-        crop_fraction: side of the central crop relative to the largest
-            centred window of the output's aspect ratio (0.875 = 331 / 378,
-            the released evaluation); 1.0 keeps the whole window.
+        image_size: output (height, width); with a contract, its size (or
+            None). None without a contract keeps the input size.
+        scale: per-channel factor: `1 / (255 * std)` of the contract (or of
+            the published weights' when both `scale` and `offset` are None).
+        offset: per-channel offset after `scale`: `-mean / std`.
+        crop_fraction: without a contract: side of the central crop relative
+            to the largest centred window of the output's aspect ratio; 1.0
+            keeps the whole window.
         interpolation: resize method ("bilinear").
         antialias: antialiased resize when shrinking (True, as PIL does).
+        input_contract: an `InputContract` (or its `to_dict()`): crop and
+            normalise exactly as it says. When no argument above is given:
+            the published weights' contract.
         **kwargs: `keras_hub.layers.ImageConverter` arguments
             (`crop_to_aspect_ratio`, `pad_to_aspect_ratio`, `data_format`, ...).
 
     Raises:
-        ValueError: `crop_fraction` outside (0, 1], or a crop requested
-            together with bounding boxes.
+        ValueError: `crop_fraction` outside (0, 1] or given with a contract,
+            sizes or normalisation that contradict the contract, or a crop
+            requested together with bounding boxes.
     """
 
     backbone_cls = PolyNetBackbone
 
     def __init__(
         self,
-        image_size=RELEASED_IMAGE_SIZE,
-        scale=RELEASED_SCALE,
-        offset=RELEASED_OFFSET,
-        crop_fraction=RELEASED_CROP_FRACTION,
+        image_size=None,
+        scale=None,
+        offset=None,
+        crop_fraction=None,
         interpolation="bilinear",
         antialias=True,
+        input_contract=None,
         **kwargs,
     ):
-        if not isinstance(crop_fraction, (int, float)) or not 0.0 < crop_fraction <= 1.0:
+        contract = _contract(input_contract)
+        if contract is None and image_size is scale is offset is crop_fraction is None:
+            contract = PUBLISHED_CONTRACT
+        if contract is not None:
+            image_size, scale, offset, antialias = self._contract_arguments(
+                contract, image_size, scale, offset, crop_fraction, antialias)
+        else:
+            crop_fraction = 1.0 if crop_fraction is None else crop_fraction
+            if scale is None and offset is None:  # The published weights' normalisation.
+                scale, offset = _scale_and_offset(PUBLISHED_CONTRACT.mean, PUBLISHED_CONTRACT.std)
+        if contract is None and (not isinstance(crop_fraction, (int, float))
+                                 or not 0.0 < crop_fraction <= 1.0):
             raise ValueError(
                 f"`crop_fraction` must be in (0, 1]. Received: crop_fraction={crop_fraction!r}"
             )
@@ -125,44 +121,68 @@ class PolyNetImageConverter(keras_hub.layers.ImageConverter):
         offset = list(offset) if isinstance(offset, (tuple, list)) else offset
         super().__init__(image_size=image_size, scale=scale, offset=offset,
                          interpolation=interpolation, antialias=antialias, **kwargs)
-        self.crop_fraction = float(crop_fraction)
+        self.input_contract = contract
+        self.crop_fraction = None if contract is not None else float(crop_fraction)
+
+    @staticmethod
+    def _contract_arguments(contract, image_size, scale, offset, crop_fraction, antialias):
+        """(image_size, scale, offset, antialias) of a contract, checking given ones agree."""
+        size = (contract.image_size, contract.image_size)
+        own_scale, own_offset = _scale_and_offset(contract.mean, contract.std)
+        given = dict(image_size=image_size, scale=scale, offset=offset)
+        own = dict(image_size=size, scale=own_scale, offset=own_offset)
+        for name, value in given.items():
+            if value is not None and not np.allclose(value, own[name], rtol=1e-6, atol=1e-7):
+                raise ValueError(f"`{name}`={value!r} contradicts the input contract "
+                                 f"({contract.describe()}: {own[name]!r}); give one or the "
+                                 "other.")
+        if crop_fraction is not None:
+            raise ValueError("`crop_fraction` is part of the input contract (InputContract("
+                             "protocol='single', crop_fraction=...)); do not give both.")
+        return size, own_scale, own_offset, contract.antialias
+
+    @classmethod
+    def from_contract(cls, contract, **kwargs):
+        """The converter of an `InputContract` (`polynet_tf.loading.load_model`'s)."""
+        return cls(input_contract=contract, **kwargs)
 
     @classmethod
     def from_protocol(cls, protocol, mean, std, crop_fraction=None, **kwargs):
-        """The converter that cuts a single-crop protocol's crop and normalises.
+        """The converter of a single-crop `CropProtocol` and a normalisation.
 
         Args:
-            protocol: a `CropProtocol` (`protocol_crop_fraction` says which).
+            protocol: a one-crop `CropProtocol` ("single", "squash",
+                "shorter_side", "pytorchcv", any sizes).
             mean: per-channel RGB mean on the [0, 1] scale.
             std: per-channel RGB standard deviation on the [0, 1] scale.
-            crop_fraction: instead of the protocol's.
+            crop_fraction: "single" only: instead of the protocol's.
             **kwargs: other constructor arguments.
 
-        Returns:
-            A `PolyNetImageConverter` with the protocol's crop side, crop
-            fraction and antialiasing.
-
         Raises:
-            ValueError: a protocol this converter cannot cut.
+            ValueError: a protocol with several crops, or `crop_fraction` for
+                a resizing protocol.
         """
-        scale, offset = _scale_and_offset(mean, std)
-        return cls(image_size=(protocol.crop_size, protocol.crop_size), scale=scale,
-                   offset=offset,
-                   crop_fraction=crop_fraction or protocol_crop_fraction(protocol),
-                   antialias=protocol.antialias, **kwargs)
+        single = protocol.name == "single"
+        if crop_fraction is not None and not single:
+            raise ValueError(f"crop_fraction applies to protocol 'single' only; protocol "
+                             f"{protocol.name!r} resizes to {protocol.scales}.")
+        contract = InputContract(
+            protocol=protocol.name, image_size=protocol.crop_size,
+            resize_size=None if single else protocol.scales[0],
+            crop_fraction=(crop_fraction or protocol.crop_fraction) if single else None,
+            antialias=protocol.antialias, mean=tuple(mean), std=tuple(std))
+        if contract.crop_protocol() != protocol:
+            raise ValueError(f"PolyNetImageConverter cuts one crop; protocol {protocol.name!r} "
+                             f"({protocol.num_crops} crops, {protocol.to_dict()}) is not one.")
+        return cls.from_contract(contract, **kwargs)
 
     def _call_python(self, inputs):
-        # Called on every path (the TensorFlow one wraps it): crop, then let
-        # the base class resize, scale and offset. The crop is ours also at
-        # crop_fraction=1 (Keras centres its aspect-ratio crop half a pixel
-        # off the package's evaluation crop); Keras's then has nothing to cut.
-        crop = self.image_size is not None and (
-            self.crop_fraction < 1.0 or self.crop_to_aspect_ratio)
         if isinstance(inputs, dict):
-            if self.crop_fraction < 1.0:
+            if self.input_contract is not None or self.crop_fraction < 1.0:
                 raise ValueError(
                     "PolyNetImageConverter cannot crop images with bounding boxes; "
-                    "build it with crop_fraction=1.0 for detection data."
+                    "build it with crop_fraction=1.0 (and no input contract) for detection "
+                    "data."
                 )
             return super()._call_python(inputs)
         if isinstance(inputs, (list, tuple)):
@@ -170,10 +190,34 @@ class PolyNetImageConverter(keras_hub.layers.ImageConverter):
                 inputs = np.asarray(inputs)
             except ValueError:  # Images of different sizes: one at a time.
                 return type(inputs)(self._call_python(x) for x in inputs)
+        if self.input_contract is not None:
+            return self._apply_contract(inputs)
+        # Called on every path (the TensorFlow one wraps it): crop, then let
+        # the base class resize, scale and offset. The crop is ours also at
+        # crop_fraction=1 (Keras centres its aspect-ratio crop half a pixel
+        # off the package's evaluation crop); Keras's then has nothing to cut.
         images = self._as_float(inputs)
-        if crop:
+        if self.image_size is not None and (self.crop_fraction < 1.0
+                                            or self.crop_to_aspect_ratio):
             images = self._center_crop(images)
         return super()._call_python(images)
+
+    def _apply_contract(self, images):
+        """The evaluator's crop of the contract, then its normalisation (TensorFlow ops)."""
+        images = tf.convert_to_tensor(images)
+        if self.data_format == "channels_first":
+            images = tf.experimental.numpy.moveaxis(images, -3, -1)
+        protocol = self.input_contract.crop_protocol()
+        size = self.input_contract.image_size
+        if images.shape.rank == 3:
+            crops = make_crops(images, protocol)[0]
+        else:
+            crops = tf.map_fn(lambda image: make_crops(image, protocol)[0], images,
+                              fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+        crops = self.input_contract.normalize(crops)
+        if self.data_format == "channels_first":
+            crops = tf.experimental.numpy.moveaxis(crops, -1, -3)
+        return crops
 
     @staticmethod
     def _as_float(images):
@@ -196,7 +240,8 @@ class PolyNetImageConverter(keras_hub.layers.ImageConverter):
 
     def get_config(self):
         config = super().get_config()
-        config.update(crop_fraction=self.crop_fraction)
+        config.update(crop_fraction=self.crop_fraction, input_contract=(
+            None if self.input_contract is None else self.input_contract.to_dict()))
         return config
 
 

@@ -52,8 +52,9 @@ def _is_staging():
 def save_preset(model, preset_dir, max_shard_size=10):
     """Writes a `PolyNetBackbone` or `PolyNetImageClassifier` as a keras-hub preset.
 
-    A backbone's preset also holds the default `PolyNetImageConverter` for its
-    input size, so `ImageClassifier.from_preset(dir, num_classes=...)` finds a
+    A backbone's preset also holds its default image converter
+    (`default_image_converter()`: the `PolyNetImageConverter` of its input
+    contract), so `ImageClassifier.from_preset(dir, num_classes=...)` finds a
     preprocessor. An existing preset at `preset_dir` is replaced as a whole
     (never merged: a stale `task.json` would otherwise be loaded with new
     weights).
@@ -96,19 +97,11 @@ def save_preset(model, preset_dir, max_shard_size=10):
 
 def _write(model, local_dir, max_shard_size):
     """keras-hub's own saving into a local directory."""
-    from polynet_tf.hub.backbone import PolyNetBackbone  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
-    from polynet_tf.hub.preprocessing import (  # pylint: disable=import-outside-toplevel  # noqa: PLC0415
-        PolyNetImageConverter,
-    )
-
     os.makedirs(local_dir, exist_ok=True)
-    if isinstance(model, PolyNetBackbone):
+    if isinstance(model, keras_hub.models.Backbone):
         keras_hub.models.Backbone.save_to_preset(model, local_dir, max_shard_size=max_shard_size)
         if not os.path.exists(os.path.join(local_dir, "image_converter.json")):
-            size = model.image_shape[:2]
-            if None in size:
-                size = (model.default_image_size,) * 2
-            PolyNetImageConverter(image_size=tuple(size)).save_to_preset(local_dir)
+            model.default_image_converter().save_to_preset(local_dir)
     else:
         keras_hub.models.Task.save_to_preset(model, local_dir, max_shard_size=max_shard_size)
 

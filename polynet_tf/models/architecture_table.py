@@ -14,6 +14,9 @@ import dataclasses
 import sys
 from typing import List, Optional, Sequence
 
+from absl import flags
+
+from polynet_tf import cli
 from polynet_tf.models.architectures import get_architecture, list_architectures
 from polynet_tf.models.complexity import network_cost
 
@@ -141,26 +144,28 @@ def render_table(rows: Optional[Sequence[ArchitectureRow]] = None) -> str:
     return _HEADER + "".join(render_row(row) + "\n" for row in rows) + _FOOTER
 
 
+FLAGS = flags.FlagValues()  # This command's flags (its own: commands share a process in tests).
+flags.DEFINE_string("output", None, "File to write (default: print to stdout).",
+                    flag_values=FLAGS)
+
+
+def _write(flag_values):
+    from polynet_tf import fileio  # noqa: PLC0415 (for the command only)
+
+    text = render_table()
+    if flag_values.output:
+        fileio.atomic_write_text(flag_values.output, text)
+        print(f"wrote {flag_values.output} ({len(list_architectures())} architectures)")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Prints the page, or writes it atomically to `--output` (any URI)."""
-    from polynet_tf import cli, fileio  # noqa: PLC0415 (flags only for the command)
-
-    def define_flags(flag_values):
-        cli.flags.DEFINE_string("output", None, "File to write (default: print to stdout).",
-                                flag_values=flag_values)
-
-    def body(flag_values):
-        text = render_table()
-        if flag_values.output:
-            fileio.atomic_write_text(flag_values.output, text)
-            print(f"wrote {flag_values.output} ({len(list_architectures())} architectures)")
-        else:
-            sys.stdout.write(text)
-        return 0
-
     return cli.run(PROG, "Renders the table of registered architectures (docs/architectures.md).",
-                   define_flags, body, argv)
+                   FLAGS, _write, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.app_run(main)

@@ -8,6 +8,7 @@ docs/design.md section 1 for the released network.
 
 import dataclasses
 
+from polynet_tf.data.input_contract import InputContract, resolve_input_contract
 from polynet_tf.models.pretrained_config import CheckpointSource, PretrainedConfig
 from polynet_tf.models.spec import parse_architecture
 
@@ -72,13 +73,14 @@ _register(ArchitecturePreset(
     pretrained={"imagenet": PretrainedConfig(
         name="imagenet",
         num_classes=1000,
-        input_size=331,
-        # Shorter side to 378 (= floor(331 / 0.875)), centre 331, torchvision rounding.
-        crop_protocol="released",
-        resize_size=378,
+        # The whole image squashed to 378x378 (= floor(331 / 0.875), aspect ratio
+        # ignored), centre 331: the protocol of the published 81.002 / 95.624
+        # (pretrainedmodels' imagenet_eval.py --do-not-preserve-aspect-ratio,
+        # Cadene/pretrained-models.pytorch pull request #67).
+        input_contract=InputContract(protocol="squash", image_size=331, resize_size=378),
         description="CUHK's released Very Deep PolyNet (Caffe), ported to PyTorch by "
-                    "pretrainedmodels and pytorchcv: ImageNet val top-1 81.0 / top-5 95.6 "
-                    "under the released protocol.",
+                    "pretrainedmodels and pytorchcv: ImageNet val top-1 81.00 / top-5 95.62 "
+                    "with the whole image squashed to 378x378, centre 331x331.",
         # Sources, checked in this package's history (not fetched at run time):
         # pytorchcv 0.0.74 `model_metainfos.csv` (row `polynet,95366600,0452,
         # 6a1b295d...,v0.0.96`) with `model_store.get_model_file`, which checks
@@ -215,6 +217,28 @@ def default_size(architecture):
     """The default input side of a preset name or a stage spec (299 for a spec)."""
     preset, _ = resolve_architecture(architecture)
     return preset.default_size if preset else DEFAULT_SIZE
+
+
+def input_contract(architecture, image_size=None, protocol=None, weights="imagenet"):
+    """The `InputContract` of an architecture: its published weights' (options win).
+
+    Args:
+        architecture: a preset name or a stage spec.
+        image_size: the input size instead of the contract's.
+        protocol: a single-crop protocol name instead of the contract's.
+        weights: the published weights whose contract is the default.
+
+    Returns:
+        The published weights' contract with the options given over it
+        (`resolve_input_contract`); without published weights, "single" at
+        the architecture's default size.
+    """
+    preset, _ = resolve_architecture(architecture)
+    published = preset.pretrained.get(weights) if preset else None
+    return resolve_input_contract(
+        pretrained=published.input_contract if published else None,
+        default=InputContract(image_size=default_size(architecture)),
+        image_size=image_size, protocol=protocol)
 
 
 def resolve_architecture(architecture):

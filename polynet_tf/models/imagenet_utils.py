@@ -12,8 +12,8 @@ import json
 import keras
 import numpy as np
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# The one definition of the statistics (the input contract's defaults).
+from polynet_tf.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 
 def preprocess_input(x, data_format=None):

@@ -2,19 +2,17 @@
 
 Each architecture preset (`polynet_tf.models.architectures`) names its
 published weights. The entry says where the checkpoints are published and
-their hashes, which input, crop protocol and normalisation the weights were
-measured with, and the name of the converted file in the Keras cache; the
-weights package (downloads, conversion), evaluation, serving, fine-tuning and
-the keras-hub converter read it here instead of testing for the released
-network by name.
+their hashes, the `InputContract` (input size, crop protocol, normalisation)
+their published accuracy was measured with, and the name of the converted
+file in the Keras cache; the weights package (downloads, conversion),
+evaluation, serving, fine-tuning and the keras-hub converter read it here
+instead of testing for the released network by name.
 """
 
 import dataclasses
 from typing import Optional, Tuple
 
-# ImageNet statistics on the [0, 1] scale (the released weights').
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from polynet_tf.data.input_contract import InputContract
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,13 +51,9 @@ class PretrainedConfig:
     Attributes:
         name: the `weights=` name, e.g. "imagenet".
         num_classes: classes of the weights' classifier.
-        input_size: the crop side the published accuracy was measured at.
-        crop_protocol: the evaluator's protocol name of that measurement
-            (`polynet_tf.data.protocols.PROTOCOL_NAMES`).
-        resize_size: the shorter side (or squash side) the protocol resizes
-            to before the centre crop; None: the protocol's own default.
-        mean: per-channel RGB mean on the [0, 1] scale.
-        std: per-channel RGB standard deviation on the [0, 1] scale.
+        input_contract: how an image becomes the input the published
+            accuracy was measured with (`polynet_tf.data.InputContract`):
+            the default of every consumer of these weights.
         description: provenance and published accuracy.
         sources: the public checkpoints (`CheckpointSource`), in the order
             they are tried.
@@ -69,11 +63,7 @@ class PretrainedConfig:
 
     name: str
     num_classes: int = 1000
-    input_size: int = 299
-    crop_protocol: str = "single"
-    resize_size: Optional[int] = None
-    mean: Tuple[float, float, float] = IMAGENET_MEAN
-    std: Tuple[float, float, float] = IMAGENET_STD
+    input_contract: InputContract = InputContract()
     description: str = ""
     sources: Tuple[CheckpointSource, ...] = ()
     converted_filename: Optional[str] = None

@@ -3,8 +3,8 @@
 - `export_saved_model` (`exporter`): `BASE/NAME/VERSION/` written atomically,
   with warm-up requests and `assets.extra/polynet_export.json`.
 - `SignatureOptions`, `build_export_archive` (`signatures`): the signatures.
-- `ServingPreprocessing` (`preprocessing`): decoding, the evaluator's
-  single-crop protocol and normalisation, in the graph.
+- `preprocessing`: checked decoding; the crop and normalisation are the
+  model's `polynet_tf.data.InputContract` (`SignatureOptions.contract`).
 - `load_export_model` (`sources`): a model, its preprocessing and class names
   from weights, a training checkpoint or the ImageNet preset.
 - `python -m polynet_tf.export`: the command line.
@@ -18,13 +18,11 @@ from polynet_tf.serving.exporter import (
     next_version,
     read_metadata,
 )
-from polynet_tf.serving.preprocessing import ServingPreprocessing
 from polynet_tf.serving.signatures import SignatureOptions, build_export_archive
 
 __all__ = [
     "ExportError",
     "ExportResult",
-    "ServingPreprocessing",
     "SignatureOptions",
     "build_export_archive",
     "existing_versions",

@@ -29,10 +29,10 @@ import datetime
 import re
 from typing import Dict, List, Optional, Sequence
 
-from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from polynet_tf import fileio
 from polynet_tf.models import folding
@@ -117,7 +117,7 @@ def export_saved_model(
       output_base: the directory TF Serving watches (`--model_base_path`'s parent);
         a local path or any TensorFlow filesystem URI (`gs://bucket/models`).
       model_name: the model's name (a directory under `output_base`).
-      options: `signatures.SignatureOptions` (preprocessing, class names, top_k,
+      options: `signatures.SignatureOptions` (input contract, class names, top_k,
         multi-crop protocol).
       version: integer version; None takes the next free one.
       overwrite: replace an existing `version`.
@@ -231,17 +231,19 @@ def _first_lines(error, limit=600):
 
 
 def _metadata(model_name, version, options, names, description):
-    protocol = serving_preprocessing.crop_protocol(options.preprocessing)
+    protocol = options.contract.crop_protocol()
     return {
         "format": METADATA_FORMAT,
-        "format_version": 1,
+        # 2: the preprocessing is the model's `input_contract` (1: "preprocessing").
+        "format_version": 2,
         "model_name": model_name,
         "model_version": version,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "num_classes": len(options.class_names),
         "class_names": list(options.class_names),
         "top_k": int(options.top_k),
-        "preprocessing": {**options.preprocessing.to_dict(), "crop": protocol.to_dict()},
+        "input_contract": options.contract.to_dict(),
+        "crop": protocol.to_dict(),
         "multicrop": None if options.multicrop is None else options.multicrop.to_dict(),
         "signatures": names,
         # What a TF Serving with --enable_batching (pad_variable_length_inputs:
@@ -259,7 +261,7 @@ def warmup_requests(options, warmup_images=None):
     `serving_multicrop` is left out: hundreds of crops per request would make
     every model load slow on CPUs.
     """
-    size = int(options.preprocessing.crop_size)
+    size = int(options.contract.image_size)
     if warmup_images:
         encoded = [bytes(image) for image in warmup_images]
     else:
@@ -292,7 +294,7 @@ def verify_export(path, model, options, requests):
       ValueError: the SavedModel and the Keras model disagree.
     """
     loaded = tf.saved_model.load(path)
-    protocol = serving_preprocessing.crop_protocol(options.preprocessing)
+    protocol = options.contract.crop_protocol()
     for signature_name, inputs in requests:
         outputs = loaded.signatures[signature_name](
             **{name: tf.constant(value) for name, value in inputs.items()})
@@ -302,7 +304,7 @@ def verify_export(path, model, options, requests):
             serving_preprocessing.single_crop(tf.io.decode_image(
                 data, channels=3, expand_animations=False), protocol)
             for data in inputs["images"]])
-        expected = model(serving_preprocessing.normalize(crops, options.preprocessing),
+        expected = model(options.contract.normalize(crops),
                          training=False)
         expected = tf.cast(expected, tf.float32)
         if options.model_outputs == "logits":

@@ -3,17 +3,13 @@
 Request images are decoded whole (any size, JPEG, PNG, GIF or BMP), checked
 (an empty string, bytes that are not an image, or an image the decoder
 rejects, such as a truncated JPEG, stop the request with an
-`InvalidArgumentError` naming the position in the batch: `check_encoded_batch`), cropped with an
-evaluator protocol (`polynet_tf.evaluation.protocols`) and normalised with the
-mean and standard deviation the model was trained with.
+`InvalidArgumentError` naming the position in the batch: `check_encoded_batch`), then cut and
+normalised as the model's `InputContract` says (`polynet_tf.data.input_contract`:
+the evaluator's crop of its one-crop protocol, its mean and standard deviation).
 """
-
-import dataclasses
-from typing import List, Optional
 
 import tensorflow as tf
 
-from polynet_tf.data import normalization
 from polynet_tf.evaluation import protocols
 
 # First bytes of the formats `tf.io.decode_image` reads.
@@ -21,46 +17,6 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _GIF_SIGNATURE = b"GIF8"
 _BMP_SIGNATURE = b"BM"
 SUPPORTED_FORMATS = "JPEG, PNG, GIF or BMP"
-
-
-@dataclasses.dataclass
-class ServingPreprocessing:
-    """How a request image becomes the model's input.
-
-    Attributes:
-      protocol: evaluator protocol name of the single-crop signatures
-        ("single": central square of `crop_fraction` of the shorter side;
-        "released" / "released_pytorchcv": shorter side to `resize_size`,
-        centre crop; "released_squash": squash to `resize_size`, centre crop).
-      crop_size: side of the crop, the model's input size.
-      crop_fraction: "single" only.
-      resize_size: the released protocols only (None: the protocol's ratio
-        at `crop_size`, 378 / 331 or 379 / 331 for "released_pytorchcv").
-      mean: per-channel RGB mean on the [0, 1] scale.
-      std: per-channel RGB standard deviation on the [0, 1] scale.
-    """
-
-    protocol: str = "single"
-    crop_size: int = 331
-    crop_fraction: float = 0.875
-    resize_size: Optional[int] = None
-    mean: List[float] = dataclasses.field(
-        default_factory=lambda: list(normalization.IMAGENET_MEAN))
-    std: List[float] = dataclasses.field(
-        default_factory=lambda: list(normalization.IMAGENET_STD))
-
-    def protocol_overrides(self):
-        """Keyword arguments of `get_protocol(self.protocol, ...)`."""
-        overrides = {"crop_size": int(self.crop_size)}
-        if self.protocol == "single":
-            overrides["crop_fraction"] = float(self.crop_fraction)
-        if self.protocol in protocols.RELEASED_PROTOCOLS and self.resize_size:
-            # Without it get_protocol keeps the protocol's ratio at this crop size.
-            overrides["scales"] = (int(self.resize_size),)
-        return overrides
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
 
 
 def decode_checked(image_bytes: tf.Tensor, position: tf.Tensor,
@@ -177,29 +133,6 @@ def check_encoded_batch(image_bytes: tf.Tensor, signature_name: str) -> tf.Opera
             f"{signature_name}: the image at this batch position cannot be decoded (a "
             f"truncated or corrupt {SUPPORTED_FORMATS} file). Position:",
             _first_false(readable)])
-
-
-def normalize(images: tf.Tensor, preprocessing: ServingPreprocessing) -> tf.Tensor:
-    """`(images / 255 - mean) / std` in float32, as the training pipeline does."""
-    return normalization.normalize_image(images, preprocessing.mean, preprocessing.std)
-
-
-
-def crop_protocol(preprocessing: ServingPreprocessing) -> protocols.CropProtocol:
-    """The evaluator's single-crop `CropProtocol` of `preprocessing`.
-
-    Raises:
-      ValueError: if the protocol makes more than one crop.
-    """
-    protocol = protocols.get_protocol(preprocessing.protocol,
-                                      **preprocessing.protocol_overrides())
-    if protocol.num_crops != 1:
-        raise ValueError(
-            f"the serving preprocessing must be a single-crop protocol ('single' or "
-            f"one of {list(protocols.RELEASED_PROTOCOLS)}); {preprocessing.protocol!r} "
-            f"makes {protocol.num_crops} crops. "
-            "Pass multi-crop protocols as multicrop (serving_multicrop).")
-    return protocol
 
 
 def single_crop(image: tf.Tensor, protocol: protocols.CropProtocol) -> tf.Tensor:

@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 
 from polynet_tf.data.example_format import KEY_ENCODED
+from polynet_tf.data.input_contract import InputContract
 from polynet_tf.evaluation import protocols
 from polynet_tf.serving import preprocessing as serving_preprocessing
 
@@ -43,7 +44,8 @@ class SignatureOptions:
     """What the signatures compute beyond the model.
 
     Attributes:
-      preprocessing: the single-crop preprocessing (`ServingPreprocessing`).
+      contract: the model's `InputContract` (crop and normalisation of the
+        single-crop signatures).
       class_names: one name per class, in class-index order.
       top_k: how many classes `classes`, `labels` and `scores` hold.
       model_outputs: "probabilities" (softmax top) or "logits".
@@ -57,7 +59,7 @@ class SignatureOptions:
         (`BATCHABLE_SIGNATURES` remain: strings or fixed-size crops).
     """
 
-    preprocessing: serving_preprocessing.ServingPreprocessing
+    contract: InputContract
     class_names: Sequence[str]
     top_k: int = 5
     model_outputs: str = "probabilities"
@@ -83,11 +85,11 @@ def validate_options(model, options: SignatureOptions):
         raise ValueError("model_outputs must be 'probabilities' or 'logits'; received "
                          f"{options.model_outputs!r}.")
     input_size = tuple(model.input_shape[1:3])
-    crop = int(options.preprocessing.crop_size)
+    crop = int(options.contract.image_size)
     if input_size != (None, None) and input_size != (crop, crop):
         raise ValueError(
-            f"the preprocessing crops {crop}x{crop} but the model takes {input_size}; "
-            "export with a crop size equal to the model's input size.")
+            f"the input contract crops {crop}x{crop} but the model takes {input_size}; "
+            "export with an image size equal to the model's input size.")
     if options.multicrop is not None and input_size not in (
             (None, None), (options.multicrop.crop_size,) * 2):
         raise ValueError(
@@ -101,13 +103,13 @@ class _SignatureBuilder:
     def __init__(self, model, options: SignatureOptions):
         self.model = model
         self.options = options
-        self.preprocessing = options.preprocessing
-        self.protocol = serving_preprocessing.crop_protocol(options.preprocessing)
+        self.contract = options.contract
+        self.protocol = options.contract.crop_protocol()
         self.class_names = tf.constant(list(options.class_names), dtype=tf.string)
         # Every endpoint calls the network through this one function: it is
         # traced once and the SavedModel holds one copy of its graph, not one
         # per signature and multi-crop scale.
-        self.crop_size = int(options.preprocessing.crop_size)
+        self.crop_size = int(options.contract.image_size)
         self._network = tf.function(
             lambda crops: model(crops, training=False),
             input_signature=[tf.TensorSpec([None, self.crop_size, self.crop_size, 3],
@@ -136,7 +138,7 @@ class _SignatureBuilder:
             images,
             fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
         )
-        return serving_preprocessing.normalize(crops, self.preprocessing)
+        return self.contract.normalize(crops)
 
     def _decode_batch(self, image_bytes, signature_name):
         with tf.control_dependencies([serving_preprocessing.check_encoded_batch(
@@ -152,7 +154,7 @@ class _SignatureBuilder:
 
         crops = tf.map_fn(one, (image_bytes, positions),
                           fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
-        return serving_preprocessing.normalize(crops, self.preprocessing)
+        return self.contract.normalize(crops)
 
     def serve_encoded(self, images):
         crops = self._decode_batch(images, DEFAULT_SIGNATURE)
@@ -165,7 +167,7 @@ class _SignatureBuilder:
         return self.serve_images(tf.cast(images, tf.float32))
 
     def serve_crops(self, crops):
-        crops = serving_preprocessing.normalize(crops, self.preprocessing)
+        crops = self.contract.normalize(crops)
         return self._outputs(self._probabilities(crops))
 
     def serve_examples(self, examples):
@@ -192,7 +194,7 @@ class _SignatureBuilder:
                 # after this scale's scores exist.
                 with tf.control_dependencies(scores[-1:]):
                     crops = protocols.make_scale_crops(image, protocol, scale_index)
-                crops = serving_preprocessing.normalize(crops, self.preprocessing)
+                crops = self.contract.normalize(crops)
                 scores.append(self._probabilities(crops))
             return tf.concat(scores, axis=0)
 
@@ -227,7 +229,7 @@ def build_export_archive(model, options: SignatureOptions) -> keras.export.Expor
         archive.add_endpoint(IMAGES_UINT8_SIGNATURE, builder.serve_images_uint8,
                              input_signature=[
                                  tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-    size = int(options.preprocessing.crop_size)
+    size = int(options.contract.image_size)
     archive.add_endpoint(CROPS_SIGNATURE, builder.serve_crops, input_signature=[
         tf.TensorSpec([None, size, size, 3], tf.float32, name="crops")])
     archive.add_endpoint(EXAMPLES_SIGNATURE, builder.serve_examples, input_signature=[

@@ -10,10 +10,11 @@ Sources:
 - `weights="imagenet"`: the published weights of a preset (its
   `PretrainedConfig`).
 
-Preprocessing: the experiment's `eval_data` (protocol, image size, mean and
-std); for presets the released weights' protocol ("released": shorter side
-to 378, centre 331 for `very_deep`) or the "single" centre crop at the preset's size,
-with the ImageNet mean and std (`preprocess_input`).
+Preprocessing: the model's `InputContract`, as `polynet_tf.loading` resolves
+it: the experiment's `eval_data` (protocol, image size, mean and std); for
+presets their published weights' contract ("squash": the whole image squashed
+to 378x378, centre 331, for `very_deep`) or the "single" centre crop at the
+preset's size, with the ImageNet mean and std (`preprocess_input`).
 """
 
 import dataclasses
@@ -22,10 +23,8 @@ from typing import Dict, List, Optional, Sequence
 import keras
 
 from polynet_tf import fileio, loading, runs
-from polynet_tf.data import normalization
-from polynet_tf.evaluation import protocols
+from polynet_tf.data.input_contract import InputContract
 from polynet_tf.serving import labels
-from polynet_tf.serving.preprocessing import ServingPreprocessing
 
 
 @dataclasses.dataclass
@@ -33,40 +32,18 @@ class ExportModel:
     """A model ready for `export_saved_model`.
 
     Attributes:
-      model: the Keras model (input `crop_size` x `crop_size`).
-      preprocessing: its `ServingPreprocessing`.
+      model: the Keras model (input `contract.image_size` squared).
+      contract: its `InputContract`.
       class_names: one name per class.
       model_outputs: "probabilities" or "logits".
       description: metadata entries (architecture, source).
     """
 
     model: keras.Model
-    preprocessing: ServingPreprocessing
+    contract: InputContract
     class_names: List[str]
     model_outputs: str
     description: Dict
-
-
-def serving_preprocessing(crop, mean, std) -> ServingPreprocessing:
-    """The `ServingPreprocessing` of a single-crop `CropProtocol` and a normalisation."""
-    if crop.name in protocols.RELEASED_PROTOCOLS:
-        return ServingPreprocessing(crop.name, crop.crop_size, resize_size=crop.scales[0],
-                                    mean=list(mean), std=list(std))
-    return ServingPreprocessing(crop.name, crop.crop_size, crop_fraction=crop.crop_fraction,
-                                mean=list(mean), std=list(std))
-
-
-def preprocessing_from_config(config, crop_size: Optional[int] = None) -> ServingPreprocessing:
-    """The evaluator's single-crop protocol equal to the experiment's eval pipeline."""
-    return serving_preprocessing(loading.config_protocol(config, crop_size),
-                                 config.eval_data.mean, config.eval_data.std)
-
-
-def preset_preprocessing(architecture: str, crop_size: Optional[int] = None,
-                         protocol: Optional[str] = None) -> ServingPreprocessing:
-    """A preset's preprocessing: its published weights' protocol, else "single"."""
-    return serving_preprocessing(loading.preset_protocol(architecture, crop_size, protocol),
-                                 normalization.IMAGENET_MEAN, normalization.IMAGENET_STD)
 
 
 def _checkpoint_prefix(path):
@@ -94,7 +71,7 @@ def _class_names(class_names_file, config, num_classes):
 def load_export_model(weights: Optional[str] = None, checkpoint: Optional[str] = None,
                       config_files: Sequence[str] = (), params_override: str = "",
                       architecture: Optional[str] = None, class_names_file: Optional[str] = None,
-                      crop_size: Optional[int] = None,
+                      image_size: Optional[int] = None,
                       protocol: Optional[str] = None) -> ExportModel:
     """Builds and loads the model to export.
 
@@ -105,11 +82,10 @@ def load_export_model(weights: Optional[str] = None, checkpoint: Optional[str] =
       params_override: "a.b=1,c=2" applied last.
       architecture: preset name or stage spec (weights without a config).
       class_names_file: names of the classes (see `labels.read_class_names`).
-      crop_size: the model's input size (default: the config's eval image
+      image_size: the model's input size (default: the config's eval image
         size or the preset's size).
-      protocol: "single" or a released protocol ("released",
-        "released_pytorchcv", "released_squash") instead of the config's or
-        preset's.
+      protocol: a single-crop protocol ("single", "squash", "shorter_side",
+        "pytorchcv") instead of the config's or preset's.
 
     Returns:
       An `ExportModel`.
@@ -122,7 +98,7 @@ def load_export_model(weights: Optional[str] = None, checkpoint: Optional[str] =
     if bool(weights) == bool(checkpoint):
         raise ValueError("Give exactly one model source: --weights FILE|imagenet or "
                          "--checkpoint DIR.")
-    common = dict(crop_size=crop_size, protocol=protocol, fixed_input=True)
+    common = dict(image_size=image_size, protocol=protocol, fixed_input=True)
     if checkpoint:
         prefix, folder = _checkpoint_prefix(checkpoint)
         config_files = list(config_files) or [p for p in [runs.params_beside(folder)] if p]
@@ -148,7 +124,6 @@ def load_export_model(weights: Optional[str] = None, checkpoint: Optional[str] =
                              "YAML to build the model the weights belong to.")
         loaded = loading.load_model(weights=weights, architecture=architecture, **common)
         outputs = "probabilities"
-    preprocessing = serving_preprocessing(loaded.protocol, loaded.mean, loaded.std)
     names, names_source = _class_names(class_names_file, loaded.config, loaded.num_classes)
-    return ExportModel(loaded.model, preprocessing, names, outputs,
+    return ExportModel(loaded.model, loaded.contract, names, outputs,
                        dict(loaded.description, class_names_source=names_source))

@@ -16,8 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from polynet_tf.data import build_dataset
-from polynet_tf.data import sharding
+from polynet_tf.data import build_dataset, sharding
 
 
 def input_options(strategy, num_workers):

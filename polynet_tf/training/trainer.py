@@ -24,12 +24,19 @@ from polynet_tf.models import polyinception_modules, set_path_drop_rates
 from polynet_tf.models.factory import build_model
 from polynet_tf.training import cluster, finetune
 from polynet_tf.training.batch_norm_sync import MovingStatisticsSync
-from polynet_tf.training.evaluation_loop import (DistributedEvaluator, batch_totals,
-                                                 input_options, metrics_from_totals,
-                                                 with_model_classes)
+from polynet_tf.training.evaluation_loop import (
+    DistributedEvaluator,
+    batch_totals,
+    input_options,
+    metrics_from_totals,
+    with_model_classes,
+)
 from polynet_tf.training.fused_batch_norm import training_kernel
-from polynet_tf.training.optimization import (build_optimizer, classification_loss,
-                                              clip_by_global_norm_across_replicas)
+from polynet_tf.training.optimization import (
+    build_optimizer,
+    classification_loss,
+    clip_by_global_norm_across_replicas,
+)
 from polynet_tf.training.preemption import PreemptionWatcher, sum_over_workers
 from polynet_tf.training.reporting import Reporter
 

@@ -35,10 +35,10 @@ def test_yaml_round_trip():
     ({"aspect_ratio_range": [1.0]}, "aspect_ratio_range must be two numbers"),
     ({"deterministic": True}, "deterministic=True needs a seed"),
     ({"crop_fraction": 0}, r"crop_fraction must be in \(0, 1\]"),
-    ({"eval_protocol": "squash_center_crop", "image_size": 400},
+    ({"eval_protocol": "squash_center_crop", "image_size": 400, "resize_size": 378},
      "resize_size must be >= image_size"),
-    ({"eval_protocol": "shorter_side_center_crop", "image_size": 400},
-     "resize_size must be >= image_size for eval_protocol='released'"),
+    ({"eval_protocol": "shorter_side_center_crop", "image_size": 400, "resize_size": 378},
+     "resize_size must be >= image_size for eval_protocol='shorter_side'"),
     ({"mean": [0.5, 0.5]}, "mean must be 3 numbers"),
     ({"cache": "yes"}, "cache must be True or False"),
     ({"compression_type": "BZ2"}, "compression_type must be one of"),
@@ -58,12 +58,15 @@ def test_unknown_keys_are_rejected_with_the_allowed_list():
 
 
 @pytest.mark.parametrize("old, new", [("center_crop", "single"),
-                                      ("shorter_side_center_crop", "released"),
-                                      ("squash_center_crop", "released_squash")])
-def test_earlier_eval_protocol_names_map_to_the_evaluators(old, new):
+                                      ("shorter_side_center_crop", "shorter_side"),
+                                      ("squash_center_crop", "squash"),
+                                      ("released", "shorter_side"),
+                                      ("released_squash", "squash"),
+                                      ("released_pytorchcv", "pytorchcv")])
+def test_earlier_eval_protocol_names_map_to_the_same_crop(old, new):
     from polynet_tf.data import protocols
 
-    with pytest.warns(DeprecationWarning, match=f"eval_protocol: {new}"):
+    with pytest.warns(DeprecationWarning, match=f"it is '{new}'"):
         config = DataConfig(file_pattern="x", is_training=False, eval_protocol=old)
     assert config.eval_protocol == new
     assert new in protocols.PROTOCOL_NAMES

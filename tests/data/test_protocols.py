@@ -19,10 +19,10 @@ def _png(height, width, seed=0):
 
 @pytest.mark.parametrize("name, overrides", [
     ("single", dict(crop_size=24, crop_fraction=0.8)),
-    ("released", dict(crop_size=24, scales=(29,))),
-    ("released_pytorchcv", dict(crop_size=24)),
-    ("released_squash", dict(crop_size=24, scales=(30,))),
-    ("released", dict(crop_size=24, scales=(29,), antialias=False)),
+    ("shorter_side", dict(crop_size=24, scales=(29,))),
+    ("pytorchcv", dict(crop_size=24)),
+    ("squash", dict(crop_size=24, scales=(30,))),
+    ("shorter_side", dict(crop_size=24, scales=(29,), antialias=False)),
 ])
 @pytest.mark.parametrize("height, width", [(37, 50), (61, 40), (33, 33)])
 def test_the_single_crop_is_the_evaluators(name, overrides, height, width):
@@ -53,16 +53,17 @@ def test_normalisation_and_refused_protocols():
 @pytest.mark.parametrize("values, expected", [
     (dict(eval_protocol="single", image_size=64, crop_fraction=0.75),
      dict(name="single", crop_size=64, resize="none", crop_fraction=0.75)),
-    (dict(eval_protocol="released", image_size=64, resize_size=80, eval_antialias=False),
-     dict(name="released", crop_size=64, resize="shorter_side", scales=(80,),
+    (dict(eval_protocol="shorter_side", image_size=64, resize_size=80, eval_antialias=False),
+     dict(name="shorter_side", crop_size=64, resize="shorter_side", scales=(80,),
           rounding="torchvision", antialias=False)),
-    (dict(eval_protocol="released_squash", image_size=64, resize_size=70),
-     dict(name="released_squash", crop_size=64, resize="squash", scales=(70,))),
+    (dict(eval_protocol="squash", image_size=64, resize_size=70),
+     dict(name="squash", crop_size=64, resize="squash", scales=(70,))),
 ])
 def test_data_config_names_the_evaluators_protocol(values, expected):
     protocol = DataConfig(is_training=False, file_pattern="x-*", **values).eval_crop_protocol()
     for field, value in expected.items():
         assert getattr(protocol, field) == value, field
     assert protocol.num_crops == 1
-    assert DataConfig(is_training=False, file_pattern="x-*", **values) \
-        .eval_crop_protocol(48).crop_size == 48
+    contract = DataConfig(is_training=False, file_pattern="x-*", **values).input_contract()
+    assert contract.crop_protocol() == protocol
+    assert contract.image_size == 64 and contract.antialias == protocol.antialias

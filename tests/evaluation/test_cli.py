@@ -76,7 +76,7 @@ def test_unknown_protocol_is_a_flag_error(colour_shards):
     result = run_cli("--saved_model", "nowhere", "--data_pattern",
                      str(colour_shards / "validation-*"), "--protocol", "tencrop")
     assert result.returncode == 2
-    assert "flag --protocol=tencrop: value should be one of <single|released|" in (
+    assert "flag --protocol=tencrop: value should be one of <single|squash|" in (
         result.stderr), result.stderr[-2000:]
 
 
@@ -106,17 +106,17 @@ def parsed_flags():
     (["--checkpoint", "nowhere", "--data_pattern", "{shards}"], "'nowhere' does not exist"),
     (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--protocol",
       "polynet_multicrop", "--topk_fraction", "1.5"], r"topk_fraction must be in \(0, 1\]"),
-    (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--protocol", "released",
+    (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--protocol", "shorter_side",
       "--crop_size", "400", "--scales", "378"], "crop_size 400 is larger than scale"),
     (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--crop_fraction", "0.9",
-      "--protocol", "released"], "--crop_fraction applies to --protocol single only"),
+      "--protocol", "shorter_side"], "--crop_fraction applies to --protocol single only"),
     (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--protocol", "googlenet144",
       "--topk_fraction", "0.5"], "--topk_fraction applies to --protocol polynet_multicrop"),
     (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--scales", "300"],
      "--scales applies to .* only; --protocol single does not use it"),
-    (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--protocol", "released",
+    (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--protocol", "shorter_side",
       "--scales", "378,400"], "takes one scale"),
-    (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--protocol", "released",
+    (["--saved_model", "nowhere", "--data_pattern", "{shards}", "--protocol", "shorter_side",
       "--crops_per_scale", "18"], "--crops_per_scale applies to --protocol googlenet144"),
 ])
 def test_bad_inputs_give_clear_errors(colour_shards, parsed_flags, args, message):

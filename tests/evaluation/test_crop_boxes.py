@@ -44,7 +44,7 @@ def _reference_crop(jpeg, name):
     image = tf.constant(jpeg)
     if name == "single":
         return reference.preprocess_for_eval(image, CROP, 0.875)
-    if name == "released":
+    if name == "shorter_side":
         return reference.shorter_side_center_crop(image, 40, CROP)
     return reference.squash_center_crop(image, 40, CROP)
 
@@ -74,8 +74,8 @@ def _top1(directory, protocol):
 
 @pytest.mark.parametrize("name, right, wrong", [
     ("single", dict(crop_fraction=0.875), dict(crop_fraction=0.5)),
-    ("released", dict(scales=(40,)), dict(scales=(56,))),
-    ("released_squash", dict(scales=(40,)), dict(scales=(64,))),
+    ("shorter_side", dict(scales=(40,)), dict(scales=(56,))),
+    ("squash", dict(scales=(40,)), dict(scales=(64,))),
 ])
 def test_accuracy_needs_the_right_crop_box(tmp_path, name, right, wrong):
     _shards(tmp_path, name)

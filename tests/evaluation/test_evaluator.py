@@ -23,8 +23,8 @@ def _evaluate(shards, protocol, scorers, weights=None, batch_size=2):
 
 @pytest.mark.parametrize("protocol", [
     get_protocol("single", crop_size=32),
-    get_protocol("released", crop_size=32, scales=(36,)),
-    get_protocol("released_squash", crop_size=32, scales=(36,)),
+    get_protocol("shorter_side", crop_size=32, scales=(36,)),
+    get_protocol("squash", crop_size=32, scales=(36,)),
     get_protocol("googlenet144", crop_size=24),
     get_protocol("polynet_multicrop", crop_size=32, scales=(36, 44)),
 ], ids=lambda p: p.name)

@@ -34,7 +34,7 @@ def test_single_box_is_the_central_fraction_of_the_shorter_side():
 
 
 def test_released_squash_box_is_the_centre_331_of_the_378_square():
-    protocol = get_protocol("released_squash")
+    protocol = get_protocol("squash")
     assert protocol.scaled_size(300, 400, 0) == (378, 378)
     # (378 - 331 + 1) // 2 = 24.
     np.testing.assert_array_equal(protocol.crop_boxes(300, 400), [[24, 24, 355, 355]])
@@ -51,7 +51,7 @@ def _torchvision_resize_crop_box(height, width, resize, crop):
     return (new_height, new_width), [top, left, top + crop, left + crop]
 
 
-@pytest.mark.parametrize("name, resize", [("released", 378), ("released_pytorchcv", 379)])
+@pytest.mark.parametrize("name, resize", [("shorter_side", 378), ("pytorchcv", 379)])
 @pytest.mark.parametrize("height, width", [(333, 500), (500, 375), (300, 302), (378, 378),
                                            (240, 640)])
 def test_released_box_keeps_the_aspect_ratio_like_the_references(name, resize, height, width):
@@ -62,7 +62,7 @@ def test_released_box_keeps_the_aspect_ratio_like_the_references(name, resize, h
 
 
 def test_released_box_by_hand():
-    protocol = get_protocol("released")
+    protocol = get_protocol("shorter_side")
     # 333x500: 500 * 378 / 333 = 567.57 -> 567 (truncated); (567 - 331) / 2 = 118.
     np.testing.assert_array_equal(protocol.crop_boxes(333, 500), [[24, 118, 355, 449]])
     # 300x302: 302 * 378 / 300 = 380.52 -> 380; (380 - 331) / 2 = 24.5 -> 24 (to even).
@@ -120,9 +120,9 @@ def test_overrides_and_derived_scales():
     assert protocol.scales == (400,) and protocol.topk == 18
     scaled = get_protocol("googlenet144", crop_size=112)
     assert scaled.scales == (128, 144, 160, 176)
-    assert get_protocol("released", crop_size=100).scales == (114,)  # 100 * 378 / 331
-    assert get_protocol("released_squash", crop_size=100).scales == (114,)
-    assert get_protocol("released_pytorchcv", crop_size=100).scales == (115,)  # x 379 / 331
+    assert get_protocol("shorter_side", crop_size=100).scales == (114,)  # 100 * 378 / 331
+    assert get_protocol("squash", crop_size=100).scales == (114,)
+    assert get_protocol("pytorchcv", crop_size=100).scales == (115,)  # x 379 / 331
     assert get_protocol("polynet_multicrop", crop_size=75).scales[0] == 80  # 75 * 352 / 331
     assert get_protocol("polynet_multicrop", topk_fraction=1.0).topk == 36
 
@@ -152,7 +152,7 @@ def test_released_crop_equals_pil_resize_of_the_shorter_side_and_centre_crop():
 
     height, width = 150, 201
     image = photo(height, width)
-    protocol = get_protocol("released", crop_size=100, scales=(114,))
+    protocol = get_protocol("shorter_side", crop_size=100, scales=(114,))
     (new_height, new_width), (top, left, bottom, right) = _torchvision_resize_crop_box(
         height, width, 114, 100)
     assert (new_height, new_width) == (114, 152)
@@ -172,7 +172,7 @@ def test_released_crop_equals_pil_resize_of_the_shorter_side_and_centre_crop():
 def test_released_crop_equals_shorter_side_center_crop(size):
     image = photo(*size)
     png = tf.io.encode_png(image)
-    for name, resize in (("released", 114), ("released_pytorchcv", 115)):
+    for name, resize in (("shorter_side", 114), ("pytorchcv", 115)):
         protocol = get_protocol(name, crop_size=100)
         assert protocol.scales == (resize,)
         expected = preprocessing.shorter_side_center_crop(png, resize, 100, normalize=False)
@@ -180,7 +180,7 @@ def test_released_crop_equals_shorter_side_center_crop(size):
 
 
 def test_released_squash_crop_equals_squash_center_crop(jpeg_bytes):
-    protocol = get_protocol("released_squash", crop_size=100, scales=(114,))
+    protocol = get_protocol("squash", crop_size=100, scales=(114,))
     image = tf.io.decode_jpeg(jpeg_bytes, channels=3)
     expected = preprocessing.squash_center_crop(tf.constant(jpeg_bytes), 114, 100,
                                                 normalize=False)
@@ -282,10 +282,10 @@ IN_UNIT_INTERVAL = r"must be in \(0, 1\]"
     (lambda: get_protocol("polynet_multicrop", topk_fraction=1.5), IN_UNIT_INTERVAL),
     (lambda: get_protocol("single", crop_fraction=1.2), r"crop_fraction must be in \(0, 1\]"),
     (lambda: get_protocol("googlenet144", scales=(200, 256)), r"larger than scale\(s\) \[200\]"),
-    (lambda: get_protocol("released", crop_size=400, scales=(378,)), "crop_size 400 is larger"),
+    (lambda: get_protocol("shorter_side", crop_size=400, scales=(378,)), "crop_size 400 is larger"),
     (lambda: get_protocol("googlenet144", rounding="torchvision"),
      "rounding='torchvision' applies to layout='center' only"),
-    (lambda: get_protocol("released", rounding="up"), "rounding must be one of"),
+    (lambda: get_protocol("shorter_side", rounding="up"), "rounding must be one of"),
     (lambda: get_protocol("single", crop_fraction=None),
      "needs layout='center' and a crop_fraction"),
     (lambda: get_protocol("single", scale=3), r"Unknown protocol field\(s\) \['scale'\]"),
@@ -305,3 +305,27 @@ def test_protocol_is_frozen_data():
     values = protocol.to_dict()
     assert values["scales"] == list(protocols.POLYNET_MULTICROP_SCALES)
     assert values["num_crops"] == 288 and values["topk"] == 11
+
+
+def test_the_evaluators_default_protocol_is_the_models_input_contract():
+    from polynet_tf import evaluate
+    from polynet_tf.data import InputContract
+
+    contract = InputContract("squash", 75)  # A model loaded with weights="imagenet" at 75.
+
+    def protocol(*argv):
+        assert evaluate.cli.parse("evaluate", "", evaluate.FLAGS, list(argv)) == -1
+        return evaluate.protocol_from_flags(evaluate.FLAGS, contract)
+
+    assert protocol() == contract.crop_protocol()
+    assert (protocol().resize, protocol().scales) == ("squash", (86,))
+    # Flags over the contract: a size keeps its resize ratio, a protocol replaces it.
+    assert protocol("--image_size", "64").scales == (73,)
+    assert protocol("--crop_size", "64").crop_size == 64  # the deprecated name
+    assert protocol("--scales", "80").scales == (80,)
+    assert protocol("--protocol", "shorter_side").rounding == "torchvision"
+    assert protocol("--protocol", "single").crop_fraction == 0.875
+    assert protocol("--protocol", "googlenet144").num_crops == 144
+    assert evaluate.protocol_from_flags(evaluate.FLAGS).name == "googlenet144"
+    assert protocol() == contract.crop_protocol()  # each parse starts from the defaults
+    assert evaluate.protocol_from_flags(evaluate.FLAGS, None).name == "single"

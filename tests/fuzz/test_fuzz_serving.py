@@ -1,7 +1,8 @@
 """Fuzzing the serving signatures' decode path with mutated encoded images.
 
 The same TensorFlow functions the encoded-image signatures run
-(`check_encoded_batch`, `decode_checked`, `single_crop`, `normalize`), in one
+(`check_encoded_batch`, `decode_checked`, `single_crop`, the contract's
+`normalize`), in one
 `tf.function` (no SavedModel per case). Every mutated image in second
 position must give a normalised crop or an `InvalidArgumentError` naming the
 signature and position 1; nothing else (no other error, no crash, no hang).
@@ -10,7 +11,7 @@ signature and position 1; nothing else (no other error, no crash, no hang).
 import numpy as np
 import tensorflow as tf
 
-from polynet_tf.serving import ServingPreprocessing
+from polynet_tf.data import InputContract
 from polynet_tf.serving import preprocessing as serving_preprocessing
 from tests.fuzz.mutation import mutate, run_cases
 
@@ -18,8 +19,8 @@ CROP = 16
 
 
 def _serve():
-    preprocessing = ServingPreprocessing("single", CROP)
-    protocol = serving_preprocessing.crop_protocol(preprocessing)
+    contract = InputContract("single", CROP)
+    protocol = contract.crop_protocol()
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def serve(images):
@@ -34,7 +35,7 @@ def _serve():
 
         crops = tf.map_fn(one, (images, tf.range(tf.shape(images)[0])),
                           fn_output_signature=tf.TensorSpec([CROP, CROP, 3], tf.float32))
-        return serving_preprocessing.normalize(crops, preprocessing)
+        return contract.normalize(crops)
 
     return serve
 

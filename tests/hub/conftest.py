@@ -34,6 +34,7 @@ def tiny_backbone():
 
 def tiny_classifier(num_classes=3, image_size=TINY_SIZE, **kwargs):
     """A tiny PolyNetImageClassifier with its preprocessor, weights randomized."""
+    from polynet_tf.data import InputContract
     from polynet_tf.hub import (
         PolyNetBackbone,
         PolyNetImageClassifier,
@@ -43,7 +44,7 @@ def tiny_classifier(num_classes=3, image_size=TINY_SIZE, **kwargs):
 
     backbone = PolyNetBackbone(TINY_SPEC, width_multiplier=TINY_WIDTH)
     preprocessor = PolyNetImageClassifierPreprocessor(
-        PolyNetImageConverter(image_size=(image_size, image_size)))
+        PolyNetImageConverter.from_contract(InputContract("squash", image_size)))
     classifier = PolyNetImageClassifier(backbone, num_classes=num_classes,
                                         preprocessor=preprocessor, **kwargs)
     randomize(classifier)

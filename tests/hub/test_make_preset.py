@@ -9,6 +9,7 @@ import keras_hub
 import numpy as np
 
 from polynet_tf import PolyNet
+from polynet_tf.data import InputContract
 from polynet_tf.hub import PolyNetImageClassifier, make_preset
 from tests.conftest import TINY_WIDTH
 from tests.hub.conftest import TINY_SPEC, randomize, raw_images
@@ -31,7 +32,8 @@ def test_make_preset_from_a_weights_file(tmp_path, capsys):
     assert isinstance(loaded, PolyNetImageClassifier) and loaded.activation == "softmax"
     # A weights file without published weights: the "single" protocol at --image_size.
     converter = loaded.preprocessor.image_converter
-    assert converter.image_size == (75, 75) and converter.crop_fraction == 0.875
+    assert converter.image_size == (75, 75)
+    assert converter.input_contract == InputContract("single", 75, crop_fraction=0.875)
     images = raw_images(count=2)
     expected = model.predict(loaded.preprocessor(images), verbose=0)
     assert np.std(expected) > 0.05

@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from polynet_tf.data import protocols
 from polynet_tf.data.normalization import normalize_image
-from polynet_tf.data.preprocessing import preprocess_for_eval
+from polynet_tf.data import InputContract
+from polynet_tf.data.preprocessing import preprocess_for_eval, squash_center_crop
 from polynet_tf.hub import PolyNetImageClassifierPreprocessor, PolyNetImageConverter
 
 
@@ -18,17 +19,20 @@ def _image(height, width, seed=0):
     return np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype("uint8")
 
 
-def test_released_defaults():
+def test_default_is_the_published_squash_contract():
     converter = PolyNetImageConverter()
-    # The released protocol: shorter side to 378, centre 331 (331 / 378 of the shorter side).
-    assert converter.image_size == (331, 331)
-    assert converter.crop_fraction == pytest.approx(331 / 378, abs=1e-12)
+    # The published 81.00 / 95.62: the whole image squashed to 378x378, centre 331.
+    assert converter.input_contract == InputContract("squash", 331, resize_size=378)
+    assert converter.image_size == (331, 331) and converter.crop_fraction is None
     assert converter.antialias and converter.interpolation == "bilinear"
     pixels = np.array([[[[0, 128, 255]]]], dtype="float32")
     # x * scale + offset is the released (x / 255 - mean) / std.
     expected = normalize_image(pixels).numpy()
     got = pixels * np.array(converter.scale) + np.array(converter.offset)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    image = _image(300, 410)
+    expected = squash_center_crop(tf.io.encode_png(image), 378, 331).numpy()
+    np.testing.assert_array_equal(np.asarray(converter(image)), expected)
 
 
 def test_same_as_the_package_evaluation_preprocessing():
@@ -66,19 +70,34 @@ def test_converter_of_a_protocol():
     single = PolyNetImageConverter.from_protocol(
         protocols.get_protocol("single", crop_size=75, crop_fraction=0.8), mean=(0.5,) * 3,
         std=(0.25,) * 3)
-    assert single.image_size == (75, 75) and single.crop_fraction == 0.8
+    assert single.image_size == (75, 75) and single.input_contract.crop_fraction == 0.8
     image = _image(120, 97)
     expected = preprocess_for_eval(tf.io.encode_png(image), 75, crop_fraction=0.8,
                                    mean=(0.5,) * 3, std=(0.25,) * 3).numpy()
-    np.testing.assert_allclose(np.asarray(single(image)), expected, rtol=0, atol=2e-5)
-    released = PolyNetImageConverter.from_protocol(
-        protocols.get_protocol("released", crop_size=75, scales=(90,), antialias=False),
+    np.testing.assert_array_equal(np.asarray(single(image)), expected)
+    shorter = PolyNetImageConverter.from_protocol(
+        protocols.get_protocol("shorter_side", crop_size=75, scales=(90,), antialias=False),
         mean=(0.5,) * 3, std=(0.25,) * 3)
-    assert released.crop_fraction == pytest.approx(75 / 90) and not released.antialias
-    assert PolyNetImageConverter.from_protocol(
-        protocols.get_protocol("released", crop_size=75), (0.5,) * 3, (0.25,) * 3,
-        crop_fraction=0.9).crop_fraction == 0.9
-    for name in ("released_squash", "polynet_multicrop"):
-        with pytest.raises(ValueError, match=f"protocol {name!r}"):
-            PolyNetImageConverter.from_protocol(protocols.get_protocol(name), (0.5,) * 3,
-                                                (0.25,) * 3)
+    assert shorter.input_contract == InputContract(
+        "shorter_side", 75, resize_size=90, antialias=False, mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert not shorter.antialias
+    with pytest.raises(ValueError, match="crop_fraction applies to protocol 'single' only"):
+        PolyNetImageConverter.from_protocol(protocols.get_protocol("squash", crop_size=75),
+                                            (0.5,) * 3, (0.25,) * 3, crop_fraction=0.9)
+    with pytest.raises(ValueError, match="one crop per image.*'polynet_multicrop'"):
+        PolyNetImageConverter.from_protocol(protocols.get_protocol("polynet_multicrop"),
+                                            (0.5,) * 3, (0.25,) * 3)
+
+
+def test_a_contract_and_contradicting_arguments_are_refused():
+    contract = InputContract("squash", 75)
+    assert PolyNetImageConverter(image_size=(75, 75), input_contract=contract).image_size == (
+        75, 75)
+    with pytest.raises(ValueError, match="`image_size`=.* contradicts the input contract"):
+        PolyNetImageConverter(image_size=(80, 80), input_contract=contract)
+    with pytest.raises(ValueError, match="`crop_fraction` is part of the input contract"):
+        PolyNetImageConverter(crop_fraction=0.8, input_contract=contract)
+    # The contract travels in the config (keras-hub presets) as plain data.
+    config = PolyNetImageConverter.from_contract(contract).get_config()
+    assert config["input_contract"]["protocol"] == "squash"
+    assert PolyNetImageConverter.from_config(config).input_contract == contract

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from polynet_tf.data import InputContract
 from polynet_tf.hub import (
     PolyNetBackbone,
     PolyNetImageClassifier,
@@ -39,7 +40,8 @@ def test_classifier_preset_round_trip_through_keras_hub(saved_classifier):
     converter = loaded.preprocessor.image_converter
     assert isinstance(converter, PolyNetImageConverter)
     assert converter.get_config() == classifier.preprocessor.image_converter.get_config()
-    assert converter.crop_fraction == pytest.approx(331 / 378) and converter.image_size == (75, 75)
+    assert converter.input_contract == InputContract("squash", 75, resize_size=86)
+    assert converter.image_size == (75, 75)
     assert loaded.backbone.get_config() == classifier.backbone.get_config()
     for a, b in zip(loaded.weights, classifier.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -63,6 +65,7 @@ def test_backbone_preset_holds_a_default_converter(tmp_path):
     new = keras_hub.models.ImageClassifier.from_preset(preset, num_classes=2)
     assert isinstance(new, PolyNetImageClassifier) and new.num_classes == 2
     assert new.preprocessor.image_converter.image_size == (299, 299)
+    assert new.preprocessor.image_converter.input_contract == InputContract("single", 299)
     assert new.predict(raw_images(count=1), verbose=0).shape == (1, 2)
 
 

@@ -43,11 +43,11 @@ def build_tiny_model():
 
 def signature_options(multicrop=True, top_k=3):
     from polynet_tf.evaluation import protocols
-    from polynet_tf.serving import ServingPreprocessing, SignatureOptions
+    from polynet_tf.data import InputContract
+    from polynet_tf.serving import SignatureOptions
 
     return SignatureOptions(
-        preprocessing=ServingPreprocessing("single", CROP_SIZE, crop_fraction=0.875,
-                                           mean=MEAN, std=STD),
+        contract=InputContract("single", CROP_SIZE, crop_fraction=0.875, mean=MEAN, std=STD),
         class_names=CLASS_NAMES, top_k=top_k,
         multicrop=protocols.get_protocol("polynet_multicrop", crop_size=CROP_SIZE,
                                          scales=MULTICROP_SCALES) if multicrop else None)

@@ -76,8 +76,8 @@ def test_export_from_a_training_run(run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("protocol, crop_function", [
-    ("released", data_preprocessing.shorter_side_center_crop),
-    ("released_squash", data_preprocessing.squash_center_crop),
+    ("shorter_side", data_preprocessing.shorter_side_center_crop),
+    ("squash", data_preprocessing.squash_center_crop),
 ])
 def test_export_from_weights_and_config_with_the_released_protocol(run, tmp_path, capsys,
                                                                     protocol, crop_function):
@@ -126,22 +126,21 @@ def test_multicrop_option_builds_the_evaluator_protocol():
         export._multicrop_protocol("tencrop", "", 75)
 
 
-def test_presets_use_the_released_protocol_and_imagenet_statistics():
+def test_presets_use_the_published_squash_protocol_and_imagenet_statistics():
     from polynet_tf.data import normalization
-    from polynet_tf.serving import preprocessing as serving_preprocessing
-    from polynet_tf.serving.sources import preset_preprocessing
+    from polynet_tf.loading import preset_contract
 
-    released = preset_preprocessing("very_deep")
-    protocol = serving_preprocessing.crop_protocol(released)
-    assert (released.protocol, protocol.crop_size, protocol.scales) == ("released", 331, (378,))
-    assert (protocol.resize, protocol.rounding) == ("shorter_side", "torchvision")
-    pytorchcv = serving_preprocessing.crop_protocol(
-        preset_preprocessing("very_deep", protocol="released_pytorchcv"))
+    released = preset_contract("very_deep")
+    protocol = released.crop_protocol()
+    # The published 81.00 / 95.62: the whole image squashed to 378x378, centre 331.
+    assert (released.protocol, protocol.crop_size, protocol.scales) == ("squash", 331, (378,))
+    assert protocol.resize == "squash"
+    shorter = preset_contract("very_deep", protocol="shorter_side").crop_protocol()
+    assert (shorter.scales, shorter.resize, shorter.rounding) == (
+        (378,), "shorter_side", "torchvision")
+    pytorchcv = preset_contract("very_deep", protocol="pytorchcv").crop_protocol()
     assert (pytorchcv.scales, pytorchcv.resize) == ((379,), "shorter_side")
-    squash = serving_preprocessing.crop_protocol(
-        preset_preprocessing("very_deep", protocol="released_squash"))
-    assert (squash.scales, squash.resize) == ((378,), "squash")
-    assert released.mean == list(normalization.IMAGENET_MEAN)
-    assert released.std == list(normalization.IMAGENET_STD)
-    single = serving_preprocessing.crop_protocol(preset_preprocessing("ir_5_10_5"))
+    assert released.mean == normalization.IMAGENET_MEAN
+    assert released.std == normalization.IMAGENET_STD
+    single = preset_contract("ir_5_10_5").crop_protocol()
     assert (single.crop_size, single.crop_fraction) == (299, 0.875)

@@ -1,6 +1,7 @@
 """Version directories: next free version, no overwrite, no partial directory on failure;
 the warm-up requests and the metadata file."""
 
+import dataclasses
 import os
 
 import keras
@@ -10,7 +11,15 @@ import tensorflow as tf
 
 from polynet_tf.models import fold_batch_norms
 from polynet_tf.serving import exporter, warmup
-from tests.serving.conftest import CLASS_NAMES, CROP_SIZE, random_image, signature_options
+from polynet_tf.data import InputContract
+from tests.serving.conftest import (
+    CLASS_NAMES,
+    CROP_SIZE,
+    MEAN,
+    STD,
+    random_image,
+    signature_options,
+)
 
 # Exports a network (module fixture) and loads it back several times.
 pytestmark = pytest.mark.slow
@@ -25,8 +34,11 @@ def test_metadata_describes_the_export(exported):
     assert metadata["format"] == "polynet_tf.export"
     assert metadata["model_name"] == "tiny" and metadata["model_version"] == 1
     assert metadata["class_names"] == CLASS_NAMES and metadata["top_k"] == 3
-    assert metadata["preprocessing"]["protocol"] == "single"
-    assert metadata["preprocessing"]["crop"]["crop_size"] == CROP_SIZE
+    assert metadata["format_version"] == 2
+    contract = InputContract.from_dict(metadata["input_contract"])
+    assert contract == InputContract("single", CROP_SIZE, mean=MEAN, std=STD)
+    assert metadata["crop"] == contract.crop_protocol().to_dict()
+    assert metadata["crop"]["crop_size"] == CROP_SIZE
     assert metadata["multicrop"]["num_crops"] == 72
     assert metadata["architecture"].startswith("A: 2way")
     assert {"polynet_tf", "tensorflow", "keras"} <= set(metadata["versions"])
@@ -127,7 +139,7 @@ def test_top_k_and_crop_size_must_fit_the_model(exported):
     with pytest.raises(ValueError, match="top_k"):
         signatures.validate_options(exported[0], options)
     options = signature_options(multicrop=False)
-    options.preprocessing.crop_size = CROP_SIZE + 1
+    options.contract = dataclasses.replace(options.contract, image_size=CROP_SIZE + 1)
     with pytest.raises(ValueError, match="crop"):
         signatures.validate_options(exported[0], options)
 
