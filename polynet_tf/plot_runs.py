@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence
 from absl import flags
 
 from polynet_tf import cli, fileio
+from polynet_tf.figures import png_figure
 from polynet_tf.configs.experiment import ModelConfig
 from polynet_tf.models.architectures import default_size
 from polynet_tf.models.complexity import network_cost
@@ -95,29 +96,19 @@ def plot_points(points: Sequence[RunPoint], output: str, metric: str = "top1_acc
     Returns:
         `output`.
     """
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
     # Giga for ImageNet-sized networks, mega for the tiny ones of tests and demos.
     largest = max(point.multiply_adds for point in points)
     divisor, unit = (1e9, "G") if largest >= 1e9 else (1e6, "M")
-    figure, axes = plt.subplots(figsize=(6.4, 4.8), dpi=100)
-    for point in points:
-        x = point.multiply_adds / divisor
-        axes.scatter([x], [point.value], s=36)
-        axes.annotate(point.label, (x, point.value), textcoords="offset points", xytext=(5, 4),
-                      fontsize=8)
-    axes.set_xlabel(f"multiply-adds per image ({unit})")
-    axes.set_ylabel(METRICS[metric][0])
-    axes.set_title(title)
-    axes.grid(True, alpha=0.3)
-    figure.tight_layout()
-    try:
-        fileio.write_figure(figure, output, format="png")
-    finally:
-        plt.close(figure)
+    with png_figure(output, figsize=(6.4, 4.8), dpi=100) as (_, axes):
+        for point in points:
+            x = point.multiply_adds / divisor
+            axes.scatter([x], [point.value], s=36)
+            axes.annotate(point.label, (x, point.value), textcoords="offset points",
+                          xytext=(5, 4), fontsize=8)
+        axes.set_xlabel(f"multiply-adds per image ({unit})")
+        axes.set_ylabel(METRICS[metric][0])
+        axes.set_title(title)
+        axes.grid(True, alpha=0.3)
     return output
 
 

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Tuple
 from absl import flags
 
 from polynet_tf import cli, fileio
+from polynet_tf.figures import png_figure
 from polynet_tf.runs import read_scalars, summaries_dir
 
 Series = Dict[str, List[Tuple[int, float]]]
@@ -36,31 +37,21 @@ def plot_curves(model_dir: str, output: str) -> str:
     Returns:
         `output`.
     """
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
     train, evaluation = load_curves(model_dir)
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
     panels = (("loss", "loss"), ("top1", "top-1 accuracy"), ("learning_rate", "learning rate"))
-    for ax, (tag, title) in zip(axes, panels):
-        for name, series, style in (("training batches", train, "-"),
-                                    ("validation", evaluation, "o-")):
-            if tag in series:
-                steps, values = zip(*series[tag])
-                ax.plot(steps, values, style, label=name, markersize=4)
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.grid(True, alpha=0.3)
-        if tag != "learning_rate":
-            ax.legend(fontsize=8)
-    figure.suptitle(f"Training curves: {fileio.basename(model_dir)}")
-    figure.tight_layout()
-    try:
-        fileio.write_figure(figure, output, format="png")
-    finally:
-        plt.close(figure)
+    with png_figure(output, 1, 3, figsize=(13, 3.8), dpi=100) as (figure, axes):
+        for ax, (tag, title) in zip(axes, panels):
+            for name, series, style in (("training batches", train, "-"),
+                                        ("validation", evaluation, "o-")):
+                if tag in series:
+                    steps, values = zip(*series[tag])
+                    ax.plot(steps, values, style, label=name, markersize=4)
+            ax.set_title(title)
+            ax.set_xlabel("step")
+            ax.grid(True, alpha=0.3)
+            if tag != "learning_rate":
+                ax.legend(fontsize=8)
+        figure.suptitle(f"Training curves: {fileio.basename(model_dir)}")
     return output
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from absl import flags
 
 from polynet_tf import cli, fileio
+from polynet_tf.figures import png_figure
 
 _PAGE_IMAGES = 40
 
@@ -131,34 +132,24 @@ def classify(saved_model_dir: str, items, class_names: Sequence[str],
 
 def draw_page(predictions: Sequence[Prediction], output: str, count: int = _PAGE_IMAGES) -> str:
     """A grid of the first `count` images titled with their predicted class."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
 
     shown = list(predictions[:count])
     columns = 8
     rows = max(1, -(-len(shown) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5), dpi=100,
-                                squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, item in zip(axes.ravel(), shown):
-        with Image.open(io.BytesIO(fileio.read_bytes(item.path))) as image:
-            ax.imshow(np.asarray(image.convert("RGB")))
-        correct = item.predicted_class == item.true_class
-        ax.set_title(f"{item.predicted_class} ({item.probability:.2f})", fontsize=9,
-                     color="black" if correct else "red")
-    wrong = sum(p.predicted_class != p.true_class for p in shown)
-    figure.suptitle(f"Predicted class (probability) of {len(shown)} held-out images; "
-                    f"{wrong} wrong, in red",
-                    fontsize=10)
-    figure.tight_layout()
-    try:
-        fileio.write_figure(figure, output, format="png")
-    finally:
-        plt.close(figure)
+    with png_figure(output, rows, columns, figsize=(columns * 1.3, rows * 1.5), dpi=100,
+                    squeeze=False) as (figure, axes):
+        for ax in axes.ravel():
+            ax.axis("off")
+        for ax, item in zip(axes.ravel(), shown):
+            with Image.open(io.BytesIO(fileio.read_bytes(item.path))) as image:
+                ax.imshow(np.asarray(image.convert("RGB")))
+            correct = item.predicted_class == item.true_class
+            ax.set_title(f"{item.predicted_class} ({item.probability:.2f})", fontsize=9,
+                         color="black" if correct else "red")
+        wrong = sum(p.predicted_class != p.true_class for p in shown)
+        figure.suptitle(f"Predicted class (probability) of {len(shown)} held-out images; "
+                        f"{wrong} wrong, in red", fontsize=10)
     return output
 
 

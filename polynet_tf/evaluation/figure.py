@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from polynet_tf import fileio
+from polynet_tf import figures
 from polynet_tf.evaluation import protocols
 
 # One colour per position of the googlenet layout (corners, centre, whole square).
@@ -29,14 +29,8 @@ def save_crops_figure(image: np.ndarray, protocol: protocols.CropProtocol, path:
     Raises:
       ImportError: if matplotlib is missing (`pip install 'polynet-tf[plot]'`).
     """
-    try:
-        import matplotlib  # noqa: PLC0415
-
-        matplotlib.use("Agg")
-        from matplotlib import patches, pyplot  # noqa: PLC0415
-    except ImportError:
-        raise ImportError("--save_crops_figure needs matplotlib: "
-                          "pip install 'polynet-tf[plot]'.") from None
+    figures.pyplot()  # a clear ImportError without matplotlib
+    from matplotlib import patches  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
 
     image = np.asarray(image, np.uint8)
@@ -44,37 +38,32 @@ def save_crops_figure(image: np.ndarray, protocol: protocols.CropProtocol, path:
     layout = protocol.crop_layout(height, width)
     columns = min(columns, protocol.num_scales)
     rows = -(-protocol.num_scales // columns)
-    figure, axes = pyplot.subplots(rows, columns, figsize=(4 * columns, 4 * rows),
-                                   squeeze=False)
-    unmirrored = ~layout.mirrored
-    for scale_index in range(protocol.num_scales):
-        axis = axes[scale_index // columns][scale_index % columns]
-        scaled_height, scaled_width = layout.scaled_sizes[scale_index]
-        axis.imshow(Image.fromarray(image).resize((scaled_width, scaled_height),
-                                                  Image.BILINEAR))
-        chosen = (layout.scale_indices == scale_index) & unmirrored
-        for number, (y0, x0, y1, x1) in enumerate(layout.boxes[chosen]):
-            colour = _COLOURS[number % protocol.boxes_per_scale % len(_COLOURS)]
-            axis.add_patch(patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0,
-                                             fill=False, edgecolor=colour, linewidth=1.2))
-        scale = protocol.scales[scale_index] if protocol.scales else "as decoded"
-        axis.set_title(f"scale {scale}: {scaled_height}x{scaled_width}, "
-                       f"{int(chosen.sum())} boxes" + (" (x2 mirrored)" if protocol.mirror
-                                                        else ""), fontsize=9)
-        axis.set_xlim(-0.5, scaled_width - 0.5)
-        axis.set_ylim(scaled_height - 0.5, -0.5)
-    if protocol.layout == "googlenet":
-        handles = [patches.Patch(edgecolor=c, facecolor="none", label=n.replace("_", " "))
-                   for c, n in zip(_COLOURS, protocols.GOOGLENET_POSITIONS)]
-        axes[0][0].legend(handles=handles, fontsize=7, loc="lower left", framealpha=0.6,
-                          title="in each of the 3 squares", title_fontsize=7)
-    for index in range(protocol.num_scales, rows * columns):
-        axes[index // columns][index % columns].axis("off")
-    figure.suptitle(f"{protocol.name}: {protocol.num_crops} crops of {protocol.crop_size}x"
-                    f"{protocol.crop_size} from a {height}x{width} image")
-    figure.tight_layout()
-    try:
-        fileio.write_figure(figure, path, format="png", dpi=80)
-    finally:
-        pyplot.close(figure)
+    with figures.png_figure(path, rows, columns, figsize=(4 * columns, 4 * rows), squeeze=False,
+                            save_dpi=80) as (figure, axes):
+        unmirrored = ~layout.mirrored
+        for scale_index in range(protocol.num_scales):
+            axis = axes[scale_index // columns][scale_index % columns]
+            scaled_height, scaled_width = layout.scaled_sizes[scale_index]
+            axis.imshow(Image.fromarray(image).resize((scaled_width, scaled_height),
+                                                      Image.BILINEAR))
+            chosen = (layout.scale_indices == scale_index) & unmirrored
+            for number, (y0, x0, y1, x1) in enumerate(layout.boxes[chosen]):
+                colour = _COLOURS[number % protocol.boxes_per_scale % len(_COLOURS)]
+                axis.add_patch(patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0,
+                                                 fill=False, edgecolor=colour, linewidth=1.2))
+            scale = protocol.scales[scale_index] if protocol.scales else "as decoded"
+            axis.set_title(f"scale {scale}: {scaled_height}x{scaled_width}, "
+                           f"{int(chosen.sum())} boxes" + (" (x2 mirrored)" if protocol.mirror
+                                                            else ""), fontsize=9)
+            axis.set_xlim(-0.5, scaled_width - 0.5)
+            axis.set_ylim(scaled_height - 0.5, -0.5)
+        if protocol.layout == "googlenet":
+            handles = [patches.Patch(edgecolor=c, facecolor="none", label=n.replace("_", " "))
+                       for c, n in zip(_COLOURS, protocols.GOOGLENET_POSITIONS)]
+            axes[0][0].legend(handles=handles, fontsize=7, loc="lower left", framealpha=0.6,
+                              title="in each of the 3 squares", title_fontsize=7)
+        for index in range(protocol.num_scales, rows * columns):
+            axes[index // columns][index % columns].axis("off")
+        figure.suptitle(f"{protocol.name}: {protocol.num_crops} crops of {protocol.crop_size}x"
+                        f"{protocol.crop_size} from a {height}x{width} image")
     return path
