@@ -122,16 +122,23 @@ class Stem(_WidthConfigMixin, keras.layers.Layer):
             segments there (see `polynet_tf.layers.remat`): less memory, one
             more forward pass of the stem. Gradients and BatchNorm moving
             statistics are unchanged. Training with it needs TensorFlow.
+        feature_parts: indices into `parts` whose outputs are returned too,
+            for feature maps by level (`polynet_tf.models.features`): the
+            call then returns a list, those outputs in order and the stem's
+            own output last. Empty (the default): the stem's output alone.
+            The weights are the same either way.
         **kwargs: base layer arguments.
     """
 
     def __init__(
         self, width_multiplier=1.0, batch_norm=None,
-        kernel_initializer="glorot_uniform", rematerialize=False, **kwargs,
+        kernel_initializer="glorot_uniform", rematerialize=False, feature_parts=(),
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.width_multiplier = float(width_multiplier)
         self.rematerialize = bool(rematerialize)
+        self.feature_parts = tuple(sorted({int(index) for index in feature_parts}))
         self.batch_norm = BatchNormSettings.from_value(batch_norm)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         common = dict(
@@ -168,16 +175,25 @@ class Stem(_WidthConfigMixin, keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        if not (training and self.rematerialize):
-            return self._parts_call(inputs, 0, self._num_parts, training)
-        x = inputs
-        for start, stop in STEM_REMAT_SEGMENTS:
-            x = rematerialized_call(
-                # Default arguments bind this segment's bounds, not the last ones.
-                lambda x, start=start, stop=stop: self._parts_call(x, start, stop, training),
-                x,
-            )
-        return x
+        remat = training and self.rematerialize
+        # Segments end where a feature map is taken, so that each is a
+        # segment's output (kept for the backward pass either way).
+        stops = {stop for _, stop in STEM_REMAT_SEGMENTS} if remat else set()
+        stops |= {index + 1 for index in self.feature_parts} | {self._num_parts}
+        x, start, features = inputs, 0, []
+        for stop in sorted(stops):
+            if remat:
+                x = rematerialized_call(
+                    # Default arguments bind this segment's bounds, not the last ones.
+                    lambda x, start=start, stop=stop: self._parts_call(x, start, stop, training),
+                    x,
+                )
+            else:
+                x = self._parts_call(x, start, stop, training)
+            if stop - 1 in self.feature_parts:
+                features.append(x)
+            start = stop
+        return features + [x] if self.feature_parts else x
 
     def _parts_call(self, inputs, start, stop, training):
         """Parts `start` to `stop - 1`, in order."""
@@ -187,10 +203,18 @@ class Stem(_WidthConfigMixin, keras.layers.Layer):
         return x
 
     def compute_output_shape(self, input_shape):
-        shape = input_shape
-        for part in self.parts:
+        shape, features = input_shape, []
+        for index, part in enumerate(self.parts):
             shape = part.compute_output_shape(shape)
-        return shape
+            if index in self.feature_parts:
+                features.append(shape)
+        return features + [shape] if self.feature_parts else shape
+
+    def get_config(self):
+        config = super().get_config()
+        if self.feature_parts:  # absent otherwise: the classifier's config is unchanged
+            config["feature_parts"] = list(self.feature_parts)
+        return config
 
 
 class _Reduction(_WidthConfigMixin, BranchConcat):
