@@ -1,4 +1,4 @@
-"""pyramid_outputs P2-P5 on keras-hub's grids, and keras-hub's own detection and segmentation heads."""
+"""pyramid_outputs P2-P5 on keras-hub's grids; keras-hub's detection and segmentation heads."""
 
 import keras
 import keras_hub
