@@ -155,8 +155,7 @@ def check_input_size(input_shape, levels):
 
 def stages_needed(spec, levels):
     """The stages of `spec` a feature model builds: up to the highest level asked for."""
-    top = max(levels)
-    return [stage for stage in spec.stages if STAGE_LEVELS[stage.name] <= max(top, 2)]
+    return [stage for stage in spec.stages if STAGE_LEVELS[stage.name] <= max(levels)]
 
 
 def unbuilt_layers(spec, levels):
