@@ -21,6 +21,8 @@ classifier's layers and weights, up to the highest level asked for.
 
 import dataclasses
 
+import keras
+
 # Parts of the stem (`polynet_tf.layers.Stem.parts`) whose outputs are levels 0 and 1.
 STEM_PARTS = {0: 2, 1: 4}
 # The level of each stage's output.
@@ -195,3 +197,48 @@ def level_layers(spec):
     for stage in spec.stages:
         names[STAGE_LEVELS[stage.name]] = f"stage_{stage.name.lower()}_{len(stage.modules) - 1}"
     return names
+
+
+def feature_extractor(model, out_indices=None):
+    """A model of the feature maps of a built PolyNet (a classifier too), sharing its weights.
+
+    For a network already built and trained, e.g. a fine-tuned classifier
+    (`polynet_tf.load_model(run_dir=...)`): no weights file, no rebuild. The
+    maps are those of `PolyNet(..., features_only=True)` with the same
+    weights; the stem's inner maps (levels 0 and 1) are computed by calling
+    the stem's own parts again.
+
+    Args:
+        model: a model made by `PolyNet()`.
+        out_indices: levels, as in `PolyNet(features_only=True)`.
+
+    Returns:
+        A `keras.Model` from `model`'s input to the list of maps, by level,
+        with a `feature_info` attribute.
+
+    Raises:
+        ValueError: a level that does not exist, or a model without PolyNet's layers.
+    """
+    levels = resolve_out_indices(True, out_indices, False, None)
+    names = {layer.name for layer in model.layers}
+    if "stem" not in names:
+        raise ValueError(f"Model {model.name!r} has no PolyNet stem layer named 'stem'.")
+    maps, modules = {}, {0: "stem/conv3", 1: "stem/mixed_4a"}
+    if min(levels) < STAGE_LEVELS["A"]:
+        x = model.inputs[0]
+        for index, part in enumerate(model.get_layer("stem").parts[:STEM_PARTS[1] + 1]):
+            x = part(x)
+            for level, part_index in STEM_PARTS.items():
+                if part_index == index:
+                    maps[level] = x
+    for layer in model.layers:  # topological order: the last of each stage wins
+        for stage, level in STAGE_LEVELS.items():
+            if layer.name.startswith(f"stage_{stage.lower()}_"):
+                maps[level], modules[level] = layer.output, layer.name
+    missing = [level for level in levels if level not in maps]
+    if missing:
+        raise ValueError(f"Model {model.name!r} has no feature level {missing[0]}.")
+    extractor = keras.Model(model.inputs[0], [maps[level] for level in levels],
+                            name=f"{model.name}_features")
+    extractor.feature_info = feature_info({level: maps[level] for level in levels}, modules)
+    return extractor

@@ -126,3 +126,17 @@ def test_smallest_inputs_build_and_run():
         PolyNet(SPEC, features_only=True)
     with pytest.raises(ValueError, match="pass `features_only=True`"):
         PolyNet(SPEC, include_top=False, out_indices=(1,))
+
+
+def test_feature_extractor_of_a_built_classifier_equals_the_feature_model():
+    classifier = _randomized_classifier(seed=3)
+    extractor = features.feature_extractor(classifier, out_indices=(0, 1, 4))
+    model = _features(out_indices=(0, 1, 4))
+    model.set_weights([w for w, v in zip(classifier.get_weights(), classifier.weights)
+                       if not v.path.startswith("predictions/")])
+    x = _images(99)
+    for got, expected in zip(extractor(x), model(x)):
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    assert extractor.feature_info == model.feature_info
+    with pytest.raises(ValueError, match="Feature level 7 does not exist"):
+        features.feature_extractor(classifier, out_indices=(7,))
