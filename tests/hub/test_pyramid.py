@@ -87,3 +87,16 @@ def test_deeplab_v3_plus_trains_one_step_and_predicts():
     assert np.isfinite(history.history["loss"][0])
     assert not np.array_equal(stem_kernel, encoder.get_layer("stem").weights[0].numpy())
     assert segmenter.predict(_images(seed=1), verbose=0).shape == (1, SIZE, SIZE, 3)
+
+
+def test_pyramid_model_saves_and_loads(tmp_path):
+    backbone = PolyNetBackbone(SPEC, width_multiplier=TINY_WIDTH)
+    randomize(backbone, seed=5)
+    pyramid = keras.Model(backbone.input, backbone.pyramid_outputs)
+    path = str(tmp_path / "pyramid.keras")
+    pyramid.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    x = _images(128)
+    expected = pyramid(x)
+    for key, value in loaded(x).items():
+        np.testing.assert_array_equal(value, expected[key])
