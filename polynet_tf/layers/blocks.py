@@ -91,6 +91,29 @@ REDUCTION_B = [
 ]
 
 
+# The smallest image whose maps fit each unpadded layer's 3x3 windows
+# (polynet_tf.models.features.min_input_size): the stem's output is 1x1 at
+# 27, reduction A's at 43, reduction B's (stage C) at 75.
+STEM_MIN_INPUT = 27
+
+
+def check_input_size(layer, inputs, smallest, image_smallest):
+    """A clear error when a map is known (static) to be too small for `layer`.
+
+    Without it, TensorFlow stops deep inside a conv with "Computed output size
+    would be zero or negative"; models with unknown input sizes meet that at
+    run time.
+    """
+    height, width = inputs.shape[1:3]
+    if any(side is not None and side < smallest for side in (height, width)):
+        raise ValueError(
+            f"The input image is too small for layer {layer.name!r}: its input map is "
+            f"{height}x{width}, less than the {smallest}x{smallest} it needs; images must be "
+            f"at least {image_smallest}x{image_smallest} up to this layer (75x75 for the whole "
+            "network; feature maps of lower levels need less, see "
+            "polynet_tf.models.features).")
+
+
 class _WidthConfigMixin:
     """get_config of the stem and reductions: width, BatchNorm settings, rematerialization.
 
@@ -175,6 +198,7 @@ class Stem(_WidthConfigMixin, keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
+        check_input_size(self, inputs, STEM_MIN_INPUT, STEM_MIN_INPUT)
         remat = training and self.rematerialize
         # Segments end where a feature map is taken, so that each is a
         # segment's output (kept for the backward pass either way).
@@ -233,6 +257,7 @@ class _Reduction(_WidthConfigMixin, BranchConcat):
     """
 
     BRANCHES = None
+    MIN_IMAGE_SIZE = None  # the smallest image whose map fits this reduction
 
     def __init__(
         self, width_multiplier=1.0, batch_norm=None,
@@ -248,6 +273,7 @@ class _Reduction(_WidthConfigMixin, BranchConcat):
         )
 
     def call(self, inputs, training=None):
+        check_input_size(self, inputs, 3, self.MIN_IMAGE_SIZE)
         branches = super().call
         if training and self.rematerialize:
             # One segment: its activations (about 3.7M values per sample at
@@ -262,6 +288,7 @@ class ReductionA(_Reduction):
     """Stage A -> B: 35/39 -> 17/19 spatially, 384 -> 1152 channels at full width."""
 
     BRANCHES = REDUCTION_A
+    MIN_IMAGE_SIZE = 43
 
 
 @keras.saving.register_keras_serializable(package="polynet_tf")
@@ -269,6 +296,7 @@ class ReductionB(_Reduction):
     """Stage B -> C: 17/19 -> 8/9 spatially, 1152 -> 2048 channels at full width."""
 
     BRANCHES = REDUCTION_B
+    MIN_IMAGE_SIZE = 75
 
 
 @keras.saving.register_keras_serializable(package="polynet_tf")

@@ -140,3 +140,17 @@ def test_feature_extractor_of_a_built_classifier_equals_the_feature_model():
     assert extractor.feature_info == model.feature_info
     with pytest.raises(ValueError, match="Feature level 7 does not exist"):
         features.feature_extractor(classifier, out_indices=(7,))
+
+
+def test_inputs_too_small_at_run_time_are_named():
+    from polynet_tf.layers.blocks import STEM_MIN_INPUT, ReductionA, ReductionB
+
+    # The layers' own limits are the feature levels' smallest inputs.
+    assert [features.min_input_size([level]) for level in (2, 3, 4)] == [
+        STEM_MIN_INPUT, ReductionA.MIN_IMAGE_SIZE, ReductionB.MIN_IMAGE_SIZE]
+    model = _features(out_indices=(3,))  # input size unknown until called
+    with pytest.raises(ValueError, match=r"too small for layer 'reduction_a': its input map "
+                                         r"is 2x2.*at least 43x43"):
+        model.predict(_images(40), verbose=0)
+    with pytest.raises(ValueError, match=r"too small for layer 'stem'.*at least 27x27"):
+        model.predict(_images(20), verbose=0)
