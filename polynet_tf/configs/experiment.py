@@ -99,6 +99,10 @@ class RuntimeConfig:
 # `stem`, `stage_a_<i>`, `reduction_a`, ...), each freezing itself and all below.
 FREEZE_CHOICES = ("none", "stem", "stage_a", "reduction_a", "stage_b", "reduction_b",
                   "stage_c", "backbone")
+# `init.freeze` by feature level (`polynet_tf.models.features`): `level_N` freezes every
+# layer that computes levels 0 to N. Levels 0 and 1 are inside the stem, one layer.
+FREEZE_LEVELS = {"level_0": "stem", "level_1": "stem", "level_2": "stage_a",
+                 "level_3": "stage_b", "level_4": "stage_c"}
 
 
 @dataclasses.dataclass
@@ -114,7 +118,8 @@ class InitConfig:
     architecture: Optional[str] = None  # a weights file's architecture (default: model's)
     num_classes: Optional[int] = None  # a weights file's classes (default: read from it)
     # none | stem | stage_a | reduction_a | stage_b | reduction_b | stage_c | backbone:
-    # that part and every one below it keep their weights (BatchNorms in inference mode).
+    # that part and every one below it keep their weights (BatchNorms in inference mode);
+    # or level_0 ... level_4: every layer up to that feature level (FREEZE_LEVELS).
     freeze: str = "none"
     batch_norm_inference: bool = False  # every BatchNorm frozen: moving statistics fixed
     head_learning_rate_multiplier: float = 1.0  # the classifier's rate (own optimizer)
@@ -219,7 +224,7 @@ class ExperimentConfig:
 
 def _validate_init(config):
     init = config.init
-    _choice("init.freeze", init.freeze, FREEZE_CHOICES)
+    _choice("init.freeze", init.freeze, FREEZE_CHOICES + tuple(FREEZE_LEVELS))
     _positive("init.head_learning_rate_multiplier", init.head_learning_rate_multiplier)
     if init.num_classes is not None:
         _positive("init.num_classes", init.num_classes)

@@ -7,10 +7,11 @@ one for one (`polynet_tf.hub.convert`).
 
 Feature maps (Zhang et al., CVPR 2017, Fig. 10; sizes for a 331x331 input at
 full width): stem 39x39x384, stage A 39x39x384, stage B 19x19x1152, stage C
-9x9x2048. keras-hub's `pyramid_outputs` keys a map by its level `Pn` (2^n
-times smaller than the input, rounded), one map per level: P3 is stage A (the
-stem's map is at the same level), P4 stage B, P5 stage C. All four named maps
-are in `stage_outputs`.
+9x9x2048. keras-hub's `pyramid_outputs` keys a map by its level `Pn` (stride
+2^n): P2 is the stem's mixed 4a (79x79x192), P3 stage A (the stem's output
+is at the same level), P4 stage B, P5 stage C, each zero-padded onto the
+grid of ceil(side / 2^n) cells that keras-hub's heads need
+(`polynet_tf.hub.pyramid`). The four unpadded maps are in `stage_outputs`.
 """
 
 import contextlib
@@ -18,12 +19,12 @@ import contextlib
 import keras
 import keras_hub
 
-from polynet_tf.hub import presets
+from polynet_tf.hub import presets, pyramid
 from polynet_tf.models.architectures import input_contract, resolve_architecture
 from polynet_tf.models.polynet import PolyNet
 
-# Stage output -> keras-hub pyramid level (2^n downsampling; 331 -> 39 is about 8).
-PYRAMID_LEVELS = {"stage_a": "P3", "stage_b": "P4", "stage_c": "P5"}
+# Map -> keras-hub pyramid level (stride 2^n; 331 -> 39 is about 8), before alignment.
+PYRAMID_LEVELS = {"stem/mixed_4a": "P2", "stage_a": "P3", "stage_b": "P4", "stage_c": "P5"}
 STAGE_NAMES = ("stem", "stage_a", "stage_b", "stage_c")
 
 
@@ -51,7 +52,9 @@ def _stage_outputs(body):
     the layers are in topological order, so the last `stage_x_*` layer is
     the stage's output.
     """
-    outputs = {"stem": body.get_layer("stem").output}
+    stem = body.get_layer("stem").output
+    # A feature model's stem also returns its inner maps, its own output last.
+    outputs = {"stem": stem[-1] if isinstance(stem, (list, tuple)) else stem}
     for layer in body.layers:
         for stage in STAGE_NAMES[1:]:
             if layer.name.startswith(stage + "_"):
@@ -124,19 +127,21 @@ class PolyNetBackbone(keras_hub.models.FeaturePyramidBackbone):
             rematerialize=rematerialize,
         )
         image_shape = tuple(image_shape)
+        used = tuple(pyramid.PYRAMID_FEATURE_LEVELS.values())
         with _dtype_policy_scope(dtype):
-            body = PolyNet(architecture, include_top=False, input_shape=image_shape, **options)
+            body = PolyNet(architecture, include_top=False, input_shape=image_shape,
+                           features_only=True, out_indices=used, **options)
+            levels = dict(zip(used, body.outputs))
+            pyramid_outputs = pyramid.aligned_pyramid(levels, body.input)
         stage_outputs = _stage_outputs(body)
-        super().__init__(inputs=body.input, outputs=body.output, dtype=dtype, **kwargs)
+        super().__init__(inputs=body.input, outputs=levels[4], dtype=dtype, **kwargs)
 
         # === Config ===
         self.architecture = architecture
         self.image_shape = image_shape
         self.options = options
         self.stage_outputs = stage_outputs
-        self.pyramid_outputs = {
-            level: stage_outputs[stage] for stage, level in PYRAMID_LEVELS.items()
-        }
+        self.pyramid_outputs = pyramid_outputs
 
     @property
     def default_image_size(self):

@@ -15,8 +15,10 @@ from polynet_tf.hub.classifier import PolyNetImageClassifier
 from polynet_tf.models.polynet import PolyNet
 
 # Config entries that do not change what a trained layer computes at inference.
+# feature_parts: which inner maps the stem also returns (the backbone's feed
+# pyramid_outputs), not its weights.
 _IGNORED_CONFIG = ("name", "trainable", "dtype", "kernel_initializer", "seed",
-                   "drop_path_rate")
+                   "drop_path_rate", "feature_parts")
 
 
 def _weighted_layers(model):

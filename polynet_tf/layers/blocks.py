@@ -91,6 +91,29 @@ REDUCTION_B = [
 ]
 
 
+# The smallest image whose maps fit each unpadded layer's 3x3 windows
+# (polynet_tf.models.features.min_input_size): the stem's output is 1x1 at
+# 27, reduction A's at 43, reduction B's (stage C) at 75.
+STEM_MIN_INPUT = 27
+
+
+def check_input_size(layer, inputs, smallest, image_smallest):
+    """A clear error when a map is known (static) to be too small for `layer`.
+
+    Without it, TensorFlow stops deep inside a conv with "Computed output size
+    would be zero or negative"; models with unknown input sizes meet that at
+    run time.
+    """
+    height, width = inputs.shape[1:3]
+    if any(side is not None and side < smallest for side in (height, width)):
+        raise ValueError(
+            f"The input image is too small for layer {layer.name!r}: its input map is "
+            f"{height}x{width}, less than the {smallest}x{smallest} it needs; images must be "
+            f"at least {image_smallest}x{image_smallest} up to this layer (75x75 for the whole "
+            "network; feature maps of lower levels need less, see "
+            "polynet_tf.models.features).")
+
+
 class _WidthConfigMixin:
     """get_config of the stem and reductions: width, BatchNorm settings, rematerialization.
 
@@ -122,16 +145,23 @@ class Stem(_WidthConfigMixin, keras.layers.Layer):
             segments there (see `polynet_tf.layers.remat`): less memory, one
             more forward pass of the stem. Gradients and BatchNorm moving
             statistics are unchanged. Training with it needs TensorFlow.
+        feature_parts: indices into `parts` whose outputs are returned too,
+            for feature maps by level (`polynet_tf.models.features`): the
+            call then returns a list, those outputs in order and the stem's
+            own output last. Empty (the default): the stem's output alone.
+            The weights are the same either way.
         **kwargs: base layer arguments.
     """
 
     def __init__(
         self, width_multiplier=1.0, batch_norm=None,
-        kernel_initializer="glorot_uniform", rematerialize=False, **kwargs,
+        kernel_initializer="glorot_uniform", rematerialize=False, feature_parts=(),
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.width_multiplier = float(width_multiplier)
         self.rematerialize = bool(rematerialize)
+        self.feature_parts = tuple(sorted({int(index) for index in feature_parts}))
         self.batch_norm = BatchNormSettings.from_value(batch_norm)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         common = dict(
@@ -168,16 +198,26 @@ class Stem(_WidthConfigMixin, keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        if not (training and self.rematerialize):
-            return self._parts_call(inputs, 0, self._num_parts, training)
-        x = inputs
-        for start, stop in STEM_REMAT_SEGMENTS:
-            x = rematerialized_call(
-                # Default arguments bind this segment's bounds, not the last ones.
-                lambda x, start=start, stop=stop: self._parts_call(x, start, stop, training),
-                x,
-            )
-        return x
+        check_input_size(self, inputs, STEM_MIN_INPUT, STEM_MIN_INPUT)
+        remat = training and self.rematerialize
+        # Segments end where a feature map is taken, so that each is a
+        # segment's output (kept for the backward pass either way).
+        stops = {stop for _, stop in STEM_REMAT_SEGMENTS} if remat else set()
+        stops |= {index + 1 for index in self.feature_parts} | {self._num_parts}
+        x, start, features = inputs, 0, []
+        for stop in sorted(stops):
+            if remat:
+                x = rematerialized_call(
+                    # Default arguments bind this segment's bounds, not the last ones.
+                    lambda x, start=start, stop=stop: self._parts_call(x, start, stop, training),
+                    x,
+                )
+            else:
+                x = self._parts_call(x, start, stop, training)
+            if stop - 1 in self.feature_parts:
+                features.append(x)
+            start = stop
+        return features + [x] if self.feature_parts else x
 
     def _parts_call(self, inputs, start, stop, training):
         """Parts `start` to `stop - 1`, in order."""
@@ -187,10 +227,18 @@ class Stem(_WidthConfigMixin, keras.layers.Layer):
         return x
 
     def compute_output_shape(self, input_shape):
-        shape = input_shape
-        for part in self.parts:
+        shape, features = input_shape, []
+        for index, part in enumerate(self.parts):
             shape = part.compute_output_shape(shape)
-        return shape
+            if index in self.feature_parts:
+                features.append(shape)
+        return features + [shape] if self.feature_parts else shape
+
+    def get_config(self):
+        config = super().get_config()
+        if self.feature_parts:  # absent otherwise: the classifier's config is unchanged
+            config["feature_parts"] = list(self.feature_parts)
+        return config
 
 
 class _Reduction(_WidthConfigMixin, BranchConcat):
@@ -209,6 +257,7 @@ class _Reduction(_WidthConfigMixin, BranchConcat):
     """
 
     BRANCHES = None
+    MIN_IMAGE_SIZE = None  # the smallest image whose map fits this reduction
 
     def __init__(
         self, width_multiplier=1.0, batch_norm=None,
@@ -224,6 +273,7 @@ class _Reduction(_WidthConfigMixin, BranchConcat):
         )
 
     def call(self, inputs, training=None):
+        check_input_size(self, inputs, 3, self.MIN_IMAGE_SIZE)
         branches = super().call
         if training and self.rematerialize:
             # One segment: its activations (about 3.7M values per sample at
@@ -238,6 +288,7 @@ class ReductionA(_Reduction):
     """Stage A -> B: 35/39 -> 17/19 spatially, 384 -> 1152 channels at full width."""
 
     BRANCHES = REDUCTION_A
+    MIN_IMAGE_SIZE = 43
 
 
 @keras.saving.register_keras_serializable(package="polynet_tf")
@@ -245,6 +296,7 @@ class ReductionB(_Reduction):
     """Stage B -> C: 17/19 -> 8/9 spatially, 1152 -> 2048 channels at full width."""
 
     BRANCHES = REDUCTION_B
+    MIN_IMAGE_SIZE = 75
 
 
 @keras.saving.register_keras_serializable(package="polynet_tf")

@@ -18,7 +18,7 @@ from polynet_tf.layers import (
     ReductionB,
     Stem,
 )
-from polynet_tf.models import schedules
+from polynet_tf.models import features, schedules
 from polynet_tf.models.architectures import presets_with_weights, resolve_architecture
 from polynet_tf.models.options import ModelOptions
 
@@ -37,6 +37,8 @@ def PolyNet(
     classes=1000,
     classifier_activation="softmax",
     name=None,
+    features_only=False,
+    out_indices=None,
     **options,
 ):
     """Instantiates a PolyNet (any member of the PolyInception family).
@@ -65,6 +67,16 @@ def PolyNet(
         classifier_activation: activation of the top layer; "softmax" or None
             with pretrained weights.
         name: model name (default "polynet_<architecture>").
+        features_only: with include_top=False and pooling=None, return
+            the feature maps of the levels `out_indices` (a list, by level)
+            instead of the stage-C map; the model's `feature_info` names
+            each level's layer, channels and stride. See
+            `polynet_tf.models.features`: level 0 is the stem's third conv
+            (stride 2), 1 the stem's mixed 4a (stride 4), 2-4 the outputs of
+            stages A-C (strides 8, 16, 32). Layers above the highest level
+            are left out; a weights file of the whole network still loads.
+        out_indices: the levels to return (0-4, negative ones count from
+            the top; default all five). Only with `features_only`.
         **options: width_multiplier (scales every channel count, 1.0),
             residual_scale (float, {"start", "end"} schedule or per-module
             list; default: the architecture's), drop_path_rate (float: linear
@@ -83,7 +95,9 @@ def PolyNet(
         A functional `keras.Model`.
 
     Raises:
-        ValueError: invalid arguments (each message names the argument).
+        ValueError: invalid arguments (each message names the argument), a
+            feature level that does not exist, or an input too small for
+            the levels asked for.
         TypeError: unknown options (`polynet_tf.models.options.ModelOptions`
             lists them).
     """
@@ -91,8 +105,10 @@ def PolyNet(
     preset, spec = resolve_architecture(architecture)
     published = _validate_weights(weights, preset, include_top, classes, options)
     _validate_head(include_top, pooling, classes, classifier_activation, weights)
+    levels = features.resolve_out_indices(features_only, out_indices, include_top, pooling)
     default_size = preset.default_size if preset else 299
-    input_shape = _input_shape(input_shape, input_tensor, default_size, include_top, weights)
+    input_shape = _input_shape(input_shape, input_tensor, default_size, include_top, weights,
+                               levels)
     img_input = _model_input(input_tensor, input_shape)
 
     norm = BatchNormSettings(
@@ -114,9 +130,15 @@ def PolyNet(
     )
     rates = schedules.drop_path_rates(options["drop_path_rate"], spec.num_modules)
 
-    x = Stem(name="stem", **common)(img_input)
+    stem_levels = sorted(features.STEM_PARTS) if levels else []
+    x = Stem(name="stem", feature_parts=[features.STEM_PARTS[i] for i in stem_levels],
+             **common)(img_input)
+    level_maps = {}
+    if levels:
+        *stem_maps, x = x
+        level_maps.update(zip(stem_levels, stem_maps))
     k = 0
-    for stage in spec.stages:
+    for stage in features.stages_needed(spec, levels) if levels else spec.stages:
         if stage.name == "B":
             x = ReductionA(name="reduction_a", **common)(x)
         elif stage.name == "C":
@@ -134,8 +156,11 @@ def PolyNet(
                 **common,
             )(x)
             k += 1
+        level_maps[features.STAGE_LEVELS[stage.name]] = x
 
-    if include_top:
+    if levels:
+        x = [level_maps[level] for level in levels]
+    elif include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = keras.layers.Dropout(options["dropout_rate"], name="dropout")(x)
         x = keras.layers.Dense(classes, activation=classifier_activation,
@@ -149,8 +174,22 @@ def PolyNet(
     if name is None:
         name = f"polynet_{preset.name}" if preset else "polynet"
     model = keras.Model(inputs, x, name=name)
+    unbuilt = ()
+    if levels:
+        # A plain attribute, as timm's: the levels are fixed by the builder's arguments.
+        model.feature_info = features.feature_info(
+            {level: level_maps[level] for level in levels}, features.level_layers(spec))
+        unbuilt = features.unbuilt_layers(spec, levels)
 
-    if published is not None:
+    if published is not None and unbuilt:
+        from polynet_tf.weights.pretrained import pretrained_weights_file  # noqa: PLC0415
+        from polynet_tf.weights.weights_file import load_weights_file  # noqa: PLC0415
+
+        path = pretrained_weights_file(
+            published, preset.name,
+            build_full_model=lambda: PolyNet(architecture=preset.name, weights=weights))
+        load_weights_file(model, path, allow_unused=("predictions",) + unbuilt)
+    elif published is not None:
         # Lazy import: polynet_tf.weights (downloads, checkpoint conversion)
         # is needed only for pretrained weights.
         from polynet_tf.weights.pretrained import load_pretrained_weights  # noqa: PLC0415
@@ -164,7 +203,8 @@ def PolyNet(
         # may go unused by a model built without it, as with "imagenet".
         from polynet_tf.weights.weights_file import load_weights_file  # noqa: PLC0415
 
-        load_weights_file(model, weights, allow_unused=() if include_top else ("predictions",))
+        load_weights_file(model, weights,
+                          allow_unused=() if include_top else ("predictions",) + unbuilt)
     return model
 
 
@@ -271,7 +311,7 @@ def _validate_head(include_top, pooling, classes, classifier_activation, weights
         )
 
 
-def _input_shape(input_shape, input_tensor, default_size, include_top, weights):
+def _input_shape(input_shape, input_tensor, default_size, include_top, weights, levels=None):
     if input_shape is None and input_tensor is not None:
         input_shape = tuple(input_tensor.shape[1:])
     if input_shape is None:
@@ -295,6 +335,9 @@ def _input_shape(input_shape, input_tensor, default_size, include_top, weights):
     if channels is None or channels < 1:
         raise ValueError(
             f"The channel dimension must be known. Received: input_shape={input_shape}")
+    if levels:
+        features.check_input_size(input_shape, levels)
+        return input_shape
     for size in (height, width):
         if size is not None and size < MIN_INPUT_SIZE:
             raise ValueError(

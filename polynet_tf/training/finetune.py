@@ -35,7 +35,7 @@ import keras
 from absl import logging
 
 from polynet_tf import fileio, runs
-from polynet_tf.configs.experiment import FREEZE_CHOICES
+from polynet_tf.configs.experiment import FREEZE_CHOICES, FREEZE_LEVELS
 
 # Backbone parts bottom to top; `freeze: X` freezes X and everything below it.
 PARTS = FREEZE_CHOICES[1:-1]
@@ -69,9 +69,11 @@ def frozen_layers(model, freeze):
     Raises:
         FineTuneError: an unknown `freeze`, or a part the model does not have.
     """
+    freeze = part_of_level(freeze)
     if freeze not in FREEZE_CHOICES:
-        raise FineTuneError(f"init.freeze must be one of {list(FREEZE_CHOICES)}; received "
-                            f"{freeze!r}.")
+        raise FineTuneError(
+            f"init.freeze must be one of {list(FREEZE_CHOICES) + list(FREEZE_LEVELS)}; "
+            f"received {freeze!r}.")
     if freeze == "none":
         return []
     parts = PARTS if freeze == "backbone" else PARTS[:PARTS.index(freeze) + 1]
@@ -81,6 +83,16 @@ def frozen_layers(model, freeze):
             f"init.freeze={freeze!r}: the model ({model.name}) has no {freeze!r} layers; its "
             f"parts are {[p for p in PARTS if p in present]}.")
     return [layer for layer in model.layers if layer_part(layer.name) in parts]
+
+
+def part_of_level(freeze):
+    """The part that `freeze: level_N` stops at ("level_3" -> "stage_b"); other values as given.
+
+    Feature level N (`polynet_tf.models.features`) is computed by the stem
+    (levels 0 and 1: one layer, frozen whole), stage A (2), stage B (3) or
+    stage C (4), and freezing a part freezes everything below it.
+    """
+    return FREEZE_LEVELS.get(freeze, freeze)
 
 
 def prepare_model(model, init_config):

@@ -21,9 +21,9 @@ def test_feature_maps_have_the_documented_shapes(tiny_backbone):
     # Sizes: 75 -> 37 -> 35 -> 17 -> 15 -> 7 (stem, A) -> 3 (B) -> 1 (C);
     # 99 -> 49 -> 47 -> 23 -> 21 -> 10 -> 4 -> 1.
     assert isinstance(tiny_backbone, keras_hub.models.FeaturePyramidBackbone)
-    assert list(tiny_backbone.pyramid_outputs) == ["P3", "P4", "P5"]
-    assert tiny_backbone.pyramid_outputs["P3"] is tiny_backbone.stage_outputs["stage_a"]
-    assert tiny_backbone.pyramid_outputs["P5"] is tiny_backbone.output
+    # P2-P5, on keras-hub's grids (tests/hub/test_pyramid.py); the output is stage C, unpadded.
+    assert list(tiny_backbone.pyramid_outputs) == ["P2", "P3", "P4", "P5"]
+    assert tiny_backbone.stage_outputs["stage_c"] is tiny_backbone.output
     features = keras.Model(tiny_backbone.input, tiny_backbone.stage_outputs)
     for size, (stem, stage_b) in {75: (7, 3), 99: (10, 4)}.items():
         maps = features(_inputs(size))
@@ -38,8 +38,10 @@ def test_full_width_feature_maps_at_331():
     shapes = {name: tuple(t.shape) for name, t in backbone.stage_outputs.items()}
     assert shapes == {"stem": (None, 39, 39, 384), "stage_a": (None, 39, 39, 384),
                       "stage_b": (None, 19, 19, 1152), "stage_c": (None, 9, 9, 2048)}
+    # Padded onto ceil(331 / 2^n) cells.
     assert {k: tuple(t.shape) for k, t in backbone.pyramid_outputs.items()} == {
-        "P3": (None, 39, 39, 384), "P4": (None, 19, 19, 1152), "P5": (None, 9, 9, 2048)}
+        "P2": (None, 83, 83, 192), "P3": (None, 42, 42, 384), "P4": (None, 21, 21, 1152),
+        "P5": (None, 11, 11, 2048)}
 
 
 def test_classifier_equals_polynet_with_the_same_weights(tiny_backbone):
