@@ -8,11 +8,16 @@ import numpy as np
 EQUIVALENCE_STEPS = 2
 
 
+# Every compared process runs its ops on one thread each: the same order of
+# the sums inside an op in every layout.
+SINGLE_THREADED = {"runtime.intra_op_threads": 1, "runtime.inter_op_threads": 1}
+
+
 def short_run(steps=EQUIVALENCE_STEPS):
     """The config overrides of every compared run: global batch 16, one checkpoint at the end."""
     return {"train_data.global_batch_size": 16, "trainer.train_steps": steps,
             "trainer.steps_per_loop": 1, "trainer.checkpoint_interval": steps,
-            "runtime.deterministic_ops": True}
+            "runtime.deterministic_ops": True, **SINGLE_THREADED}
 
 
 def relative_update_difference(initial, ours, reference):
