@@ -5,7 +5,7 @@ import numpy as np
 # Training steps compared between layouts. Over more steps, rounding
 # differences between process layouts (another reduction order) grow through
 # the network: docs/cluster.md, "Two workers or two replicas".
-EQUIVALENCE_STEPS = 2
+EQUIVALENCE_STEPS = 10
 
 
 # Every compared process runs its ops on one thread each: the same order of
