@@ -53,6 +53,8 @@ class _SummedOverReplicas:
     sum here would double the step's all-reduce traffic (and the gradients).
     """
 
+    # tests/training/test_replicas.py counts the step's all-reduce ops: a
+    # Keras that renamed this method would fail it.
     def _all_reduce_sum_gradients(self, grads_and_vars):
         return list(grads_and_vars)
 
@@ -83,7 +85,7 @@ def build_optimizer(optimizer_config, schedule_config, global_batch_size, mixed_
         peak_learning_rate(schedule_config, global_batch_size),
         schedule_config.warmup_steps, schedule_config.decay_steps, schedule_config.decay_rate)
     name = optimizer_config.name
-    optimizer_class = _OPTIMIZERS.get(name, _OPTIMIZERS["adam"])
+    optimizer_class = _OPTIMIZERS[name]
     if name == "rmsprop":
         # Keras's RMSprop puts epsilon inside the square root, as the
         # TensorFlow RMSProp that Inception and PolyNet were trained with.
@@ -150,13 +152,16 @@ def sum_over_replicas(gradients, optimizer, clip_norm=None):
         The summed gradients to hand to `optimizer.apply_gradients` (still
         scaled under loss scaling, as that optimizer expects).
     """
-    summed = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
-                                                            gradients)
+    present = [g for g in gradients if g is not None]  # None: a variable the loss skips
+    reduced = iter(tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                                  present))
+    summed = [None if g is None else next(reduced) for g in gradients]
     if not clip_norm:
         return summed
     scale = (tf.cast(optimizer.scale_loss(tf.constant(1.0)), tf.float32)
              if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else None)
-    unscaled = summed if scale is None else [g / tf.cast(scale, g.dtype) for g in summed]
+    unscaled = [g if g is None or scale is None else g / tf.cast(scale, g.dtype)
+                for g in summed]
     clipped, _ = tf.clip_by_global_norm(summed, clip_norm,
                                         use_norm=tf.linalg.global_norm(unscaled))
     return clipped
