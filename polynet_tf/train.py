@@ -55,12 +55,14 @@ def main(argv):
     except ValueError as error:
         _fail(str(error), EXIT_CONFIG)
     from polynet_tf import runs  # noqa: PLC0415
-    from polynet_tf.configs import ConfigError, load_experiment, write_yaml  # noqa: PLC0415
+    from polynet_tf.configs import ConfigError, write_yaml  # noqa: PLC0415
 
     try:
-        config = load_experiment(FLAGS.config, FLAGS.params_override, FLAGS.mode)
+        config = _load_config(runs)
     except (ConfigError, FileNotFoundError) as error:
         _fail(f"Invalid configuration: {error}", EXIT_CONFIG)
+    # Before any TensorFlow op: the thread pools are made with the runtime.
+    cluster.set_threads(config.runtime)
     import tensorflow as tf  # noqa: PLC0415
 
     _check_data_files(config, FLAGS.mode, tf)
@@ -77,7 +79,7 @@ def main(argv):
     from polynet_tf.training.trainer import Trainer, TrainingDivergedError  # noqa: PLC0415
 
     chief = cluster.is_chief(strategy)
-    if chief:
+    if chief and FLAGS.mode != "eval":  # evaluation reads the run's params.yaml, never writes
         tf.io.gfile.makedirs(FLAGS.model_dir)
         write_yaml(config.to_dict(), runs.params_path(FLAGS.model_dir))
     _log_startup(config, strategy, num_workers, task, chief)
@@ -106,6 +108,23 @@ def main(argv):
             f"{str(error).splitlines()[0][:300]}). Restart every worker with the same "
             f"command: training resumes from the latest checkpoint in {checkpoint_dir}.",
             cluster.EXIT_PEER_FAILED)
+
+
+def _load_config(runs):
+    """The flags' configuration; for `--mode eval`, the run's params.yaml under them."""
+    from polynet_tf import fileio  # noqa: PLC0415
+    from polynet_tf.configs import load_experiment, load_for_evaluation  # noqa: PLC0415
+
+    params = runs.params_path(FLAGS.model_dir)
+    if FLAGS.mode != "eval" or not fileio.isfile(params):
+        return load_experiment(FLAGS.config, FLAGS.params_override, FLAGS.mode)
+    config, ignored = load_for_evaluation(params, FLAGS.config, FLAGS.params_override)
+    if ignored:
+        note = (f"--mode=eval evaluates the network of {params} (the one its checkpoints "
+                f"hold); not used from --config/--params_override: {'; '.join(ignored)}")
+        logging.warning(note)
+        print(f"note: {note}", file=sys.stderr, flush=True)
+    return config
 
 
 def _check_data_files(config, mode, tf):

@@ -11,6 +11,7 @@ from polynet_tf.configs.experiment import (
     ScheduleConfig,
     TrainerConfig,
     load_experiment,
+    load_for_evaluation,
 )
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "ScheduleConfig",
     "TrainerConfig",
     "load_experiment",
+    "load_for_evaluation",
     "parse_overrides",
     "write_yaml",
 ]

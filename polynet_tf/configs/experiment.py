@@ -93,6 +93,10 @@ class RuntimeConfig:
     # tf.config.experimental.enable_op_determinism(): with a deterministic
     # input pipeline (DataConfig.deterministic), reruns give the same weights.
     deterministic_ops: bool = False
+    # Threads of TensorFlow's op pools (tf.config.threading), set before any
+    # op runs; 0: TensorFlow's default (the machine's cores).
+    intra_op_threads: int = 0  # inside one op (a convolution's parallel loops)
+    inter_op_threads: int = 0  # ops run at the same time
 
 
 # What `init.freeze` may name: PolyNet's parts bottom to top (layer names
@@ -193,6 +197,10 @@ class ExperimentConfig:
         _choice("runtime.communication", self.runtime.communication, ("auto", "ring", "nccl"))
         _positive("runtime.collective_timeout_seconds", self.runtime.collective_timeout_seconds)
         _positive("runtime.startup_timeout_seconds", self.runtime.startup_timeout_seconds)
+        for key in ("intra_op_threads", "inter_op_threads"):
+            if getattr(self.runtime, key) < 0:
+                raise base.ConfigError(f"'runtime.{key}' must be >= 0 (0: TensorFlow's "
+                                       f"default), got {getattr(self.runtime, key)!r}")
         _validate_init(self)
         needs = {"train": ("train_data",), "eval": ("eval_data",),
                  "train_and_eval": ("train_data", "eval_data")}[mode]
@@ -303,3 +311,33 @@ def load_experiment(config_files=(), params_override="", mode="train"):
     values.setdefault("eval_data", {}).setdefault("is_training", False)
     config = base.from_dict(ExperimentConfig, values)
     return config if mode is None else config.validate(mode)
+
+
+def load_for_evaluation(params_file, config_files=(), params_override=""):
+    """The configuration of `--mode eval` on a run whose `params.yaml` is `params_file`.
+
+    The network is the run's (its checkpoints hold that network); the rest
+    is the run's too unless `config_files` or `params_override` set it (the
+    validation data, `trainer.eval_steps`, `runtime`). The file is only read.
+
+    Args:
+        params_file: the run's `params.yaml`.
+        config_files: YAML paths given on the command line, later ones win.
+        params_override: "a.b=1,c=2" from the command line.
+
+    Returns:
+        (ExperimentConfig validated for "eval", list of "model.<key>" lines
+        naming each model value of the flags that differs from the run's
+        and was not used).
+
+    Raises:
+        base.ConfigError: naming the offending key or file.
+    """
+    if isinstance(config_files, str):
+        config_files = [config_files]
+    stored = load_experiment([params_file], mode=None).model
+    requested = load_experiment([params_file, *config_files], params_override, mode=None)
+    ignored = [f"model.{key}={value!r} (params.yaml: {getattr(stored, key)!r})"
+               for key, value in base.to_dict(requested.model).items()
+               if value != getattr(stored, key)]
+    return dataclasses.replace(requested, model=stored).validate("eval"), ignored

@@ -201,3 +201,15 @@ time.sleep(seconds)
 print(message, file=sys.stderr, flush=True)
 os.kill(pid, signal.SIGKILL)
 """
+
+
+def set_threads(runtime_config):
+    """Sizes TensorFlow's thread pools from `runtime.intra_op_threads` / `inter_op_threads`.
+
+    Must run before the first TensorFlow op (the pools are made then); 0
+    leaves TensorFlow's default.
+    """
+    if runtime_config.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(runtime_config.intra_op_threads)
+    if runtime_config.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(runtime_config.inter_op_threads)

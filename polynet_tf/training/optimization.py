@@ -42,8 +42,35 @@ def peak_learning_rate(schedule_config, global_batch_size):
             / schedule_config.base_batch_size)
 
 
+class _SummedOverReplicas:
+    """Mixin: `apply` receives gradients already summed over every replica.
+
+    Keras 3's TensorFlow optimizer all-reduces the gradients inside `apply`
+    (`_all_reduce_sum_gradients`), after `LossScaleOptimizer` has decided
+    from one replica's own gradients whether to skip the step. The training
+    step sums them first (`sum_over_replicas`), so that every replica decides
+    from the same sum and clipping sees the whole batch's gradient; a second
+    sum here would double the step's all-reduce traffic (and the gradients).
+    """
+
+    # tests/training/test_replicas.py counts the step's all-reduce ops: a
+    # Keras that renamed this method would fail it.
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
+
+
+# Keras's optimizers with the mixin; their checkpoints are Keras's (same variables).
+_OPTIMIZERS = {name: type(cls.__name__, (_SummedOverReplicas, cls), {})
+               for name, cls in (("rmsprop", keras.optimizers.RMSprop),
+                                 ("momentum", keras.optimizers.SGD),
+                                 ("adam", keras.optimizers.Adam))}
+
+
 def build_optimizer(optimizer_config, schedule_config, global_batch_size, mixed_precision=None):
     """The optimizer of an experiment, with its schedule.
+
+    Its `apply_gradients` takes gradients summed over the replicas, as
+    `sum_over_replicas` returns them; it does not sum them again.
 
     Args:
         optimizer_config: an `OptimizerConfig`.
@@ -58,19 +85,21 @@ def build_optimizer(optimizer_config, schedule_config, global_batch_size, mixed_
         peak_learning_rate(schedule_config, global_batch_size),
         schedule_config.warmup_steps, schedule_config.decay_steps, schedule_config.decay_rate)
     name = optimizer_config.name
+    optimizer_class = _OPTIMIZERS[name]
     if name == "rmsprop":
         # Keras's RMSprop puts epsilon inside the square root, as the
         # TensorFlow RMSProp that Inception and PolyNet were trained with.
-        optimizer = keras.optimizers.RMSprop(
+        optimizer = optimizer_class(
             learning_rate=schedule, rho=optimizer_config.rho,
             momentum=optimizer_config.momentum, epsilon=optimizer_config.epsilon)
     elif name == "momentum":
-        optimizer = keras.optimizers.SGD(learning_rate=schedule,
-                                         momentum=optimizer_config.momentum, nesterov=True)
+        optimizer = optimizer_class(learning_rate=schedule,
+                                    momentum=optimizer_config.momentum, nesterov=True)
     else:
-        optimizer = keras.optimizers.Adam(learning_rate=schedule,
-                                          epsilon=optimizer_config.epsilon)
+        optimizer = optimizer_class(learning_rate=schedule, epsilon=optimizer_config.epsilon)
     if mixed_precision == "mixed_float16":
+        # Fed the summed gradients, it skips or applies the step (and halves
+        # or keeps its scale) alike on every replica.
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer, schedule
 
@@ -94,37 +123,45 @@ def classification_loss(labels, logits, num_classes, label_smoothing, global_bat
     return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size), per_example
 
 
-def clip_by_global_norm_across_replicas(gradients, clip_norm, optimizer):
-    """Clips this replica's gradients so that their sum over replicas has norm <= clip.
+def sum_over_replicas(gradients, optimizer, clip_norm=None):
+    """The step's one all-reduce: this replica's gradients summed over all, then clipped.
 
-    Keras clips each replica's gradients before they are summed; the paper's
-    recipe (and `tf.clip_by_global_norm` on one device) clips the gradient of
-    the whole batch. Under `LossScaleOptimizer` the gradients arrive multiplied
-    by the loss scale: the norm is taken of the unscaled gradients, so
-    `clip_norm` means the same in mixed_float16 as in float32. The scale is a
-    power of two, so unscaling and rescaling are exact.
+    Every replica gets the same sum, so `LossScaleOptimizer` takes the same
+    skip-or-apply decision everywhere (a replica deciding from its own
+    gradients alone could skip while another enters the next collective).
+    Clipping follows the paper's recipe (and `tf.clip_by_global_norm` on one
+    device): the threshold is on the norm of the whole batch's gradient.
+    Under `LossScaleOptimizer` the gradients arrive multiplied by the loss
+    scale: the norm is taken of the unscaled gradients, so `clip_norm` means
+    the same in mixed_float16 as in float32; the scale is a power of two, so
+    unscaling and rescaling are exact. A non-finite norm makes every gradient
+    NaN: `LossScaleOptimizer` then skips the step and halves its scale, as for
+    the unclipped gradients (without loss scaling, the loss check stops the
+    run as diverged).
 
     Must run in a replica context (inside `strategy.run`).
 
     Args:
         gradients: this replica's gradients (scaled when `optimizer` is a
             `LossScaleOptimizer`).
+        optimizer: the optimizer that will apply them (from `build_optimizer`).
         clip_norm: the threshold on the global norm of the summed, unscaled
-            gradients.
-        optimizer: the optimizer that will apply them.
+            gradients; None or 0: no clipping.
 
     Returns:
-        The gradients to hand to `optimizer.apply_gradients` (still scaled
-        under loss scaling, as that optimizer expects).
+        The summed gradients to hand to `optimizer.apply_gradients` (still
+        scaled under loss scaling, as that optimizer expects).
     """
+    present = [g for g in gradients if g is not None]  # None: a variable the loss skips
+    reduced = iter(tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                                  present))
+    summed = [None if g is None else next(reduced) for g in gradients]
+    if not clip_norm:
+        return summed
     scale = (tf.cast(optimizer.scale_loss(tf.constant(1.0)), tf.float32)
              if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else None)
-    context = tf.distribute.get_replica_context()
-    summed = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-    if scale is not None:
-        summed = [g / tf.cast(scale, g.dtype) for g in summed]
-    norm = tf.linalg.global_norm(summed)
-    # A non-finite norm gives a NaN factor: LossScaleOptimizer then skips the
-    # step and lowers its scale, as it would for the unclipped gradients.
-    factor = tf.minimum(1.0, clip_norm / tf.maximum(norm, 1e-12))
-    return [g * tf.cast(factor, g.dtype) for g in gradients]
+    unscaled = [g if g is None or scale is None else g / tf.cast(scale, g.dtype)
+                for g in summed]
+    clipped, _ = tf.clip_by_global_norm(summed, clip_norm,
+                                        use_norm=tf.linalg.global_norm(unscaled))
+    return clipped

@@ -35,7 +35,7 @@ from polynet_tf.training.fused_batch_norm import training_kernel
 from polynet_tf.training.optimization import (
     build_optimizer,
     classification_loss,
-    clip_by_global_norm_across_replicas,
+    sum_over_replicas,
 )
 from polynet_tf.training.preemption import PreemptionWatcher, sum_over_workers
 from polynet_tf.training.reporting import Reporter
@@ -206,10 +206,10 @@ class Trainer:
             scaled = (self.optimizer.scale_loss(loss)
                       if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer) else loss)
         variables = self.model.trainable_variables
-        gradients = tape.gradient(scaled, variables)
-        clip = self.config.optimizer.clip_global_norm
-        if clip:
-            gradients = clip_by_global_norm_across_replicas(gradients, clip, self.optimizer)
+        # One all-reduce per step, before any decision on the gradients: every
+        # replica skips or applies a mixed_float16 step alike.
+        gradients = sum_over_replicas(tape.gradient(scaled, variables), self.optimizer,
+                                      self.config.optimizer.clip_global_norm)
         finetune.apply_gradients(self.optimizer, self.head_optimizer, gradients, variables)
         self.global_step.assign_add(1)
         return batch_totals(labels, logits, tf.reduce_sum(per_example))

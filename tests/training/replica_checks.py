@@ -14,11 +14,13 @@ import tensorflow as tf
 _CPU = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(_CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from polynet_tf.configs import load_experiment  # noqa: E402
 from polynet_tf.data import build_dataset  # noqa: E402
 from polynet_tf.models.factory import build_model  # noqa: E402
+from polynet_tf.training import cluster  # noqa: E402
 from polynet_tf.training.batch_norm_sync import moving_statistics  # noqa: E402
 from polynet_tf.training.trainer import Trainer  # noqa: E402
 from tests.training.conftest import TINY_CONFIG, overrides  # noqa: E402
@@ -26,6 +28,11 @@ from tests.training.equivalence import (  # noqa: E402
     EQUIVALENCE_STEPS,
     relative_update_difference,
     short_run,
+)
+from tests.training.overflow_checks import (  # noqa: E402
+    PER_REPLICA_BATCH,
+    overflow_overrides,
+    overflow_steps,
 )
 
 DEVICES = ["/cpu:0", "/cpu:1"]
@@ -118,11 +125,118 @@ def synchronized(shards, model_dir, steps=EQUIVALENCE_STEPS):
             "sync_steps": [two.step, one.step]}
 
 
+def _overflow(shards, model_dir, clip):
+    """`overflow_steps` on two replicas; then a one-device trainer restores the checkpoint."""
+    config = _config(shards, **overflow_overrides(clip),
+                     **{"train_data.global_batch_size": 2 * PER_REPLICA_BATCH})
+    trainer = Trainer(config, model_dir, tf.distribute.MirroredStrategy(DEVICES))
+    result = overflow_steps(trainer)
+    trainer.save()
+    restored = Trainer(config, model_dir, tf.distribute.OneDeviceStrategy("/cpu:0"))
+    result["restored"] = {"step": restored.step,
+                          "scale": float(restored.optimizer.dynamic_scale.numpy())}
+    return result
+
+
+def overflow(shards, model_dir):
+    return _overflow(shards, model_dir, None)
+
+
+def overflow_clipped(shards, model_dir):
+    return _overflow(shards, model_dir, CLIP)
+
+
+# optimizer.clip_global_norm of the clipped runs: below the first steps'
+# gradient norms (about 2000 on the tiny network), so that clipping acts.
+CLIP = 10.0
+COLLECTIVES = ("CollectiveReduceV2", "NcclAllReduce", "CollectiveReduce")
+
+
+def _collective_ops(trainer):
+    """Counts of the all-reduce ops in the graph of one traced training step."""
+    strategy = trainer.strategy
+    spec = (tf.TensorSpec([PER_REPLICA_BATCH, 75, 75, 3]), tf.TensorSpec([PER_REPLICA_BATCH],
+                                                                        tf.int32))
+    function = tf.function(lambda x, y: strategy.run(trainer._train_step, args=(x, y)))
+    graph = function.get_concrete_function(*spec).graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return {op: sum(n.op == op for n in nodes) for op in COLLECTIVES}
+
+
+def all_reduce_counts(shards, model_dir):
+    """The step's all-reduce ops with and without clipping (and under loss
+    scaling), and the clipped step on two replicas against one device."""
+    batch = {"train_data.global_batch_size": 2 * PER_REPLICA_BATCH}
+    counts = {}
+    for name, values in (("plain", {}), ("mixed", {"trainer.mixed_precision": "mixed_float16"}),
+                         ("mixed_clipped", {"trainer.mixed_precision": "mixed_float16",
+                                            "optimizer.clip_global_norm": CLIP}),
+                         # Weight updates far above the weights' float32
+                         # rounding: a learning rate of 0.4 from the first step.
+                         ("clipped", {"optimizer.clip_global_norm": CLIP,
+                                      "schedule.base_learning_rate": 0.4,
+                                      "schedule.base_batch_size": 2 * PER_REPLICA_BATCH,
+                                      "schedule.warmup_steps": 0})):
+        trainer = Trainer(_config(shards, **batch, **values), f"{model_dir}_{name}",
+                          tf.distribute.MirroredStrategy(DEVICES))
+        counts[name] = _collective_ops(trainer)
+    # The last trainer (float32, clipped) takes one step on two different halves.
+    strategy, model = trainer.strategy, trainer.model
+    initial = [v.numpy() for v in model.trainable_variables]
+    rng = np.random.default_rng(1)
+    halves = [rng.normal(0.0, 1.0, (PER_REPLICA_BATCH, 75, 75, 3)).astype("float32")
+              for _ in range(2)]
+    labels = [np.arange(PER_REPLICA_BATCH, dtype="int32") % 4,
+              np.arange(PER_REPLICA_BATCH, dtype="int32")[::-1] % 4]
+    images = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(halves[context.replica_id_in_sync_group]))
+    targets = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(labels[context.replica_id_in_sync_group]))
+    tf.function(lambda x, y: strategy.run(trainer._train_step, args=(x, y)))(images, targets)
+    two_replicas = [v.numpy() for v in model.trainable_variables]
+    # Reference on one device: each half through the network alone (its own
+    # BatchNorm statistics, as on its replica), one gradient of the whole
+    # batch's loss, tf.clip_by_global_norm, Keras's RMSprop.
+    config = trainer.config
+    reference = build_model(config.model, image_size=75)
+    for variable, value in zip(reference.trainable_variables, initial):
+        variable.assign(value)
+    with tf.GradientTape() as tape:
+        loss = 0.0
+        for half, label in zip(halves, labels):
+            logits = reference(half, training=True)
+            loss += tf.reduce_sum(keras.losses.categorical_crossentropy(
+                tf.one_hot(label, 4), logits, from_logits=True,
+                label_smoothing=config.optimizer.label_smoothing)) / (2 * PER_REPLICA_BATCH)
+        kernels = [v for v in reference.trainable_variables if v.path.endswith("kernel")]
+        loss += config.optimizer.weight_decay * tf.add_n([tf.nn.l2_loss(k) for k in kernels])
+    gradients = tape.gradient(loss, reference.trainable_variables)
+    clipped, norm = tf.clip_by_global_norm(gradients, CLIP)
+    after = {}
+    for name, applied in (("clipped", clipped), ("unclipped", gradients)):
+        for variable, value in zip(reference.trainable_variables, initial):
+            variable.assign(value)
+        opt = config.optimizer
+        rmsprop = keras.optimizers.RMSprop(trainer.schedule, rho=opt.rho, momentum=opt.momentum,
+                                           epsilon=opt.epsilon)
+        rmsprop.apply_gradients(zip(applied, reference.trainable_variables))
+        after[name] = [v.numpy() for v in reference.trainable_variables]
+    return {"counts": counts, "norm": float(norm), "clip": CLIP,
+            "two_minus_clipped_reference": relative_update_difference(
+                initial, two_replicas, after["clipped"]),
+            "two_minus_unclipped_reference": relative_update_difference(
+                initial, two_replicas, after["unclipped"])}
+
+
 if __name__ == "__main__":
     case, out, shards_json, directory = sys.argv[1:5]
     shards = tuple(json.loads(shards_json))
+    if case in ("equivalence", "synchronized"):  # the threads of the runs they compare with
+        cluster.set_threads(_config(shards, **short_run()).runtime)
     result = {"batch_norm_and_evaluation": batch_norm_and_evaluation,
-              "equivalence": equivalence, "synchronized": synchronized}[case](
+              "equivalence": equivalence, "synchronized": synchronized,
+              "overflow": overflow, "overflow_clipped": overflow_clipped,
+              "all_reduce_counts": all_reduce_counts}[case](
         shards, directory)
     with open(out, "w") as handle:
         json.dump(result, handle)

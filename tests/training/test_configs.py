@@ -55,6 +55,8 @@ def test_later_files_and_overrides_win(tmp_path):
         ("runtime.distribution_strategy=tpu", "'runtime.distribution_strategy'"),
         ("trainer.batch_norm_kernel=cudnn", "'trainer.batch_norm_kernel' must be one of"),
         ("trainer.adaptive_drop_path.gap=1", "'trainer.adaptive_drop_path.gap'"),
+        ("runtime.intra_op_threads=-1", "'runtime.intra_op_threads' must be >= 0"),
+        ("runtime.inter_op_threads=two", "'runtime.inter_op_threads' must be an integer"),
         ("novalue", "not of the form key=value"),
     ],
 )
@@ -108,3 +110,27 @@ def test_written_yaml_has_the_permissions_of_a_new_file(tmp_path):
     assert yaml.safe_load(path.read_text()) == {"model": {"num_classes": 3}}
     assert os.listdir(path.parent) == ["params.yaml"]
 
+
+
+def test_threads_default_to_tensorflows_choice():
+    config = load_experiment([TINY_CONFIG], DATA + ",runtime.intra_op_threads=1")
+    assert (config.runtime.intra_op_threads, config.runtime.inter_op_threads) == (1, 0)
+
+
+def test_evaluation_takes_the_runs_network_and_the_flags_data(tmp_path):
+    from polynet_tf.configs import load_for_evaluation, write_yaml  # noqa: PLC0415
+
+    trained = load_experiment([TINY_CONFIG], DATA + ",model.num_classes=4")
+    params = tmp_path / "params.yaml"
+    write_yaml(trained.to_dict(), str(params))
+    written = params.read_bytes()
+    config, ignored = load_for_evaluation(
+        str(params), [TINY_CONFIG],
+        "model.num_classes=7,eval_data.file_pattern=/other/val-*,trainer.eval_steps=3")
+    assert config.model == trained.model
+    assert ignored == ["model.num_classes=7 (params.yaml: 4)"]
+    assert (config.eval_data.file_pattern, config.trainer.eval_steps) == ("/other/val-*", 3)
+    # Nothing from the flags: the run's configuration as it was.
+    alone, none = load_for_evaluation(str(params))
+    assert alone.to_dict() == trained.to_dict() and none == []
+    assert params.read_bytes() == written

@@ -42,13 +42,13 @@ def test_rmsprop_matches_the_tensorflow_rmsprop_recipe():
 
 def _clipped_update(optimizer, gradient, clip):
     """One SGD(lr=1) step from zero with the trainer's clipping; returns the variable."""
-    from polynet_tf.training.optimization import clip_by_global_norm_across_replicas
+    from polynet_tf.training.optimization import sum_over_replicas
 
     variable = tf.Variable(np.zeros(2, np.float32))
     optimizer.build([variable])
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         gradient = optimizer.scale_loss(gradient)  # what the tape gives under scaling
-    clipped = clip_by_global_norm_across_replicas([tf.constant(gradient)], clip, optimizer)
+    clipped = sum_over_replicas([tf.constant(gradient)], optimizer, clip)
     optimizer.apply_gradients([(clipped[0], variable)])
     return variable.numpy()
 
@@ -76,3 +76,19 @@ def test_label_smoothing_matches_the_formula():
     expected = -(targets * log_probs).sum(axis=1)
     np.testing.assert_allclose(per_example.numpy(), expected, rtol=1e-5)
     np.testing.assert_allclose(float(loss), expected.sum() / 4, rtol=1e-5)  # global batch 4
+
+
+def test_a_non_finite_norm_skips_the_loss_scaled_step():
+    """Clipping an infinite gradient gives NaN (not a zero step): the step is skipped."""
+    from polynet_tf.training.optimization import sum_over_replicas
+
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(1.0))
+    variable = tf.Variable(np.ones(2, np.float32))
+    optimizer.build([variable])
+    gradient = tf.constant([np.inf, 1.0], tf.float32)
+    clipped = sum_over_replicas([gradient], optimizer, 1.0)
+    assert np.isnan(clipped[0].numpy()).all()
+    optimizer.apply_gradients([(clipped[0], variable)])
+    np.testing.assert_array_equal(variable.numpy(), [1.0, 1.0])
+    assert float(optimizer.dynamic_scale.numpy()) == 2.0 ** 14
+
