@@ -1,70 +1,75 @@
-"""SIGTERM on any worker stops every worker at the same step.
+"""SIGTERM on any worker: every worker saves the same step, one step later, and exits.
 
-Kubernetes, Kubeflow and preemptible machines send SIGTERM before they stop a
-process. Each worker notes its own SIGTERM; after every training loop the
-workers sum their flags (a small all-reduce), so all of them see a SIGTERM
-sent to any one, save the checkpoint of the same step and exit with
-`cluster.EXIT_PREEMPTED`. A Python signal handler runs between loops, never
-inside one, so one loop of `trainer.steps_per_loop` steps bounds how long a
-preempted job takes to save.
+Built on TensorFlow's `tf.distribute.experimental.PreemptionCheckpointHandler`.
+Each training step is one `handler.run` call. The handler catches SIGTERM
+(its signal handler runs in the main thread as soon as the step in flight
+returns), publishes "save after step N + 1" in the coordination service's
+key-value store, waits until every worker has acknowledged it, and before
+the step after that calls our save and then our exit on every worker. So
+the checkpoint is of the step that was running when the signal arrived plus
+one more (a peer may already have begun that one: workers are at most one
+step apart), whatever `trainer.steps_per_loop` is.
+
+The handler agrees on the number of `run` calls, so a call must be one step:
+a call that ran `steps_per_loop` steps inside one `tf.function` would let a
+preempted job run up to a whole loop (100 steps of the released network)
+before saving (docs/cluster.md has the figures).
+
+The handler is given its own, empty checkpoint manager only so that it
+restores nothing and adds nothing to our checkpoints: the trainer restores
+(also fine-tuning and growing) and saves itself (`save_fn`), and the handler's
+run counter starts from zero in every process, the same on every worker.
+An error in a step (a bad record, say) is reported to every worker through
+the coordination service (`handler.run` does it), so the peers stop at once
+instead of waiting for a collective timeout.
 """
 
-import signal
-
-import numpy as np
 import tensorflow as tf
 
+from polynet_tf import fileio
 
-def sum_over_workers(strategy, num_workers, values):
-    """Sums a small float array over the worker processes (a collective).
+
+class Preempted(Exception):
+    """Every worker saved the checkpoint of `step` after a SIGTERM; stop now.
+
+    Args:
+        step: the training step saved.
+    """
+
+    def __init__(self, step):
+        super().__init__(f"preempted: saved the checkpoint of step {step}")
+        self.step = step
+
+
+def make_handler(strategy, model_dir, save, current_step):
+    """TensorFlow's preemption handler, saving with `save` and stopping with `Preempted`.
+
+    Call it after the training state is restored and before the first step,
+    on every worker. It installs a SIGTERM handler (main thread only).
 
     Args:
         strategy: the job's strategy.
-        num_workers: worker processes in the job.
-        values: numpy array, this worker's values.
+        model_dir: the run's directory; the handler's own manager points at
+            a sub-directory that is never written.
+        save: callable taking no argument, saves the checkpoint (on every
+            worker, as `Trainer.save`).
+        current_step: callable returning the training step, for `Preempted`.
 
     Returns:
-        numpy array, the sum over workers (`values` itself on one worker).
+        A `tf.distribute.experimental.PreemptionCheckpointHandler`; run each
+        training step through its `run`.
     """
-    if num_workers <= 1:
-        return values
-    local = tf.constant(values, tf.float32)
-    replicas_per_worker = strategy.num_replicas_in_sync // num_workers
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is not None and not resolver.cluster_spec().as_dict():
+        resolver = None  # one worker: the handler's local mode, no coordination service
 
-    def value(context):
-        # One replica per worker contributes; the others add zeros.
-        first = context.replica_id_in_sync_group % replicas_per_worker == 0
-        return local if first else tf.zeros_like(local)
+    def exit_fn():
+        raise Preempted(current_step())
 
-    distributed = strategy.experimental_distribute_values_from_function(value)
-    return strategy.reduce(tf.distribute.ReduceOp.SUM, distributed, axis=None).numpy()
-
-
-class PreemptionWatcher:
-    """Notes SIGTERM; `any_worker_preempted` agrees on it across workers.
-
-    Args:
-        strategy: the job's strategy.
-        num_workers: worker processes in the job.
-    """
-
-    def __init__(self, strategy, num_workers):
-        self._strategy = strategy
-        self._num_workers = num_workers
-        self.received = False
-
-    def install(self):
-        """Catches SIGTERM in this process (main thread only; elsewhere a no-op)."""
-        def on_sigterm(signum, frame):
-            self.received = True
-
-        try:
-            signal.signal(signal.SIGTERM, on_sigterm)
-        except ValueError:
-            pass  # not the main thread (e.g. in tests): no handler
-
-    def any_worker_preempted(self):
-        """True on every worker when any worker received SIGTERM (a collective)."""
-        flags = sum_over_workers(self._strategy, self._num_workers,
-                                 np.array([float(self.received)]))
-        return bool(flags[0] > 0)
+    config = tf.distribute.experimental.TerminationConfig(
+        exit_fn=exit_fn, save_fn=lambda *args, **kwargs: save(), grace_period=0)
+    unused = tf.train.CheckpointManager(
+        tf.train.Checkpoint(), fileio.join(model_dir, ".worker_tmp", "preemption_handler"),
+        max_to_keep=1)
+    return tf.distribute.experimental.PreemptionCheckpointHandler(
+        resolver, unused, termination_config=config)
