@@ -116,13 +116,12 @@ def _fail_on_op_error(error, checkpoint_dir, cluster, num_workers):
     service ("Error reported from /job:...") and aborts their collectives; a
     worker whose heartbeats stopped is reported the same way.
     """
-    text = str(error)
+    text = str(error).replace("\\'", "'")  # TensorFlow escapes quotes in Assert messages
     bad_data = re.search(r"polynet_tf\.data: (.*?)\]?\s*(?:\n|$)", text)
     restart = (f"Restart every worker with the same command: training resumes from the "
                f"latest checkpoint in {checkpoint_dir}.")
     if bad_data and "Error reported from" not in text:
-        _fail(f"{bad_data.group(1)} ({restart[0].lower()}{restart[1:]})",
-              cluster.EXIT_BAD_DATA, num_workers)
+        _fail(bad_data.group(1), cluster.EXIT_BAD_DATA, num_workers)
     peer = re.search(r"(?:Error reported from |tasks? (?:are|is) unhealthy[^/]*?)(/job:\w+/"
                      r"(?:replica:\d+/)?task:\d+)", text)
     if peer is None and not isinstance(error, _peer_errors()):

@@ -24,7 +24,10 @@ the coordination service (`handler.run` does it), so the peers stop at once
 instead of waiting for a collective timeout.
 """
 
+import threading
+
 import tensorflow as tf
+from absl import logging
 
 from polynet_tf import fileio
 
@@ -68,8 +71,44 @@ def make_handler(strategy, model_dir, save, current_step):
 
     config = tf.distribute.experimental.TerminationConfig(
         exit_fn=exit_fn, save_fn=lambda *args, **kwargs: save(), grace_period=0)
+    _quiet_peer_watcher_errors()
     unused = tf.train.CheckpointManager(
         tf.train.Checkpoint(), fileio.join(model_dir, ".worker_tmp", "preemption_handler"),
         max_to_keep=1)
     return tf.distribute.experimental.PreemptionCheckpointHandler(
         resolver, unused, termination_config=config)
+
+
+def stop_watching(handler):
+    """Stops the handler's thread that waits on the coordination service.
+
+    TensorFlow stops it itself when it saves on preemption, otherwise only in
+    the handler's finalizer (which that very thread keeps from running).
+    Call it on every worker before they leave together at the end: a thread
+    still waiting on the chief's service when the chief exits would fail.
+    """
+    handler.__del__()  # TensorFlow's clean-up: wakes every worker's watcher and joins
+
+
+_WATCHER_THREAD_PREFIX = "PeerTerminationWatcher"  # TensorFlow names the thread so
+
+
+def _quiet_peer_watcher_errors():
+    """One log line, not a traceback, when the coordination service goes away.
+
+    The handler's watcher thread waits on the chief's service; when a peer
+    is lost the main thread already ends the process with a clear message,
+    and the thread's own error would only add a traceback.
+    """
+    previous = threading.excepthook
+    if getattr(previous, "polynet_tf_quiet", False):
+        return
+
+    def hook(args):
+        if args.thread is not None and args.thread.name.startswith(_WATCHER_THREAD_PREFIX):
+            logging.info("preemption watcher stopped: %s", str(args.exc_value).splitlines()[0])
+            return
+        previous(args)
+
+    hook.polynet_tf_quiet = True
+    threading.excepthook = hook

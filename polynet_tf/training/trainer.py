@@ -31,7 +31,7 @@ from polynet_tf.training.evaluation_loop import (DistributedEvaluator, batch_tot
 from polynet_tf.training.fused_batch_norm import training_kernel
 from polynet_tf.training.optimization import (build_optimizer, classification_loss,
                                               clip_by_global_norm_across_replicas)
-from polynet_tf.training.preemption import Preempted, make_handler
+from polynet_tf.training.preemption import Preempted, make_handler, stop_watching
 from polynet_tf.training.reporting import Reporter
 
 CHECKPOINT_SUBDIR = runs.CHECKPOINTS_SUBDIR  # The run layout is polynet_tf.runs.
@@ -262,7 +262,7 @@ class Trainer:
         data_stats = PipelineStats()
         iterator = iter(self._train_dataset(self.step, data_stats))
         self._train_function = self._train_function or self._make_train_function()
-        metrics, window = {}, np.zeros(4)
+        metrics, window, skipped = {}, np.zeros(4), data_stats.as_dict()
         last_saved = self.step
         try:
             while self.step < cfg.train_steps:
@@ -277,7 +277,7 @@ class Trainer:
                 reporter.train_loop_done(
                     step, steps, self.global_batch_size * steps, metrics,
                     summary=step % cfg.summary_interval == 0 or step == cfg.train_steps)
-                _report_skipped(reporter, self.task_id, step, data_stats)
+                skipped = _report_skipped(reporter, self.task_id, step, data_stats, skipped)
                 # Evaluation first: a checkpoint at this step then also holds
                 # the stochastic-path switch decided here.
                 if evaluate_during_training and (
@@ -292,6 +292,8 @@ class Trainer:
                     last_saved = step
             if last_saved != self.step:
                 self.save()
+            stop_watching(self._preemption)
+            self._preemption = None
             # Every worker leaves together: the chief hosts the coordination
             # service, which a worker still saving would lose.
             cluster.wait_for_all_workers("polynet_tf_training_done", self.num_workers)
@@ -360,14 +362,19 @@ class Trainer:
                 adaptive.gap_threshold, rates[-1], len(polyinception_modules(self.model)))
 
 
-def _report_skipped(reporter, task, step, stats):
-    """Logs (and on the chief, summarizes) what this worker's pipeline skipped so far."""
+def _report_skipped(reporter, task, step, stats, before):
+    """Logs (and on the chief, summarizes) what this worker's pipeline skipped, when it grew.
+
+    Returns:
+        The counts now, for the next call's `before`.
+    """
     counts = stats.as_dict()
-    if any(counts.values()):
+    if counts != before:
         reporter.scalars("train", step, {f"data/{k}": float(v) for k, v in counts.items()})
         logging.warning("task %d, step %d: the input pipeline skipped %d record(s) and the "
                         "rest of %d corrupt file(s) so far (on_error=skip)", task, step,
                         counts["skipped_records"], counts["corrupt_files"])
+    return counts
 
 
 def _summarize_skipped(task, stats):
