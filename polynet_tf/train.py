@@ -14,7 +14,6 @@ worker: every worker saved the same step). docs/failures.md has the details.
 """
 
 import os
-import re
 import sys
 
 from absl import app, flags, logging
@@ -112,24 +111,21 @@ def main(argv):
 def _fail_on_op_error(error, checkpoint_dir, cluster, num_workers):
     """One line and an exit status for an error in a step: bad data here, or a peer.
 
-    A step's error on one worker reaches the others through the coordination
-    service ("Error reported from /job:...") and aborts their collectives; a
-    worker whose heartbeats stopped is reported the same way.
+    Raises:
+        the error itself when it is neither (a bug: its traceback is wanted).
     """
-    text = str(error).replace("\\'", "'")  # TensorFlow escapes quotes in Assert messages
-    bad_data = re.search(r"polynet_tf\.data: (.*?)\]?\s*(?:\n|$)", text)
-    restart = (f"Restart every worker with the same command: training resumes from the "
-               f"latest checkpoint in {checkpoint_dir}.")
-    if bad_data and "Error reported from" not in text:
-        _fail(bad_data.group(1), cluster.EXIT_BAD_DATA, num_workers)
-    peer = re.search(r"(?:Error reported from |tasks? (?:are|is) unhealthy[^/]*?)(/job:\w+/"
-                     r"(?:replica:\d+/)?task:\d+)", text)
-    if peer is None and not isinstance(error, _peer_errors()):
-        raise error  # a bug, not a cluster failure: keep the traceback
-    what = bad_data.group(1) if bad_data else text.splitlines()[0][:300]
-    _fail(f"peer worker {peer.group(1) if peer else '(unknown)'} failed or was lost "
-          f"({type(error).__name__}: {what}). {restart}", cluster.EXIT_PEER_FAILED,
-          num_workers)
+    text = str(error)
+    peer = cluster.peer_failure(text)
+    if peer is None:
+        bad_data = cluster.data_error(text)
+        if bad_data:
+            _fail(bad_data, cluster.EXIT_BAD_DATA, num_workers)
+        if not isinstance(error, _peer_errors()):
+            raise error
+        peer = ("(unknown)", text.splitlines()[0][:300])
+    _fail(f"peer worker {peer[0]} {peer[1]}. Restart every worker with the same command: "
+          f"training resumes from the latest checkpoint in {checkpoint_dir}.",
+          cluster.EXIT_PEER_FAILED, num_workers)
 
 
 def _peer_errors():

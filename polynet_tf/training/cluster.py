@@ -21,6 +21,7 @@ unnoticed, whatever `runtime.collective_timeout_seconds` is.
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -195,6 +196,64 @@ def wait_for_all_workers(name, num_workers):
     from tensorflow.python.eager import context  # noqa: PLC0415
 
     context.context().wait_at_barrier(name, _EXIT_BARRIER_SECONDS * 1000)
+
+
+_TASK = r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)"
+
+
+def peer_failure(error_text):
+    """Which peer failed and how, from the text of a step's error, if another worker's.
+
+    A step's error on one worker reaches the others through the coordination
+    service ("Error reported from /job:worker/task:1: ..."), as does a worker
+    whose heartbeats stopped; a worker that cannot reach the service (the
+    chief's) fails its own heartbeat call.
+
+    Args:
+        error_text: `str()` of the error.
+
+    Returns:
+        (peer, what): the peer as "/job:worker/task:1 (host:port)" and what
+        happened to it, in words; None when the error names no peer.
+    """
+    reported = re.search("Error reported from " + _TASK, error_text)
+    if reported:
+        job, index = reported.group(1), int(reported.group(2))
+    elif "CoordinationService/Heartbeat" in error_text:
+        leader = "chief" if _cluster_spec().get("chief") else "worker"
+        job, index = leader, 0
+    else:
+        return None
+    if "stopped sending heartbeats" in error_text:
+        what = (f"stopped sending heartbeats for {HEARTBEAT_TIMEOUT_SECONDS} s (its machine "
+                "is gone or the network between the workers is cut)")
+    elif reported is None:
+        what = ("stopped answering this worker's heartbeats (it hosts the coordination "
+                "service; its machine is gone or the network between the workers is cut)")
+    elif data_error(error_text):
+        what = "met bad data: " + data_error(error_text)
+    else:
+        lines = [line.strip() for line in error_text[reported.end():].splitlines()]
+        lines = [line.lstrip(": ") for line in lines if line.strip(": ") and
+                 "Graph execution error" not in line]
+        what = "failed: " + (lines[0][:300] if lines else "(no message)")
+    hosts = _cluster_spec().get(job, [])
+    where = f" ({hosts[index]})" if index < len(hosts) else ""
+    return f"/job:{job}/task:{index}{where}", what
+
+
+def data_error(error_text):
+    """The input pipeline's message in an error's text ("file ... record ...: ..."), or None.
+
+    The pipeline stops on a bad record with an assertion whose message starts
+    with "polynet_tf.data: "; TensorFlow brackets it and escapes its quotes.
+    """
+    found = re.search(r"polynet_tf\.data: (.*?)\]?\s*(?:\n|$)", error_text)
+    return found.group(1).replace("\\'", "'") if found else None
+
+
+def _cluster_spec():
+    return json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
 
 
 def is_chief(strategy):

@@ -24,6 +24,7 @@ the coordination service (`handler.run` does it), so the peers stop at once
 instead of waiting for a collective timeout.
 """
 
+import logging as python_logging
 import threading
 
 import tensorflow as tf
@@ -72,6 +73,7 @@ def make_handler(strategy, model_dir, save, current_step):
     config = tf.distribute.experimental.TerminationConfig(
         exit_fn=exit_fn, save_fn=lambda *args, **kwargs: save(), grace_period=0)
     _quiet_peer_watcher_errors()
+    _shorten_error_propagation_log()
     unused = tf.train.CheckpointManager(
         tf.train.Checkpoint(), fileio.join(model_dir, ".worker_tmp", "preemption_handler"),
         max_to_keep=1)
@@ -112,3 +114,23 @@ def _quiet_peer_watcher_errors():
 
     hook.polynet_tf_quiet = True
     threading.excepthook = hook
+
+
+class _FirstLineOfPropagatedErrors(python_logging.Filter):
+    """Cuts TensorFlow's "Propagating error to cluster: ..." log to its first line.
+
+    `handler.run` logs the whole error, including the Python stack where the
+    failing op was defined; the process's own one-line message follows.
+    """
+
+    def filter(self, record):
+        if isinstance(record.msg, str) and record.msg.startswith("Propagating error to cluster"):
+            record.msg, record.args = "Propagating error to cluster: %s", (
+                str(record.args[-1]).strip().splitlines()[0][:200] if record.args else "",)
+        return True
+
+
+def _shorten_error_propagation_log():
+    logger = tf.get_logger()
+    if not any(isinstance(f, _FirstLineOfPropagatedErrors) for f in logger.filters):
+        logger.addFilter(_FirstLineOfPropagatedErrors())
