@@ -25,6 +25,7 @@ instead of waiting for a collective timeout.
 """
 
 import logging as python_logging
+import signal
 import threading
 
 import tensorflow as tf
@@ -45,11 +46,12 @@ class Preempted(Exception):
         self.step = step
 
 
-def make_handler(strategy, model_dir, save, current_step):
+class PreemptionHandler:
     """TensorFlow's preemption handler, saving with `save` and stopping with `Preempted`.
 
-    Call it after the training state is restored and before the first step,
-    on every worker. It installs a SIGTERM handler (main thread only).
+    Make it after the training state is restored and before the first step,
+    on every worker, in the main thread (it installs a SIGTERM handler);
+    run each training step through `run`; `close` when training is over.
 
     Args:
         strategy: the job's strategy.
@@ -58,38 +60,42 @@ def make_handler(strategy, model_dir, save, current_step):
         save: callable taking no argument, saves the checkpoint (on every
             worker, as `Trainer.save`).
         current_step: callable returning the training step, for `Preempted`.
-
-    Returns:
-        A `tf.distribute.experimental.PreemptionCheckpointHandler`; run each
-        training step through its `run`.
     """
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is not None and not resolver.cluster_spec().as_dict():
-        resolver = None  # one worker: the handler's local mode, no coordination service
 
-    def exit_fn():
-        raise Preempted(current_step())
+    def __init__(self, strategy, model_dir, save, current_step):
+        resolver = getattr(strategy, "cluster_resolver", None)
+        if resolver is not None and not resolver.cluster_spec().as_dict():
+            resolver = None  # one worker: the handler's local mode, no coordination service
 
-    config = tf.distribute.experimental.TerminationConfig(
-        exit_fn=exit_fn, save_fn=lambda *args, **kwargs: save(), grace_period=0)
-    _quiet_peer_watcher_errors()
-    _shorten_error_propagation_log()
-    unused = tf.train.CheckpointManager(
-        tf.train.Checkpoint(), fileio.join(model_dir, ".worker_tmp", "preemption_handler"),
-        max_to_keep=1)
-    return tf.distribute.experimental.PreemptionCheckpointHandler(
-        resolver, unused, termination_config=config)
+        def exit_fn():
+            raise Preempted(current_step())
 
+        config = tf.distribute.experimental.TerminationConfig(
+            exit_fn=exit_fn, save_fn=lambda *args, **kwargs: save(), grace_period=0)
+        unused = tf.train.CheckpointManager(
+            tf.train.Checkpoint(), fileio.join(model_dir, ".worker_tmp", "preemption_handler"),
+            max_to_keep=1)
+        _quiet_peer_watcher_errors()
+        _shorten_error_propagation_log()
+        self._previous_sigterm = signal.getsignal(signal.SIGTERM)
+        self._handler = tf.distribute.experimental.PreemptionCheckpointHandler(
+            resolver, unused, termination_config=config)
 
-def stop_watching(handler):
-    """Stops the handler's thread that waits on the coordination service.
+    def run(self, step_function, *args):
+        """Runs one training step; saves and raises `Preempted` when the job must stop."""
+        return self._handler.run(step_function, *args)
 
-    TensorFlow stops it itself when it saves on preemption, otherwise only in
-    the handler's finalizer (which that very thread keeps from running).
-    Call it on every worker before they leave together at the end: a thread
-    still waiting on the chief's service when the chief exits would fail.
-    """
-    handler.__del__()  # TensorFlow's clean-up: wakes every worker's watcher and joins
+    def close(self):
+        """Stops the handler's thread that waits on the coordination service.
+
+        TensorFlow stops it itself when it saves on preemption, otherwise only
+        in the handler's finalizer (which that very thread keeps from running).
+        Call it on every worker before they leave together at the end: a
+        thread still waiting on the chief's service when the chief exits would
+        fail. SIGTERM gets its previous handler back.
+        """
+        self._handler.__del__()  # TensorFlow's clean-up: wakes every worker's watcher
+        signal.signal(signal.SIGTERM, self._previous_sigterm)
 
 
 _WATCHER_THREAD_PREFIX = "PeerTerminationWatcher"  # TensorFlow names the thread so

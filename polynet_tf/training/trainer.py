@@ -31,7 +31,7 @@ from polynet_tf.training.evaluation_loop import (DistributedEvaluator, batch_tot
 from polynet_tf.training.fused_batch_norm import training_kernel
 from polynet_tf.training.optimization import (build_optimizer, classification_loss,
                                               clip_by_global_norm_across_replicas)
-from polynet_tf.training.preemption import Preempted, make_handler, stop_watching
+from polynet_tf.training.preemption import Preempted, PreemptionHandler
 from polynet_tf.training.reporting import Reporter
 
 CHECKPOINT_SUBDIR = runs.CHECKPOINTS_SUBDIR  # The run layout is polynet_tf.runs.
@@ -257,8 +257,8 @@ class Trainer:
         """
         cfg = self.config.trainer
         reporter = Reporter(self.model_dir, self.is_chief, cfg.train_steps, self.step)
-        self._preemption = self._preemption or make_handler(
-            self.strategy, self.model_dir, self.save, lambda: self.step)
+        self._preemption = PreemptionHandler(self.strategy, self.model_dir, self.save,
+                                             lambda: self.step)
         data_stats = PipelineStats()
         iterator = iter(self._train_dataset(self.step, data_stats))
         self._train_function = self._train_function or self._make_train_function()
@@ -292,14 +292,16 @@ class Trainer:
                     last_saved = step
             if last_saved != self.step:
                 self.save()
-            stop_watching(self._preemption)
-            self._preemption = None
+            self._preemption.close()
             # Every worker leaves together: the chief hosts the coordination
             # service, which a worker still saving would lose.
             cluster.wait_for_all_workers("polynet_tf_training_done", self.num_workers)
         except Preempted as preempted:
             reporter.message("SIGTERM: saved a checkpoint at step %d and stopped.",
                              preempted.step)
+            logging.info("task %d: saved the checkpoint of step %d after a SIGTERM",
+                         self.task_id, preempted.step)
+            self._preemption.close()
             cluster.wait_for_all_workers("polynet_tf_preempted", self.num_workers)
             raise SystemExit(cluster.EXIT_PREEMPTED) from None
         finally:
