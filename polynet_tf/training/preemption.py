@@ -80,6 +80,21 @@ class PreemptionHandler:
         self._previous_sigterm = signal.getsignal(signal.SIGTERM)
         self._handler = tf.distribute.experimental.PreemptionCheckpointHandler(
             resolver, unused, termination_config=config)
+        self._also_watch_sigterm()
+
+    def _also_watch_sigterm(self):
+        """SIGTERM too where TensorFlow watches only GCE maintenance events (GPU VMs).
+
+        There (GKE GPU nodes included) TensorFlow polls the metadata server
+        and leaves SIGTERM alone, but Kubernetes preempts with SIGTERM: it is
+        routed to the handler's own SIGTERM entry point. Elsewhere TensorFlow
+        installed that very handler already; on CPU-only GCE VMs TensorFlow
+        switches the handler off (docs/cluster.md).
+        """
+        handler = self._handler
+        active = hasattr(handler, "_received_own_sigterm")
+        if active and signal.getsignal(signal.SIGTERM) == self._previous_sigterm:
+            signal.signal(signal.SIGTERM, handler._sigterm_handler_fn)
 
     def run(self, step_function, *args):
         """Runs one training step; saves and raises `Preempted` when the job must stop."""
