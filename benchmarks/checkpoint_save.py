@@ -4,7 +4,8 @@ What a preempted job must fit into its notice after its last step:
 `Trainer.save` on the released network (official_configs/
 very_deep_imagenet.yaml: weights, RMSProp slots, step) -- the finiteness
 check, the BatchNorm statistics sync and `tf.train.CheckpointManager.save`
--- timed `--repeats` times (the first one also traces the check). Baseline,
+-- timed `--repeats` times (the first one also traces the check), then
+each part alone. Baseline,
 side by side: writing the same number of bytes as one file with
 `tf.io.gfile` (what the storage itself allows). Prints seconds, sizes and
 the ratio save / raw write.
@@ -71,7 +72,17 @@ def main():
         start = time.perf_counter()
         path = trainer.save()
         seconds.append(time.perf_counter() - start)
-        print(f"save {repeat + 1}: {seconds[-1]:.2f} s")
+        # Its parts, timed again one by one.
+        parts = {}
+        for name, part in (("finiteness check", lambda: bool(trainer._state_is_finite())),
+                           ("BatchNorm sync", trainer._sync_batch_norm),
+                           ("CheckpointManager.save", lambda: trainer.manager.save(
+                               checkpoint_number=trainer.step))):
+            begin = time.perf_counter()
+            part()
+            parts[name] = time.perf_counter() - begin
+        print(f"save {repeat + 1}: {seconds[-1]:.2f} s (then, alone: " +
+              ", ".join(f"{k} {v:.2f} s" for k, v in parts.items()) + ")")
     size = _checkpoint_bytes(path)
     raw = _raw_write_seconds(model_dir, size)
     later = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
