@@ -122,7 +122,8 @@ def _fail_on_op_error(error, checkpoint_dir, cluster, num_workers):
             _fail(bad_data, cluster.EXIT_BAD_DATA, num_workers)
         if not isinstance(error, _peer_errors()):
             raise error
-        peer = ("(unknown)", text.splitlines()[0][:300])
+        peer = ("(unknown)", f"failed or could not be reached ({type(error).__name__}: "
+                             f"{text.splitlines()[0][:300]})")
     _fail(f"peer worker {peer[0]} {peer[1]}. Restart every worker with the same command: "
           f"training resumes from the latest checkpoint in {checkpoint_dir}.",
           cluster.EXIT_PEER_FAILED, num_workers)
