@@ -167,8 +167,7 @@ def _configure_coordination_service():
 
     The strategy configures the service only when nothing did before; the
     same jobs and leader here, plus the heartbeat timeout (the lost-peer
-    bound) and a short shutdown barrier (a finished or preempted job exits
-    at once instead of waiting on the service).
+    bound).
     """
     from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2  # noqa: PLC0415
     from tensorflow.python.distribute import multi_worker_util  # noqa: PLC0415
