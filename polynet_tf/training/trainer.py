@@ -230,8 +230,11 @@ class Trainer:
 
         def train_steps(iterator, num_steps):
             reset_totals()
-            for _ in range(num_steps):
-                self._preemption.run(run_step, iterator)
+            for _ in range(int(num_steps)):
+                if self._preemption is None:  # called outside `train` (tests)
+                    run_step(iterator)
+                else:
+                    self._preemption.run(run_step, iterator)
             return totals.read_value()  # summed over replicas and workers
 
         return train_steps
