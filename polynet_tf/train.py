@@ -8,10 +8,12 @@ Several machines (the same command on each, with its own --task_index):
 A `TF_CONFIG` in the environment (Kubeflow's TFJob: a chief and workers,
 ...) takes precedence over the flags. A restarted job resumes from the latest
 checkpoint in `--model_dir`. Exit statuses: 0 done, 2 bad configuration, 3 a
-peer worker failed, 4 diverged, 143 preempted (SIGTERM to any worker: every
-worker saved the same step). docs/cluster.md has the details.
+peer worker failed, was lost or met bad data, 4 diverged, 5 this worker met a
+bad record or label (data.on_error=fail), 143 preempted (SIGTERM to any
+worker: every worker saved the same step). docs/failures.md has the details.
 """
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -98,16 +100,42 @@ def main(argv):
                   ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                             for k, v in metrics.items()), flush=True)
     except TrainingDivergedError as error:
-        _fail(str(error), EXIT_DIVERGED)
+        _fail(str(error), EXIT_DIVERGED, num_workers)
     except FineTuneError as error:  # init.weights that do not fit: before the first step
-        _fail(f"Cannot fine-tune: {error}", EXIT_CONFIG)
-    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-            tf.errors.CancelledError, tf.errors.AbortedError) as error:
-        _fail(
-            f"A peer worker failed or could not be reached ({type(error).__name__}: "
-            f"{str(error).splitlines()[0][:300]}). Restart every worker with the same "
-            f"command: training resumes from the latest checkpoint in {checkpoint_dir}.",
-            cluster.EXIT_PEER_FAILED)
+        _fail(f"Cannot fine-tune: {error}", EXIT_CONFIG, num_workers)
+    except SystemExit as stop:  # preempted (143): every worker saved the same step
+        _leave(stop.code, num_workers)
+    except tf.errors.OpError as error:
+        _fail_on_op_error(error, checkpoint_dir, cluster, num_workers)
+    _leave(0, num_workers)
+
+
+def _fail_on_op_error(error, checkpoint_dir, cluster, num_workers):
+    """One line and an exit status for an error in a step: bad data here, or a peer.
+
+    Raises:
+        the error itself when it is neither (a bug: its traceback is wanted).
+    """
+    text = str(error)
+    peer = cluster.peer_failure(text)
+    if peer is None:
+        bad_data = cluster.data_error(text)
+        if bad_data:
+            _fail(bad_data, cluster.EXIT_BAD_DATA, num_workers)
+        if not isinstance(error, _peer_errors()):
+            raise error
+        peer = ("(unknown)", f"failed or could not be reached ({type(error).__name__}: "
+                             f"{text.splitlines()[0][:300]})")
+    _fail(f"peer worker {peer[0]} {peer[1]}. Restart every worker with the same command: "
+          f"training resumes from the latest checkpoint in {checkpoint_dir}.",
+          cluster.EXIT_PEER_FAILED, num_workers)
+
+
+def _peer_errors():
+    import tensorflow as tf  # noqa: PLC0415
+
+    return (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+            tf.errors.CancelledError, tf.errors.AbortedError)
 
 
 def _load_config(runs):
@@ -158,10 +186,26 @@ def _log_startup(config, strategy, num_workers, task, chief):
     logging.info("configuration:\n%s", yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
-def _fail(message, code):
+def _fail(message, code, num_workers=1):
     logging.error(message)
     print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(code)
+    _leave(code, num_workers)
+
+
+def _leave(code, num_workers):
+    """Exits; with several workers at once, without waiting on the coordination service.
+
+    At interpreter exit TensorFlow's coordination agent waits for the other
+    workers' heartbeats to stop (10-20 s): everything this process had to do
+    is done (a finished or preempted job passed a barrier of all workers),
+    so it leaves with `os._exit` after flushing its output.
+    """
+    if num_workers <= 1:
+        sys.exit(code)
+    logging.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def run():

@@ -8,12 +8,20 @@ the chief and the workers train together; an evaluator takes no part (see
 `EvaluatorTaskError`).
 
 Exit statuses of `python -m polynet_tf.train`: 0 done, 2 bad configuration
-or command line, `EXIT_PEER_FAILED` (3) a peer died or could not be reached,
-4 training diverged, `EXIT_PREEMPTED` (143) stopped by SIGTERM after saving.
+or command line, `EXIT_PEER_FAILED` (3) a peer died, could not be reached or
+met bad data, 4 training diverged, `EXIT_BAD_DATA` (5) this worker met a bad
+record or label, `EXIT_PREEMPTED` (143) stopped by SIGTERM after saving.
+
+Several workers: the coordination service (hosted by the chief, else worker
+0) takes a heartbeat from every worker; one silent for
+`HEARTBEAT_TIMEOUT_SECONDS` (a lost machine, a partition) is reported to
+every worker, whose step then fails: that bounds how long a lost peer goes
+unnoticed, whatever `runtime.collective_timeout_seconds` is.
 """
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -23,11 +31,20 @@ from absl import logging
 # Exit status of a worker that lost its peers during training. One that never
 # reached them is killed by the start-up watchdog (status -9 / 137).
 EXIT_PEER_FAILED = 3
+# Exit status of the worker that met a bad record or an out-of-range label
+# (data.on_error=fail); its peers exit with EXIT_PEER_FAILED.
+EXIT_BAD_DATA = 5
 # Exit status of every worker after a SIGTERM (to any one of them) made them
 # all save a checkpoint at the same step: 128 + SIGTERM, as a killed process.
 EXIT_PREEMPTED = 143
 
 _TRAINING_TASK_TYPES = ("chief", "worker")
+
+# A worker whose heartbeats stop this long is reported lost to every worker
+# (TensorFlow's default is 10 s too; set here so the documented bound holds).
+HEARTBEAT_TIMEOUT_SECONDS = 10
+# How long the workers wait for each other when they leave together.
+_EXIT_BARRIER_SECONDS = 60
 
 
 class EvaluatorTaskError(RuntimeError):
@@ -135,6 +152,7 @@ def make_strategy(runtime_config, num_workers):
             # per variable (hundreds per step).
             bytes_per_pack=32 * 1024 * 1024,
         )
+        _configure_coordination_service()
         return _within_deadline(
             lambda: tf.distribute.MultiWorkerMirroredStrategy(communication_options=options),
             runtime_config.startup_timeout_seconds)
@@ -142,6 +160,99 @@ def make_strategy(runtime_config, num_workers):
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.OneDeviceStrategy(devices[0].name)
     return tf.distribute.MirroredStrategy()
+
+
+def _configure_coordination_service():
+    """The coordination service as MultiWorkerMirroredStrategy sets it up, with our timeouts.
+
+    The strategy configures the service only when nothing did before; the
+    same jobs and leader here, plus the heartbeat timeout (the lost-peer
+    bound).
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2  # noqa: PLC0415
+    from tensorflow.python.distribute import multi_worker_util  # noqa: PLC0415
+    from tensorflow.python.eager import context  # noqa: PLC0415
+
+    cluster_spec = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster_spec.num_tasks(job))
+            for job in _TRAINING_TASK_TYPES if job in cluster_spec.jobs]
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(cluster_spec),
+        coordinated_jobs=jobs,
+        heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_SECONDS * 1000)
+
+
+def wait_for_all_workers(name, num_workers):
+    """Blocks until every worker reaches the barrier `name` (coordination service).
+
+    Args:
+        name: the barrier's id, the same on every worker, used once per job.
+        num_workers: worker processes in the job (one: returns at once).
+    """
+    if num_workers <= 1:
+        return
+    from tensorflow.python.eager import context  # noqa: PLC0415
+
+    context.context().wait_at_barrier(name, _EXIT_BARRIER_SECONDS * 1000)
+
+
+_TASK = r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)"
+
+
+def peer_failure(error_text):
+    """Which peer failed and how, from the text of a step's error, if another worker's.
+
+    A step's error on one worker reaches the others through the coordination
+    service ("Error reported from /job:worker/task:1: ..."), as does a worker
+    whose heartbeats stopped; a worker that cannot reach the service (the
+    chief's) fails its own heartbeat call.
+
+    Args:
+        error_text: `str()` of the error.
+
+    Returns:
+        (peer, what): the peer as "/job:worker/task:1 (host:port)" and what
+        happened to it, in words; None when the error names no peer.
+    """
+    reported = re.search("Error reported from " + _TASK, error_text)
+    if reported:
+        job, index = reported.group(1), int(reported.group(2))
+    elif "CoordinationService/Heartbeat" in error_text:
+        leader = "chief" if _cluster_spec().get("chief") else "worker"
+        job, index = leader, 0
+    else:
+        return None
+    if "stopped sending heartbeats" in error_text:
+        what = (f"stopped sending heartbeats for {HEARTBEAT_TIMEOUT_SECONDS} s (its machine "
+                "is gone or the network between the workers is cut)")
+    elif reported is None:
+        what = ("stopped answering this worker's heartbeats (it hosts the coordination "
+                "service; its machine is gone or the network between the workers is cut)")
+    elif data_error(error_text):
+        what = "met bad data: " + data_error(error_text)
+    else:
+        lines = [line.strip() for line in error_text[reported.end():].splitlines()]
+        lines = [line.lstrip(": ") for line in lines if line.strip(": ") and
+                 "Graph execution error" not in line]
+        what = "failed: " + (lines[0][:300] if lines else "(no message)")
+    hosts = _cluster_spec().get(job, [])
+    where = f" ({hosts[index]})" if index < len(hosts) else ""
+    return f"/job:{job}/task:{index}{where}", what
+
+
+def data_error(error_text):
+    """The input pipeline's message in an error's text ("file ... record ...: ..."), or None.
+
+    The pipeline stops on a bad record with an assertion whose message starts
+    with "polynet_tf.data: "; TensorFlow brackets it and escapes its quotes.
+    """
+    found = re.search(r"polynet_tf\.data: (.*?)\]?\s*(?:\n|$)", error_text)
+    return found.group(1).replace("\\'", "'") if found else None
+
+
+def _cluster_spec():
+    return json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
 
 
 def is_chief(strategy):

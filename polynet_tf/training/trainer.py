@@ -4,8 +4,9 @@
 the data package's sharded pipeline, `tf.nn.compute_average_loss`, a
 `tf.train.CheckpointManager` written by the chief (other workers write to a
 temporary directory, as tf.distribute requires every worker to save), and
-a SIGTERM on any worker agreed on by all workers after each loop (every
-worker saves at the same step and exits with `cluster.EXIT_PREEMPTED`). A
+each step run through TensorFlow's preemption handler (`preemption`: a
+SIGTERM on any worker makes every worker save the same step, one step
+later, and exit with `cluster.EXIT_PREEMPTED`). A
 restarted job resumes from the latest checkpoint and the same data stream:
 the input pipeline is a pure function of (seed, step) and skips what was
 consumed. Every file goes through `tf.io.gfile`: `model_dir` may be a URI
@@ -18,7 +19,7 @@ import tensorflow as tf
 from absl import logging
 
 from polynet_tf import fileio, runs
-from polynet_tf.data import build_dataset
+from polynet_tf.data import PipelineStats, build_dataset
 from polynet_tf.layers.batch_norm import training_batch_norm_kernel
 from polynet_tf.models import polyinception_modules, set_path_drop_rates
 from polynet_tf.models.factory import build_model
@@ -37,7 +38,7 @@ from polynet_tf.training.optimization import (
     classification_loss,
     sum_over_replicas,
 )
-from polynet_tf.training.preemption import PreemptionWatcher, sum_over_workers
+from polynet_tf.training.preemption import Preempted, PreemptionHandler
 from polynet_tf.training.reporting import Reporter
 
 CHECKPOINT_SUBDIR = runs.CHECKPOINTS_SUBDIR  # The run layout is polynet_tf.runs.
@@ -125,7 +126,7 @@ class Trainer:
             num_workers, config.trainer.eval_steps)
         self.restored_from = self._restore(init_from, init_from_architecture)
         self._train_function = None
-        self._preemption = PreemptionWatcher(strategy, num_workers)
+        self._preemption = None  # made by train(): it installs a SIGTERM handler
 
     # ----------------------------------------------------------------- state
     @property
@@ -223,33 +224,36 @@ class Trainer:
             totals.assign_add(self._train_step(images, labels))
 
         @tf.function
-        def run_steps(iterator, num_steps):
+        def reset_totals():
             strategy.run(lambda: totals.assign(tf.zeros([4])))
-            # No collective besides the step's own: a reduction of the metrics
-            # here could be ordered differently on different replicas than the
-            # gradient (and synchronized BatchNorm) all-reduces, a deadlock.
-            for _ in tf.range(num_steps):
-                # One step after the other: overlapping iterations could start
-                # the next step's collectives (synchronized BatchNorm) before
-                # this step's gradient all-reduce on one replica but not on
-                # another (TensorFlow then aborts with "Shape mismatch").
-                tf.autograph.experimental.set_loop_options(parallel_iterations=1)
-                strategy.run(step, args=next(iterator))
+
+        # One step per call: the preemption handler agrees on calls. No
+        # collective besides the step's own: a reduction of the metrics here
+        # could be ordered differently on different replicas than the gradient
+        # (and synchronized BatchNorm) all-reduces, a deadlock.
+        @tf.function
+        def run_step(iterator):
+            strategy.run(step, args=next(iterator))
 
         def train_steps(iterator, num_steps):
-            run_steps(iterator, num_steps)
+            reset_totals()
+            for _ in range(int(num_steps)):
+                if self._preemption is None:  # called outside `train` (tests)
+                    run_step(iterator)
+                else:
+                    self._preemption.run(run_step, iterator)
             return totals.read_value()  # summed over replicas and workers
 
         return train_steps
 
-    def _train_dataset(self, skip_steps):
+    def _train_dataset(self, skip_steps, stats):
         data = with_model_classes(self.config.train_data, self.config.model.num_classes)
 
         def dataset_fn(context):
             logging.info("task %d: training input pipeline %d of %d, %d replica(s) in sync",
                          self.task_id, context.input_pipeline_id, context.num_input_pipelines,
                          context.num_replicas_in_sync)
-            return build_dataset(data, context, skip_steps=skip_steps)
+            return build_dataset(data, context, skip_steps=skip_steps, stats=stats)
 
         return self.strategy.distribute_datasets_from_function(
             dataset_fn, input_options(self.strategy, self.num_workers))
@@ -263,15 +267,17 @@ class Trainer:
         """
         cfg = self.config.trainer
         reporter = Reporter(self.model_dir, self.is_chief, cfg.train_steps, self.step)
-        self._preemption.install()
-        iterator = iter(self._train_dataset(self.step))
+        self._preemption = PreemptionHandler(self.strategy, self.model_dir, self.save,
+                                             lambda: self.step)
+        data_stats = PipelineStats()
+        iterator = iter(self._train_dataset(self.step, data_stats))
         self._train_function = self._train_function or self._make_train_function()
-        metrics, window = {}, np.zeros(4)
+        metrics, window, skipped = {}, np.zeros(4), data_stats.as_dict()
         last_saved = self.step
         try:
             while self.step < cfg.train_steps:
                 steps = self._steps_until_boundary()
-                totals = self._train_function(iterator, tf.constant(steps)).numpy()
+                totals = self._train_function(iterator, steps).numpy()
                 metrics = metrics_from_totals(totals)
                 metrics["learning_rate"] = float(self.schedule(self.step - 1))
                 if not np.isfinite(metrics["loss"]):
@@ -281,28 +287,35 @@ class Trainer:
                 reporter.train_loop_done(
                     step, steps, self.global_batch_size * steps, metrics,
                     summary=step % cfg.summary_interval == 0 or step == cfg.train_steps)
-                # One SIGTERM on any worker stops every worker at this step.
-                preempted = self._preemption.any_worker_preempted()
+                skipped = _report_skipped(reporter, self.task_id, step, data_stats, skipped)
                 # Evaluation first: a checkpoint at this step then also holds
                 # the stochastic-path switch decided here.
-                if evaluate_during_training and not preempted and (
+                if evaluate_during_training and (
                         step % cfg.eval_interval == 0 or step == cfg.train_steps):
                     eval_metrics = self.evaluate(reporter)
                     self._maybe_switch_on_drop_path(metrics_from_totals(window), eval_metrics,
                                                     reporter)
                     window = np.zeros(4)
                     reporter.reset_clock()
-                if step % cfg.checkpoint_interval == 0 or step == cfg.train_steps or preempted:
+                if step % cfg.checkpoint_interval == 0 or step == cfg.train_steps:
                     self.save()
                     last_saved = step
-                if preempted:
-                    reporter.message("SIGTERM: saved a checkpoint at step %d and stopped.", step)
-                    raise SystemExit(cluster.EXIT_PREEMPTED)
             if last_saved != self.step:
                 self.save()
-            # Wait for every worker: the chief hosts the coordination service.
-            sum_over_workers(self.strategy, self.num_workers, np.zeros(1))
+            self._preemption.close()
+            # Every worker leaves together: the chief hosts the coordination
+            # service, which a worker still saving would lose.
+            cluster.wait_for_all_workers("polynet_tf_training_done", self.num_workers)
+        except Preempted as preempted:
+            reporter.message("SIGTERM: saved a checkpoint at step %d and stopped.",
+                             preempted.step)
+            logging.info("task %d: saved the checkpoint of step %d after a SIGTERM",
+                         self.task_id, preempted.step)
+            self._preemption.close()
+            cluster.wait_for_all_workers("polynet_tf_preempted", self.num_workers)
+            raise SystemExit(cluster.EXIT_PREEMPTED) from None
         finally:
+            _summarize_skipped(self.task_id, data_stats)
             reporter.close()
         return metrics
 
@@ -359,6 +372,31 @@ class Trainer:
                 "stochastic paths on, linear 0 -> %.2f over %d modules",
                 self.step, train_metrics["top1"], eval_metrics["top1"], gap,
                 adaptive.gap_threshold, rates[-1], len(polyinception_modules(self.model)))
+
+
+def _report_skipped(reporter, task, step, stats, before):
+    """Logs (and on the chief, summarizes) what this worker's pipeline skipped, when it grew.
+
+    Returns:
+        The counts now, for the next call's `before`.
+    """
+    counts = stats.as_dict()
+    if counts != before:
+        reporter.scalars("train", step, {f"data/{k}": float(v) for k, v in counts.items()})
+        logging.warning("task %d, step %d: the input pipeline skipped %d record(s) and the "
+                        "rest of %d corrupt file(s) so far (on_error=skip)", task, step,
+                        counts["skipped_records"], counts["corrupt_files"])
+    return counts
+
+
+def _summarize_skipped(task, stats):
+    counts = stats.as_dict()
+    if any(counts.values()):
+        message = (f"task {task}: the input pipeline skipped {counts['skipped_records']} "
+                   f"bad record(s) and the rest of {counts['corrupt_files']} corrupt file(s) "
+                   "in this run (on_error=skip; the log names each one)")
+        logging.warning(message)
+        print(f"note: {message}", flush=True)
 
 
 def _remove_tree(path):

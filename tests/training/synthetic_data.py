@@ -34,13 +34,17 @@ def synthetic_image(label, rng, size=80):
 
 
 def write_dataset(directory, num_train=256, num_val=64, train_shards=4, seed=0, size=80,
-                  validation_label_shift=0):
+                  validation_label_shift=0, bad_train_records=None):
     """Writes train-*/validation-* shards and the class index; returns the patterns.
 
     `validation_label_shift` k labels each validation image with the class k
     after its own (mod 4): a validation set that training cannot fit, so that
     the gap between training and validation accuracy grows as a network learns.
+    `bad_train_records` maps a training record's number to "garbage" (its
+    image bytes are not an image) or to the (wrong) label it carries; record
+    `i` is record `i // train_shards` of shard `i % train_shards`.
     """
+    bad_train_records = bad_train_records or {}
     rng = np.random.default_rng(seed)
     os.makedirs(directory, exist_ok=True)
     classes = [f"n0000000{i}" for i in range(len(PATTERNS))]
@@ -52,8 +56,13 @@ def write_dataset(directory, num_train=256, num_val=64, train_shards=4, seed=0, 
             Image.fromarray(synthetic_image(label, rng, size)).save(buffer, "JPEG", quality=95)
             if split == "validation":
                 label = (label + validation_label_shift) % len(PATTERNS)
-            example = make_example(buffer.getvalue(), label, classes[label], size, size,
-                                   f"{split}_{i}.jpg")
+            encoded, text = buffer.getvalue(), classes[label]
+            bad = bad_train_records.get(i) if split == "train" else None
+            if bad == "garbage":
+                encoded = b"not an image"
+            elif bad is not None:
+                label = bad
+            example = make_example(encoded, label, text, size, size, f"{split}_{i}.jpg")
             records.append(example.SerializeToString())
         for shard in range(shards):
             write_shard(os.path.join(directory, f"{split}-{shard:05d}-of-{shards:05d}"),

@@ -80,3 +80,56 @@ def test_unsupported_layouts(monkeypatch, tf_config, fragment):
     monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
     with pytest.raises(ValueError, match=fragment):
         configure_cluster()
+
+
+# Error texts as TensorFlow 2.21 words them (trimmed), from two-worker runs.
+_HEARTBEATS = (
+    "Graph execution error:\n\nCollective ops is aborted by: Error reported from "
+    "/job:worker/task:1: The following tasks are unhealthy (stopped sending heartbeats):\n"
+    "The tasks have crashed. Check the task logs for an earlier error, or scheduler events "
+    "(e.g. preemption, eviction) to debug further.\nThe error could be from a previous "
+    "operation. Restart your program to reset.")
+_SERVICE_GONE = ("Graph execution error:\n\nDetected at node rm_sprop/CollectiveReduceV2\n"
+                 "Collective ops is aborted by: Deadline Exceeded\n\n"
+                 "RPC: /tensorflow.CoordinationService/Heartbeat\n")
+_BAD_LABEL = (
+    "Graph execution error:\n\nError in user-defined function passed to ParallelMapDatasetV2:4 "
+    "transformation with iterator: Iterator::Root::Prefetch::ParallelMapV2: assertion failed: "
+    "[polynet_tf.data: label 7 (after subtracting label_offset) of file /d/train-00001 record 1 "
+    "is outside [0, 4). Shards written by TensorFlow\\'s ImageNet tools store labels 1..1000.]\n"
+    "\t [[IteratorGetNextAsOptional]] [Op:__inference_run_step_15077]")
+_PEER_BAD_LABEL = ("Graph execution error:\nCollective ops is aborted by: Error reported from "
+                   "/job:worker/task:1: " + _BAD_LABEL)
+
+
+@pytest.fixture
+def _two_hosts(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]},
+        "task": {"type": "worker", "index": 0}}))
+
+
+@pytest.mark.parametrize("text, peer, what", [
+    (_HEARTBEATS, "/job:worker/task:1 (10.0.0.2:2222)", "stopped sending heartbeats for 10 s"),
+    (_SERVICE_GONE, "/job:worker/task:0 (10.0.0.1:2222)",
+     "stopped answering this worker's heartbeats (it hosts the coordination service"),
+    (_PEER_BAD_LABEL, "/job:worker/task:1 (10.0.0.2:2222)",
+     "met bad data: label 7 (after subtracting label_offset) of file /d/train-00001 record 1 "
+     "is outside [0, 4). Shards written by TensorFlow's ImageNet tools store labels 1..1000."),
+])
+def test_the_failed_peer_is_named_with_what_happened(_two_hosts, text, peer, what):
+    from polynet_tf.training.cluster import peer_failure
+
+    named, happened = peer_failure(text)
+    assert named == peer
+    assert happened.startswith(what), happened
+
+
+def test_bad_data_met_here_is_not_a_peer_failure(_two_hosts):
+    from polynet_tf.training.cluster import data_error, peer_failure
+
+    assert peer_failure(_BAD_LABEL) is None
+    assert data_error(_BAD_LABEL) == (
+        "label 7 (after subtracting label_offset) of file /d/train-00001 record 1 is outside "
+        "[0, 4). Shards written by TensorFlow's ImageNet tools store labels 1..1000.")
+    assert data_error(_HEARTBEATS) is None
