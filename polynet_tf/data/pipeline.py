@@ -265,8 +265,10 @@ class _BatchDecoder:
         if self._num_classes:
             checks.append(self._check_labels(labels, tf.gather(records["source"], kept),
                                              tf.gather(records["record_index"], kept)))
+        # Both outputs wait for the checks: a shape check that ran first would
+        # report a short batch instead of the record that made it short.
         with tf.control_dependencies(checks):
-            images = tf.identity(images)
+            images, labels = tf.identity(images), tf.identity(labels)
         if self._config.on_error == "fail" and self._config.should_drop_remainder:
             images = tf.ensure_shape(images, [self._batch_size, size, size, 3])
             labels = tf.ensure_shape(labels, [self._batch_size])
