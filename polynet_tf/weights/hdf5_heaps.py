@@ -43,6 +43,8 @@ def check_global_heaps(path):
         HeapLoopError: naming the collection's offset and the object that
             stops the walk.
     """
+    # A local file by contract, as for h5py: `weights_file` copies a URI to a
+    # local scratch file first. mmap lets `find` scan a large file in C.
     with open(path, "rb") as handle:
         if handle.seek(0, 2) == 0:
             return
