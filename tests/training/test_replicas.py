@@ -77,11 +77,14 @@ def test_two_workers_equal_two_replicas_and_synchronized_batch_norm_equals_one(
     workers = [launch(train_command(tmp_path / "workers", params, worker_hosts=hosts,
                                     task_index=i), tmp_path / f"worker_{i}.log")
                for i in range(2)]
+    # All four processes at once: the workers spend their first seconds
+    # waiting for each other, time the one-process runs use.
     mirrored = _replica_check("equivalence", synthetic_shards, tmp_path)
+    synchronized = _replica_check("synchronized", synthetic_shards, tmp_path)
     for index, worker in enumerate(workers):
         assert worker.wait(timeout=600) == 0, open(tmp_path / f"worker_{index}.log").read()[-3000:]
     assert _result(*mirrored)["steps"] == steps
-    synced = _result(*_replica_check("synchronized", synthetic_shards, tmp_path))
+    synced = _result(*synchronized)
 
     initial = list(np.load(tmp_path / "equivalence_initial.npz").values())
     two_workers, names = _restored_weights(tmp_path / "workers", params)
@@ -147,10 +150,9 @@ def _assert_skipped_everywhere(results):
         assert all(result["finite"]) and result["step"] == 3
 
 
-@pytest.mark.parametrize("case", ["overflow", "overflow_clipped"])
-def test_a_float16_overflow_on_one_replica_skips_the_step_on_both(case, synthetic_shards,
-                                                                  tmp_path):
-    result = _result(*_replica_check(case, synthetic_shards, tmp_path))
+def test_a_float16_overflow_on_one_replica_skips_the_step_on_both(synthetic_shards, tmp_path):
+    # Without clipping here; the two-worker test below runs the clipped step.
+    result = _result(*_replica_check("overflow", synthetic_shards, tmp_path))
     _assert_skipped_everywhere([result])
     # Saved and restored: a trainer resuming from the checkpoint has the halved scale.
     assert result["restored"] == {"step": 3, "scale": START_SCALE / 2}
@@ -162,7 +164,9 @@ def test_two_workers_skip_a_float16_overflow_on_one_worker_alike(synthetic_shard
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
     env.pop("TF_CONFIG", None)
     runs = {}
-    for clip in (0.0, 10.0):  # without and with clipping, both pairs at once
+    # With clipping (the step clips the summed gradients, then decides); the
+    # unclipped step is the in-process test's above.
+    for clip in (10.0,):
         hosts = ",".join(f"localhost:{port}" for port in free_ports(2))
         runs[clip] = [subprocess.Popen(
             [sys.executable, "-m", "tests.training.overflow_checks", str(task), hosts,
