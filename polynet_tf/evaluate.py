@@ -249,7 +249,7 @@ def run(flag_values):
     # One model: its input contract is the default (the preset's published protocol).
     protocol = protocol_from_flags(flag_values, scorers[0].contract if len(scorers) == 1
                                    else None)
-    if flag_values.save_crops_figure:
+    if flag_values.save_crops_figure and index == 0:
         _save_figure(tf, records.dataset, protocol, flag_values)
     batch_size = flag_values.batch_size or evaluator.default_batch_size(strategy, protocol)
     runner = evaluator.Evaluator(scorers, protocol, [s.weight for s in specs], strategy)
