@@ -236,7 +236,9 @@ def run(flag_values):
         raise UsageError("Give exactly one data source: --data_pattern (TFRecord shards) or "
                          "--tfds_name.")
     if flag_values.data_pattern:
-        records = data.tfrecord_records(flag_values.data_pattern, flag_values.label_offset)
+        # Split: no pass over every record to count them (for the progress bar).
+        records = data.tfrecord_records(flag_values.data_pattern, flag_values.label_offset,
+                                        count=num_tasks == 1 and not flag_values.resumable)
     else:
         records = data.tfds_records(flag_values.tfds_name, flag_values.tfds_split,
                                     flag_values.tfds_data_dir, flag_values.tfds_manual_dir)
