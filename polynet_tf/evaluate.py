@@ -231,6 +231,8 @@ def run(flag_values):
 
     protocol_from_flags(flag_values)  # Usage errors before any model is loaded.
     num_tasks, index = distributed.task_layout(flag_values.worker_hosts, flag_values.task_index)
+    if num_tasks > 1 or flag_values.resumable:
+        distributed.announce_start(distributed.work_dir(flag_values.output), index)
     specs = model_specs_from_flags(flag_values)
     if bool(flag_values.data_pattern) == bool(flag_values.tfds_name):
         raise UsageError("Give exactly one data source: --data_pattern (TFRecord shards) or "

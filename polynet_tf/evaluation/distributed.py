@@ -102,6 +102,22 @@ def counts_path(folder: str, file: str) -> str:
     return fileio.join(folder, f"{fileio.basename(file)}-{digest}{COUNTS_SUFFIX}")
 
 
+def announce_start(folder: str, index: int) -> None:
+    """Marks task `index` as alive again: its old `.failed` file goes, a heartbeat comes.
+
+    Called when a task starts, before its models load: task 0 then neither
+    takes the error of this task's earlier run for a new one nor gives up on
+    it while it loads.
+    """
+    fileio.makedirs(folder)
+    fileio.remove_tree(_marker(folder, index, "failed"))
+    _Heartbeat(_marker(folder, index, "heartbeat"), HEARTBEAT_SECONDS).beat()
+
+
+def _marker(folder, task, kind):
+    return fileio.join(folder, f"task-{task:05d}.{kind}")
+
+
 class ShardedEvaluation:
     """One task's part of an evaluation split by file, and task 0's merge.
 
@@ -139,8 +155,7 @@ class ShardedEvaluation:
         Raises:
           StaleCountsError: the folder holds counts of another evaluation.
         """
-        fileio.makedirs(self.folder)
-        fileio.remove_tree(self._marker(self.index, "failed"))
+        announce_start(self.folder, self.index)
         done = {"scored": 0, "skipped": 0}
         with _Heartbeat(self._marker(self.index, "heartbeat"),
                         min(HEARTBEAT_SECONDS, self.task_timeout / 4)):
@@ -227,7 +242,7 @@ class ShardedEvaluation:
 
     # -------------------------------------------------------------- files
     def _marker(self, task, kind):
-        return fileio.join(self.folder, f"task-{task:05d}.{kind}")
+        return _marker(self.folder, task, kind)
 
     def _read_counts(self, file) -> Optional[Dict]:
         path = counts_path(self.folder, file)
@@ -251,18 +266,18 @@ class _Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _beat(self):
+    def beat(self):
         fileio.atomic_write_text(self._path, f"{os.getpid()} {uuid.uuid4().hex}\n")
 
     def _run(self):
         while not self._stop.wait(self._interval):
             try:
-                self._beat()
+                self.beat()
             except Exception as error:  # noqa: BLE001  (a missed beat is retried)
                 logging.warning("heartbeat %s not written: %s", self._path, error)
 
     def __enter__(self):
-        self._beat()
+        self.beat()
         self._thread.start()
         return self
 
