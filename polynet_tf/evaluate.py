@@ -12,11 +12,24 @@ An ensemble (weights are normalised to sum to 1):
     python -m polynet_tf.evaluate --model checkpoint=runs/a,weight=0.6 \
         --model saved_model=export/resnet/1,weight=0.4 --protocol googlenet144 --image_size 331 ...
 
+Several tasks (machines) share one evaluation: the same command on each,
+with `--worker_hosts` (every task's host:port) and its own `--task_index`, or
+a TF_CONFIG (a TFJob's chief and workers):
+    python -m polynet_tf.evaluate --checkpoint gs://b/run --protocol polynet_multicrop \
+        --data_pattern "gs://b/val/validation-*" --output gs://b/run/evaluation_multicrop.json \
+        --worker_hosts=h0:2222,h1:2222,h2:2222 --task_index=1
+The TFRecord files are dealt out to the tasks; each writes every file's counts
+to OUTPUT's `.shards` folder (`x.json` -> `x.shards/`), and task 0 waits for
+them all and writes the report, the same one a single process writes. A
+task run again with the same command skips the files already scored
+(`--resumable` does the same for one process).
+
 Writes the report (top-1/top-5 accuracy and error, per-class accuracy, number
 of images, protocol, models) as JSON to `--output` and prints a summary.
 Every path (models, data, `--output`, figures) may be a URI such as
 `gs://bucket/run`: files are read and written through `tf.io.gfile`.
-Exit status: 0 done, 2 bad arguments or inputs.
+Exit status: 0 done, 2 bad arguments or inputs, 3 another task of a split
+evaluation failed or was lost (rerun it, then this one: scored files are kept).
 """
 
 import re
@@ -87,11 +100,23 @@ flags.DEFINE_enum("strategy", "default", ["default", "mirrored"],
 flags.DEFINE_integer("num_cpu_devices", 0, "Split the CPU into this many logical devices "
                      "(tries the multi-device path without GPUs).", flag_values=FLAGS)
 flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=FLAGS)
+flags.DEFINE_string("worker_hosts", "", "Comma-separated host:port of every task of a split "
+                    "evaluation (TF_CONFIG wins when set); the tasks share files only.",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("task_index", 0, "This task's index in --worker_hosts; task 0 writes the "
+                     "report.", flag_values=FLAGS)
+flags.DEFINE_bool("resumable", False, "One process: score file by file into OUTPUT's .shards "
+                  "folder, so that a rerun skips the files already scored (always on with "
+                  "several tasks).", flag_values=FLAGS)
+flags.DEFINE_float("task_timeout_seconds", 600, "Task 0 gives up on a task whose heartbeat "
+                   "(rewritten every 10 s while it works) stands still this long.",
+                   lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_enum("crops_per_scale", None, ["18", "36"], "googlenet144, polynet_multicrop: "
                   "crops per scale: 36 (GoogLeNet's 18 boxes and their mirror images, the "
                   "default) or 18 (the boxes only).", flag_values=FLAGS)
 
 EXIT_USAGE = 2
+EXIT_TASK_FAILED = 3
 
 
 UsageError = cli.UsageError  # Bad arguments or inputs: reported without a traceback.
@@ -201,16 +226,21 @@ def run(flag_values):
     import tensorflow as tf  # noqa: PLC0415
 
     strategy = _make_strategy(tf, flag_values)  # Before any other op (logical devices).
-    from polynet_tf.evaluation import data, evaluator, metrics  # noqa: PLC0415
+    from polynet_tf.evaluation import data, distributed, evaluator, metrics  # noqa: PLC0415
     from polynet_tf.evaluation.model_sources import load_scorer  # noqa: PLC0415
 
     protocol_from_flags(flag_values)  # Usage errors before any model is loaded.
+    num_tasks, index = distributed.task_layout(flag_values.worker_hosts, flag_values.task_index)
+    if num_tasks > 1 or flag_values.resumable:
+        distributed.announce_start(distributed.work_dir(flag_values.output), index)
     specs = model_specs_from_flags(flag_values)
     if bool(flag_values.data_pattern) == bool(flag_values.tfds_name):
         raise UsageError("Give exactly one data source: --data_pattern (TFRecord shards) or "
                          "--tfds_name.")
     if flag_values.data_pattern:
-        records = data.tfrecord_records(flag_values.data_pattern, flag_values.label_offset)
+        # Split: no pass over every record to count them (for the progress bar).
+        records = data.tfrecord_records(flag_values.data_pattern, flag_values.label_offset,
+                                        count=num_tasks == 1 and not flag_values.resumable)
     else:
         records = data.tfds_records(flag_values.tfds_name, flag_values.tfds_split,
                                     flag_values.tfds_data_dir, flag_values.tfds_manual_dir)
@@ -223,17 +253,53 @@ def run(flag_values):
     # One model: its input contract is the default (the preset's published protocol).
     protocol = protocol_from_flags(flag_values, scorers[0].contract if len(scorers) == 1
                                    else None)
-    if flag_values.save_crops_figure:
+    if flag_values.save_crops_figure and index == 0:
         _save_figure(tf, records.dataset, protocol, flag_values)
-    batch_size = flag_values.batch_size or strategy.num_replicas_in_sync * max(
-        1, 32 // protocol.crops_per_scale)
+    batch_size = flag_values.batch_size or evaluator.default_batch_size(strategy, protocol)
     runner = evaluator.Evaluator(scorers, protocol, [s.weight for s in specs], strategy)
-    report = runner.evaluate(data.crops_dataset(dataset, protocol, batch_size), num_images,
-                             records.class_names, progress=flag_values.progress)
+    if num_tasks > 1 or flag_values.resumable:
+        report = _evaluate_split(runner, records, batch_size, num_tasks, index, flag_values)
+        if report is None:
+            return None
+    else:
+        report = runner.evaluate(data.crops_dataset(dataset, protocol, batch_size), num_images,
+                                 records.class_names, progress=flag_values.progress)
     report["data"] = {"source": records.description, "batch_size": batch_size}
     metrics.write_json_atomically(report, flag_values.output)
     print(metrics.summary_text(report))
     print(f"Report: {flag_values.output}")
+    return report
+
+
+def _evaluate_split(runner, records, batch_size, num_tasks, index, flag_values):
+    """This task's files, then (task 0) everyone's counts merged; None on other tasks."""
+    import time  # noqa: PLC0415
+
+    from polynet_tf.evaluation import data, distributed  # noqa: PLC0415
+
+    if records.files is None or flag_values.max_images:
+        raise UsageError("A split or resumable evaluation takes --data_pattern (TFRecord "
+                         "files, dealt out to the tasks) and no --max_images.")
+    start = time.perf_counter()
+
+    def score_file(file):
+        part = data.tfrecord_records(file, records.label_offset, count=False)
+        return runner.count(data.crops_dataset(part.dataset, runner.protocol, batch_size),
+                            progress=flag_values.progress)
+
+    identity = {"models": runner.describe_models(), "protocol": runner.protocol.to_dict(),
+                "label_offset": records.label_offset}
+    split = distributed.ShardedEvaluation(
+        records.files, score_file, identity, distributed.work_dir(flag_values.output),
+        num_tasks, index, flag_values.task_timeout_seconds)
+    done = split.score_own_files()
+    print(f"task {index} of {num_tasks}: scored {done['scored']} file(s), skipped "
+          f"{done['skipped']} scored before ({split.folder})", flush=True)
+    if index != 0:
+        return None
+    counter = split.merge(runner.num_classes, runner.top_k)
+    report = runner.report(counter, records.class_names, time.perf_counter() - start)
+    report["tasks"] = num_tasks
     return report
 
 
@@ -255,8 +321,12 @@ def _save_figure(tf, records, protocol, flag_values):
 def _run_command(flag_values):
     import tensorflow as tf  # noqa: PLC0415
 
+    from polynet_tf.evaluation.distributed import TaskFailedError  # noqa: PLC0415
+
     try:
         run(flag_values)
+    except TaskFailedError as error:
+        return cli.fail(_PROG, str(error), status=EXIT_TASK_FAILED)
     except (FileNotFoundError, ImportError) as error:
         return cli.fail(_PROG, str(error))
     except tf.errors.OpError as error:

@@ -3,8 +3,9 @@
 A run directory (`--model_dir` of `python -m polynet_tf.train`) holds
 `params.yaml` (the merged configuration), TensorBoard summaries in `train/`
 and `eval/` (tags in `polynet_tf.training.reporting`: loss, top1, top5,
-learning_rate, images_per_second), checkpoints in `checkpoints/` and
-evaluator reports `evaluation*.json`. This module is the one place that
+learning_rate, images_per_second), checkpoints in `checkpoints/`,
+evaluator reports `evaluation*.json` and the continuous evaluator's reports
+and record in `continuous_eval/`. This module is the one place that
 knows these names: the trainer, evaluation, export, growth and fine-tuning
 find a run's files through it (`find_checkpoint`, `params_beside`). The
 readers below need no model, for figures and comparisons. `model_dir` may be
@@ -24,6 +25,8 @@ PARAMS_FILE = "params.yaml"
 CHECKPOINTS_SUBDIR = "checkpoints"
 TRAIN_SUMMARIES_SUBDIR = "train"
 EVAL_SUMMARIES_SUBDIR = "eval"
+# The continuous evaluator's reports (one per checkpoint) and its record.
+CONTINUOUS_EVAL_SUBDIR = "continuous_eval"
 # Evaluator reports (`python -m polynet_tf.evaluate ... --output FILE`) that
 # count as a run's result: JSON files named like this in the run directory
 # (the demo writes MODEL_DIR/evaluation_<protocol>.json).
@@ -71,6 +74,11 @@ def summaries_dir(model_dir: str, kind: str) -> str:
 def checkpoints_dir(model_dir: str) -> str:
     """Where a run keeps its checkpoints."""
     return fileio.join(model_dir, CHECKPOINTS_SUBDIR)
+
+
+def continuous_eval_dir(model_dir: str) -> str:
+    """Where the continuous evaluator keeps its per-checkpoint reports and its record."""
+    return fileio.join(model_dir, CONTINUOUS_EVAL_SUBDIR)
 
 
 def find_checkpoint(path: str) -> Tuple[Optional[str], str]:

@@ -7,10 +7,13 @@ Several machines (the same command on each, with its own --task_index):
         --model_dir gs://bucket/run --worker_hosts=h1:2222,h2:2222 --task_index=0
 A `TF_CONFIG` in the environment (Kubeflow's TFJob: a chief and workers,
 ...) takes precedence over the flags. A restarted job resumes from the latest
-checkpoint in `--model_dir`. Exit statuses: 0 done, 2 bad configuration, 3 a
-peer worker failed, was lost or met bad data, 4 diverged, 5 this worker met a
-bad record or label (data.on_error=fail), 143 preempted (SIGTERM to any
-worker: every worker saved the same step). docs/failures.md has the details.
+checkpoint in `--model_dir`. A side-car evaluator (`--mode continuous_eval`,
+or TF_CONFIG's `evaluator` task) evaluates each new checkpoint of the run
+once, until the last (polynet_tf.evaluation.continuous). Exit statuses: 0
+done, 2 bad configuration, 3 a peer worker failed, was lost or met bad data,
+4 diverged, 5 this worker met a bad record or label (data.on_error=fail), 143
+preempted (SIGTERM to any worker: every worker saved the same step).
+docs/failures.md has the details.
 """
 
 import os
@@ -22,7 +25,14 @@ flags.DEFINE_multi_string("config", [], "YAML configuration file; repeatable, la
 flags.DEFINE_string("params_override", "",
                     "Overrides, e.g. 'trainer.train_steps=100,model.num_classes=10'.")
 flags.DEFINE_string("model_dir", None, "Checkpoints, summaries and params.yaml go here.")
-flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval"], "What to run.")
+flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval", "continuous_eval"],
+                  "What to run; continuous_eval: evaluate each new checkpoint of the run "
+                  "(beside training) until the one of trainer.train_steps.")
+flags.DEFINE_float("eval_timeout_seconds", 3600, "continuous_eval: stop when no new checkpoint "
+                   "came for this long.")
+flags.DEFINE_string("export_best", None, "continuous_eval: export each checkpoint better than "
+                    "the ones before to EXPORT_BEST/<step> (OUTPUT_BASE/MODEL_NAME of "
+                    "python -m polynet_tf.export).")
 flags.DEFINE_string("worker_hosts", "", "Comma-separated host:port of all workers.")
 flags.DEFINE_integer("task_index", 0, "Index of this worker in --worker_hosts.")
 flags.DEFINE_string("init_from", None,
@@ -50,22 +60,26 @@ def main(argv):
 
     try:
         num_workers, task = cluster.configure_cluster(FLAGS.worker_hosts, FLAGS.task_index)
-    except cluster.EvaluatorTaskError as error:
-        logging.warning(str(error))
-        print(f"note: {error}", file=sys.stderr, flush=True)
-        sys.exit(0)
+    except cluster.EvaluatorTaskError:
+        num_workers, task = 0, None  # TF_CONFIG's evaluator: the side-car evaluator
     except ValueError as error:
         _fail(str(error), EXIT_CONFIG)
     from polynet_tf import runs  # noqa: PLC0415
     from polynet_tf.configs import ConfigError, write_yaml  # noqa: PLC0415
 
+    continuous = num_workers == 0 or FLAGS.mode == "continuous_eval"
     try:
-        config = _load_config(runs)
+        config = _load_config(runs, "eval" if continuous else FLAGS.mode)
     except (ConfigError, FileNotFoundError) as error:
         _fail(f"Invalid configuration: {error}", EXIT_CONFIG)
     # Before any TensorFlow op: the thread pools are made with the runtime.
     cluster.set_threads(config.runtime)
     import tensorflow as tf  # noqa: PLC0415
+
+    if continuous:  # reads the run, writes only its eval/ and continuous_eval/
+        _check_data_files(config, "eval", tf)
+        _continuous_eval(config, tf)
+        sys.exit(0)
 
     _check_data_files(config, FLAGS.mode, tf)
     checkpoint_dir = runs.checkpoints_dir(FLAGS.model_dir)
@@ -138,17 +152,42 @@ def _peer_errors():
             tf.errors.CancelledError, tf.errors.AbortedError)
 
 
-def _load_config(runs):
-    """The flags' configuration; for `--mode eval`, the run's params.yaml under them."""
+def _continuous_eval(config, tf):
+    """The side-car evaluator on FLAGS.model_dir (polynet_tf.evaluation.continuous)."""
+    from polynet_tf.evaluation import continuous  # noqa: PLC0415
+
+    data = config.eval_data
+    source = continuous.DataSource(data.file_pattern, data.tfds_name, data.tfds_split,
+                                   data.tfds_data_dir)
+    # One process; several local GPUs share each checkpoint's images.
+    strategy = (tf.distribute.MirroredStrategy()
+                if len(tf.config.list_logical_devices("GPU")) > 1 else None)
+    print(f"continuous evaluation of {FLAGS.model_dir} until the step of its params.yaml's "
+          "trainer.train_steps", flush=True)
+    record = continuous.evaluate_continuously(
+        FLAGS.model_dir, source, None, FLAGS.eval_timeout_seconds, strategy,
+        on_new_best=(lambda entry: continuous.export_checkpoint(entry, FLAGS.export_best))
+        if FLAGS.export_best else None)
+    best = record["best"]
+    print(f"continuous evaluation: {len(record['evaluated'])} checkpoint(s) evaluated"
+          + (f"; best {best['checkpoint']} (step {best['step']}): top-1 "
+             f"{best['top1_accuracy']:.4f}" if best else "")
+          + ("" if record["finished"] else f"; stopped: no new checkpoint for "
+             f"{FLAGS.eval_timeout_seconds:.0f} s"), flush=True)
+
+
+def _load_config(runs, mode):
+    """The flags' configuration; for evaluation, the run's params.yaml under them."""
     from polynet_tf import fileio  # noqa: PLC0415
     from polynet_tf.configs import load_experiment, load_for_evaluation  # noqa: PLC0415
 
     params = runs.params_path(FLAGS.model_dir)
-    if FLAGS.mode != "eval" or not fileio.isfile(params):
-        return load_experiment(FLAGS.config, FLAGS.params_override, FLAGS.mode)
+    if mode != "eval" or not fileio.isfile(params):
+        return load_experiment(FLAGS.config, FLAGS.params_override, mode)
     config, ignored = load_for_evaluation(params, FLAGS.config, FLAGS.params_override)
     if ignored:
-        note = (f"--mode=eval evaluates the network of {params} (the one its checkpoints "
+        who = "--mode=eval" if FLAGS.mode == "eval" else "The continuous evaluator"
+        note = (f"{who} evaluates the network of {params} (the one its checkpoints "
                 f"hold); not used from --config/--params_override: {'; '.join(ignored)}")
         logging.warning(note)
         print(f"note: {note}", file=sys.stderr, flush=True)

@@ -8,6 +8,9 @@
 - `ModelSpec`, `parse_model_spec`, `load_scorer`, `keras_scorer`
   (`model_sources`): weights files, training checkpoints, SavedModels.
 - `tfrecord_records`, `tfds_records`, `crops_dataset` (`data`).
+- `distributed`: one evaluation split over several tasks by file, merged by
+  task 0, resumable; `continuous`: each new checkpoint of a training run,
+  evaluated once (the side-car evaluator).
 - `python -m polynet_tf.evaluate`: the command line.
 """
 

@@ -24,12 +24,16 @@ class EvaluationRecords:
       description: where they come from.
       num_images: number of records, if known (progress bar).
       class_names: label -> name, if known.
+      files: the TFRecord files in order (TFRecords only).
+      label_offset: what is subtracted from the stored labels (TFRecords only).
     """
 
     dataset: tf.data.Dataset
     description: str
     num_images: Optional[int] = None
     class_names: Optional[List[str]] = None
+    files: Optional[List[str]] = None
+    label_offset: Optional[int] = None
 
 
 def tfrecord_records(file_pattern: str, label_offset: Optional[int] = None,
@@ -63,7 +67,8 @@ def tfrecord_records(file_pattern: str, label_offset: Optional[int] = None,
     dataset = tf.data.TFRecordDataset(files, num_parallel_reads=None).map(
         lambda record: example_format.parse_example(record, label_offset))
     return EvaluationRecords(dataset, f"{len(files)} TFRecord file(s) {file_pattern}",
-                             num_images, class_index.classes if class_index else None)
+                             num_images, class_index.classes if class_index else None,
+                             files, label_offset)
 
 
 def tfds_records(name: str, split: str = "validation", data_dir: str = "",

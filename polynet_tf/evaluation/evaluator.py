@@ -62,7 +62,7 @@ class Evaluator:
         self.protocol = protocol
         self.num_classes = classes.pop()
         self.strategy = strategy or tf.distribute.get_strategy()
-        self._top_k = min(5, self.num_classes)
+        self.top_k = min(5, self.num_classes)
         self._step = tf.function(self._distributed_step)
 
     # ------------------------------------------------------------ the graph
@@ -102,7 +102,7 @@ class Evaluator:
 
     def _replica_step(self, crops, labels):
         probabilities = self.predict(crops)
-        top = tf.math.top_k(probabilities, k=self._top_k).indices
+        top = tf.math.top_k(probabilities, k=self.top_k).indices
         return top, labels
 
     def _distributed_step(self, crops, labels):
@@ -126,13 +126,19 @@ class Evaluator:
           `top5_accuracy`, `top5_error`, `per_class`, `protocol`, `models`,
           `seconds`, `images_per_second`.
         """
+        start = time.perf_counter()
+        counter = self.count(dataset, num_images, progress)
+        return self.report(counter, class_names, time.perf_counter() - start)
+
+    def count(self, dataset: tf.data.Dataset, num_images: Optional[int] = None,
+              progress: bool = True) -> metrics.AccuracyCounter:
+        """The top-k hits of a dataset of `(crops, labels)` batches (see `evaluate`)."""
         from tqdm import tqdm  # noqa: PLC0415
 
-        counter = metrics.AccuracyCounter(self.num_classes, self._top_k)
+        counter = metrics.AccuracyCounter(self.num_classes, self.top_k)
         distributed = self.strategy.experimental_distribute_dataset(dataset)
         bar = tqdm(total=num_images, unit="img", disable=not progress,
                    desc=f"evaluating ({self.protocol.name})")
-        start = time.perf_counter()
         with bar:
             for crops, labels in distributed:
                 top, labels = self._step(crops, labels)
@@ -140,17 +146,30 @@ class Evaluator:
                 labels = _gather(self.strategy, labels)
                 counter.update(top, labels)
                 bar.update(len(labels))
-        seconds = time.perf_counter() - start
+        return counter
+
+    def report(self, counter: metrics.AccuracyCounter,
+               class_names: Optional[List[str]] = None, seconds: float = 0.0) -> Dict:
+        """The report of `evaluate` from a counter (of one run, or merged parts)."""
         report = counter.results(class_names)
         report.update(
             protocol=self.protocol.to_dict(),
-            models=[{"description": s.description, "weight": w}
-                    for s, w in zip(self.scorers, self.model_weights)],
+            models=self.describe_models(),
             replicas=self.strategy.num_replicas_in_sync,
             seconds=seconds,
             images_per_second=counter.num_images / seconds if seconds > 0 else None,
         )
         return report
+
+    def describe_models(self) -> List[Dict]:
+        """The models and their (normalised) ensemble weights, for reports."""
+        return [{"description": s.description, "weight": w}
+                for s, w in zip(self.scorers, self.model_weights)]
+
+
+def default_batch_size(strategy, protocol: protocols.CropProtocol) -> int:
+    """Images per step over all replicas: enough for about 32 crops per replica."""
+    return strategy.num_replicas_in_sync * max(1, 32 // protocol.crops_per_scale)
 
 
 def _gather(strategy, values) -> np.ndarray:

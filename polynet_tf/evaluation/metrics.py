@@ -49,6 +49,30 @@ class AccuracyCounter:
         self._topk += np.bincount(labels, weights=hitk, minlength=self.num_classes).astype(
             np.int64)
 
+    def counts(self) -> Dict[str, List[int]]:
+        """The per-class counts (images, top-1 hits, top-k hits), JSON-ready.
+
+        Sums of counts are exact, so counters of disjoint parts of a data set
+        merged with `add_counts` give the report of the whole.
+        """
+        return {"top_k": self.top_k, "images": self._images.tolist(),
+                "top1": self._top1.tolist(), "topk": self._topk.tolist()}
+
+    def add_counts(self, counts: Dict[str, Any]) -> None:
+        """Adds the `counts()` of another counter of the same classes and k.
+
+        Raises:
+          ValueError: counts of another number of classes or another k.
+        """
+        if int(counts["top_k"]) != self.top_k or len(counts["images"]) != self.num_classes:
+            raise ValueError(
+                f"Counts of {len(counts['images'])} classes and top-{counts['top_k']} "
+                f"cannot be added to a counter of {self.num_classes} classes and "
+                f"top-{self.top_k}.")
+        for name, array in (("images", self._images), ("top1", self._top1),
+                            ("topk", self._topk)):
+            array += np.asarray(counts[name], np.int64)
+
     @property
     def num_images(self) -> int:
         return int(self._images.sum())

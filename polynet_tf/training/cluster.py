@@ -4,8 +4,8 @@ As TF Model Garden's `configure_cluster`: a TF_CONFIG already in the
 environment wins; otherwise several worker hosts become one. TF_CONFIG may
 describe workers only, or a `chief` plus `worker` tasks (as Kubeflow's TFJob
 writes it), optionally with an `evaluator`: the chief (else worker 0) writes;
-the chief and the workers train together; an evaluator takes no part (see
-`EvaluatorTaskError`).
+the chief and the workers train together; an evaluator takes no part in
+training (see `EvaluatorTaskError`): it evaluates their checkpoints.
 
 Exit statuses of `python -m polynet_tf.train`: 0 done, 2 bad configuration
 or command line, `EXIT_PEER_FAILED` (3) a peer died, could not be reached or
@@ -48,7 +48,11 @@ _EXIT_BARRIER_SECONDS = 60
 
 
 class EvaluatorTaskError(RuntimeError):
-    """This process is TF_CONFIG's `evaluator`, which training does not use."""
+    """This process is TF_CONFIG's `evaluator`: not a training task.
+
+    `python -m polynet_tf.train` runs the continuous evaluator there
+    (`polynet_tf.evaluation.continuous`).
+    """
 
 
 def configure_cluster(worker_hosts="", task_index=0):
@@ -78,11 +82,8 @@ def configure_cluster(worker_hosts="", task_index=0):
         index = int(task.get("index", 0))
         if task_type == "evaluator":
             raise EvaluatorTaskError(
-                "This task is TF_CONFIG's 'evaluator'. polynet_tf.train evaluates during "
-                "training on every replica of the chief and the workers "
-                "(--mode=train_and_eval), so an evaluator has nothing to do and exits. "
-                "Remove the Evaluator replica from the TFJob, or evaluate checkpoints "
-                "separately with --mode=eval (no TF_CONFIG).")
+                "This task is TF_CONFIG's 'evaluator': it takes no part in training and "
+                "evaluates the checkpoints the chief writes (--mode=continuous_eval).")
         unknown = sorted(set(cluster_spec) - set(_TRAINING_TASK_TYPES) - {"evaluator"})
         if task_type not in _TRAINING_TASK_TYPES or unknown:
             raise ValueError(

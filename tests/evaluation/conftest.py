@@ -44,3 +44,17 @@ def colour_shards(tmp_path_factory):
         str(directory), [f"colour{i}" for i in range(10)], 0,
         splits={"validation": {"num_examples": 6, "shards": {n: 3 for n in names}}})
     return directory
+
+
+@pytest.fixture()
+def parsed_flags():
+    """Parses arguments into the evaluate command's flags, in this process (no subprocess)."""
+    from polynet_tf import evaluate
+
+    def parse(*args):
+        evaluate.FLAGS.unparse_flags()
+        evaluate.FLAGS(["evaluate", "--noprogress", *args])
+        return evaluate.FLAGS
+
+    yield parse
+    evaluate.FLAGS.unparse_flags()

@@ -80,20 +80,6 @@ def test_unknown_protocol_is_a_flag_error(colour_shards):
         result.stderr), result.stderr[-2000:]
 
 
-@pytest.fixture()
-def parsed_flags():
-    """Parses arguments into the CLI's flags in this process (faster than a subprocess)."""
-    from polynet_tf import evaluate
-
-    def parse(*args):
-        evaluate.FLAGS.unparse_flags()
-        evaluate.FLAGS(["evaluate", "--noprogress", *args])
-        return evaluate.FLAGS
-
-    yield parse
-    evaluate.FLAGS.unparse_flags()
-
-
 @pytest.mark.parametrize("args, message", [
     (["--saved_model", "nowhere", "--data_pattern", "nothing-*"], "matched no TFRecord"),
     (["--data_pattern", "{shards}"], "No model"),

@@ -60,13 +60,13 @@ def test_a_tfjob_chief_and_workers_leave_the_evaluator_out(monkeypatch):
         "chief": ["c:1"], "worker": ["w:1", "w:2"]}
 
 
-def test_the_evaluator_task_is_told_it_has_nothing_to_do(monkeypatch):
+def test_the_evaluator_task_is_no_training_task(monkeypatch):
     from polynet_tf.training.cluster import EvaluatorTaskError
 
     monkeypatch.setenv("TF_CONFIG", json.dumps({
         "cluster": {"chief": ["c:1"], "worker": ["w:1"], "evaluator": ["e:1"]},
         "task": {"type": "evaluator", "index": 0}}))
-    with pytest.raises(EvaluatorTaskError, match="evaluator has nothing to do"):
+    with pytest.raises(EvaluatorTaskError, match="'evaluator': it takes no part in training"):
         configure_cluster()
 
 
