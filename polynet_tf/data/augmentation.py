@@ -10,8 +10,9 @@ draws so that the pipeline stays a pure function of its seed:
   tensor made of `(seed, worker, epoch, index)` (`KeyedSeeds`): same seed,
   same batches; other workers and other records, other draws.
 - Per image, in the order of timm's recipe: RandAugment on the [0, 255]
-  crop, then random erasing (the erased box is filled with the mean colour,
-  0 after normalisation), then normalisation.
+  crop (only the drawn operations computed: `Augmenter._rand_augment`),
+  then random erasing (the erased box is filled with the mean colour, 0
+  after normalisation), then normalisation.
 - Per batch (of one replica): with probability `mix_probability`, MixUp or
   CutMix (when both are on, CutMix with probability `cutmix_switch_probability`).
   Labels become soft targets `[batch, num_classes]`: `w * one_hot(y) +
@@ -27,6 +28,7 @@ mixing the smoothed one-hots, so the order does not matter.
 """
 
 import contextlib
+import functools
 from typing import Optional, Tuple
 
 import keras
@@ -64,11 +66,15 @@ class KeyedSeeds(keras.random.SeedGenerator):
 @contextlib.contextmanager
 def _drawing_from(layer: keras.layers.Layer, key: tf.Tensor):
     """Makes `layer` draw from `KeyedSeeds(key)` (also where it ignores `seed=`)."""
-    original = layer.generator
+    seeds = KeyedSeeds(key)
+    original = getattr(layer, "generator", None)  # deterministic layers have none
+    if original is None:
+        yield seeds
+        return
     # object.__setattr__: Keras's attribute tracking would adopt the generator.
-    object.__setattr__(layer, "generator", KeyedSeeds(key))
+    object.__setattr__(layer, "generator", seeds)
     try:
-        yield layer.generator
+        yield seeds
     finally:
         object.__setattr__(layer, "generator", original)
 
@@ -120,15 +126,33 @@ class Augmenter:
         Returns:
           The augmented image, float32 in [0, 255].
         """
-        for layer, tag in ((self._randaugment, _RANDAUGMENT_TAG), (self._eraser, _ERASING_TAG)):
-            if layer is None:
-                continue
-            with _drawing_from(layer, tf.random.experimental.stateless_fold_in(
-                    record_seed, tag)) as seeds:
-                batch = image[None]
-                transformation = layer.get_random_transformation(batch, seed=seeds)
-                image = layer.transform_images(batch, transformation)[0]
-        return tf.cast(image, tf.float32)
+        batch = tf.cast(image, tf.float32)[None]
+        if self._randaugment is not None:
+            batch = self._rand_augment(
+                batch, tf.random.experimental.stateless_fold_in(record_seed, _RANDAUGMENT_TAG))
+        if self._eraser is not None:
+            batch = _transform(self._eraser, batch,
+                               tf.random.experimental.stateless_fold_in(record_seed, _ERASING_TAG))
+        return batch[0]
+
+    def _rand_augment(self, batch, key):
+        """Keras's RandAugment, running only the operations drawn.
+
+        `keras.layers.RandAugment` computes each of its 11 operations
+        `num_ops` times and keeps the drawn one (`where`), 100 times the cost
+        of the rest of the pipeline per image. The same sub-layers (same
+        magnitudes) run here under `tf.switch_case`, which runs one branch.
+        """
+        randaugment = self._randaugment
+        layers = [getattr(randaugment, name) for name in type(randaugment)._AUGMENT_LAYERS]
+        keys = tf.random.experimental.stateless_split(key, randaugment.num_ops + 1)
+        choices = tf.random.stateless_uniform([randaugment.num_ops], keys[0],
+                                              maxval=len(layers), dtype=tf.int32)
+        for index in range(randaugment.num_ops):
+            branches = [functools.partial(_transform, layer, batch, keys[index + 1])
+                        for layer in layers]
+            batch = tf.switch_case(choices[index], branches)
+        return batch
 
     def mix_batch(self, images: tf.Tensor, labels: tf.Tensor,
                   batch_seed: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -174,6 +198,14 @@ class Augmenter:
             mixed = layer.transform_images(images, transformation)
             mixed_targets = layer.transform_labels(targets, transformation)
         return tf.cast(mixed, tf.float32), tf.cast(mixed_targets, tf.float32)
+
+
+def _transform(layer, batch, key):
+    """`layer`'s transformation of a float32 batch, drawn from `key`."""
+    with _drawing_from(layer, key) as seeds:
+        transformation = layer.get_random_transformation(batch, seed=seeds)
+        output = layer.transform_images(batch, transformation)
+    return tf.ensure_shape(tf.cast(output, tf.float32), batch.shape)
 
 
 def cutmix_kept_fraction(batch_masks: tf.Tensor) -> tf.Tensor:
