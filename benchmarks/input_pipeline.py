@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/input_pipeline.py [--cores 1] [--num_images 256]
         [--image_size 299] [--batch_size 32] [--seconds 15] [--rounds 2]
-        [--allocators bfc default]
+        [--allocators bfc default] [--augmentations]
 
 Makes ImageNet-like JPEGs (500x375, quality 90, about 100 KiB each: smooth
 multi-scale noise, like photographs rather than white noise), writes them as
@@ -42,6 +42,12 @@ environment), and `default`, TensorFlow's plain CPU allocator (glibc malloc:
 each batch of float images is fresh memory from the kernel, page faults
 included). docs/data.md says when to choose which.
 Goal: pipeline >= 0.9x of (a) and >= 1.5x of (b).
+
+`--augmentations` measures instead the pipeline with each augmentation of
+`DataConfig` on (RandAugment with 2 ops, random erasing with probability
+0.25, MixUp 0.8, CutMix 1.0, then all of them), side by side with the same
+pipeline without, under the first of `--allocators`, and prints each as a
+ratio to the pipeline without augmentation.
 """
 
 import argparse
@@ -56,6 +62,16 @@ import time
 
 
 _VARIANTS = ("pipeline", "bare", "decode_whole", "records", "reads", "unguarded")
+# --augmentations: DataConfig settings of each measured pipeline.
+_AUGMENTATIONS = {
+    "none": {},
+    "randaugment": {"randaugment_num_ops": 2},
+    "random_erasing": {"random_erasing_probability": 0.25},
+    "mixup": {"mixup_alpha": 0.8},
+    "cutmix": {"cutmix_alpha": 1.0},
+    "all": {"randaugment_num_ops": 2, "random_erasing_probability": 0.25,
+            "mixup_alpha": 0.8, "cutmix_alpha": 1.0},
+}
 
 
 def _parse_args():
@@ -69,8 +85,11 @@ def _parse_args():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--allocators", nargs="+", choices=("bfc", "default"),
                         default=["bfc", "default"], help="CPU allocators to measure under")
+    parser.add_argument("--augmentations", action="store_true",
+                        help="measure the pipeline with each augmentation against none")
     # Internal: run one measurement in this process.
-    parser.add_argument("--variant", choices=_VARIANTS)
+    parser.add_argument("--variant", choices=_VARIANTS + tuple(
+        f"augment_{name}" for name in _AUGMENTATIONS))
     parser.add_argument("--data_dir")
     return parser.parse_args()
 
@@ -219,6 +238,9 @@ def _measure(directory: str, variant: str) -> float:
         return time_reads(config.file_pattern, ARGS.batch_size, ARGS.seconds) / cores
     if variant == "unguarded":
         return time_unguarded(config, ARGS.batch_size, ARGS.seconds) / cores
+    if variant.startswith("augment_"):
+        settings = _AUGMENTATIONS[variant[len("augment_"):]]
+        config = DataConfig(**{**config.to_dict(), "num_classes": 1000, **settings})
     return time_pipeline(build_dataset(config), ARGS.batch_size, ARGS.seconds) / cores
 
 
@@ -260,6 +282,9 @@ def main():
               f"{mean_size / 1024:.0f} KiB; output {ARGS.image_size}x{ARGS.image_size}, "
               f"batch {ARGS.batch_size}; best of {ARGS.rounds} rounds of "
               f"{ARGS.seconds:.0f} s")
+        if ARGS.augmentations:
+            _print_augmentations(directory)
+            return
         best = {}
         for _ in range(ARGS.rounds):
             for allocator in ARGS.allocators:
@@ -280,6 +305,19 @@ def main():
               f"{1e3 / records:.2f}, {1e3 / reads:.3f}, {1e3 / unguarded:.2f} | "
               f"{(1 / bare) / (1 / bare + 1 / reads):.2f}x |")
     print("(images/s per core; milliseconds of one core per image)")
+
+
+def _print_augmentations(directory: str) -> None:
+    allocator, best = ARGS.allocators[0], {}
+    for _ in range(ARGS.rounds):
+        for name in _AUGMENTATIONS:  # alternated, so that load hits all alike
+            rate = _run_variant(directory, f"augment_{name}", allocator)
+            best[name] = max(best.get(name, 0.0), rate)
+    print(f"allocator {allocator}")
+    print("| augmentation | images/s per core | ms per image | ratio to none |")
+    print("| --- | --- | --- | --- |")
+    for name, rate in best.items():
+        print(f"| {name} | {rate:.1f} | {1e3 / rate:.2f} | {rate / best['none']:.2f}x |")
 
 
 if __name__ == "__main__":

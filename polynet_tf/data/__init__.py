@@ -1,12 +1,15 @@
 """Input pipeline of polynet-tf: ImageNet TFRecords or TFDS to normalised batches.
 
-Knows nothing about models; depends on TensorFlow only.
+Knows nothing about models; depends on TensorFlow, and on Keras's image
+preprocessing layers for augmentation only.
 
 - `DataConfig` (`config`): every knob, as validated plain data.
 - `InputContract`, `resolve_input_contract` (`input_contract`): how an image
   becomes a model's input (size, crop protocol, normalisation), one record
   for the pipeline, the evaluator, serving and keras-hub.
 - `build_dataset` (`pipeline`): the tf.data pipeline of one worker.
+- `Augmenter` (`augmentation`): RandAugment, random erasing, MixUp and CutMix
+  (Keras's layers) drawn from the pipeline's seeds; soft targets.
 - `preprocess_for_train`, `preprocess_for_eval`, `squash_center_crop` (the
   released weights' published protocol), `shorter_side_center_crop`
   (`preprocessing`): one encoded image -> float32 image.

@@ -88,6 +88,23 @@ class DataConfig:
       eval_antialias: antialiased (PIL-like) resizing for evaluation.
       mean: per-channel RGB mean on the [0, 1] scale.
       std: per-channel RGB standard deviation on the [0, 1] scale.
+      randaugment_num_ops: RandAugment operations per image (training; 0:
+        off), `keras.layers.RandAugment` on the [0, 255] crop.
+      randaugment_magnitude: RandAugment strength in [0, 1] (Keras's
+        `factor`).
+      random_erasing_probability: probability in [0, 1] that a box of the
+        image is filled with the mean colour (training; 0: off).
+      random_erasing_scale: [min, max] in (0, 1] of Keras's RandomErasing
+        `scale`: the box's width and height are sqrt(u) of the image's, u
+        drawn from this range for each.
+      mixup_alpha: MixUp's Beta(alpha, alpha) (training; 0: off; > 0).
+        MixUp or CutMix make the labels soft targets `[batch, num_classes]`.
+      cutmix_alpha: CutMix's Beta(alpha, alpha) of the kept area, in (0, 1]
+        (Keras's bound; 0: off). The label weight is the area actually kept.
+      mix_probability: probability in [0, 1] that a batch is mixed (MixUp or
+        CutMix on).
+      cutmix_switch_probability: with both on, the probability in [0, 1] that
+        a mixed batch uses CutMix rather than MixUp.
     """
 
     file_pattern: str = ""
@@ -130,6 +147,14 @@ class DataConfig:
     std: List[float] = dataclasses.field(
         default_factory=lambda: list(normalization.IMAGENET_STD)
     )
+    randaugment_num_ops: int = 0
+    randaugment_magnitude: float = 0.5
+    random_erasing_probability: float = 0.0
+    random_erasing_scale: List[float] = dataclasses.field(default_factory=lambda: [0.02, 0.33])
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_probability: float = 1.0
+    cutmix_switch_probability: float = 0.5
 
     def __post_init__(self):
         self.eval_protocol = protocols.canonical_name(self.eval_protocol, stacklevel=4)
@@ -212,7 +237,21 @@ class DataConfig:
                 )
         if min(self.std) <= 0:
             raise ValueError(f"DataConfig.std entries must be positive; received {self.std!r}.")
+        self._validate_augmentation()
         return self
+
+    @property
+    def mixes_labels(self) -> bool:
+        """True when MixUp or CutMix make the labels soft targets (training only)."""
+        return self.is_training and bool(self.mixup_alpha or self.cutmix_alpha)
+
+    def _validate_augmentation(self) -> None:
+        _check_int("randaugment_num_ops", self.randaugment_num_ops, minimum=0)
+        for name in ("randaugment_magnitude", "random_erasing_probability",
+                     "mix_probability", "cutmix_switch_probability", "cutmix_alpha"):
+            _check_number(name, getattr(self, name), 0.0, 1.0)
+        _check_number("mixup_alpha", self.mixup_alpha, 0.0, None)
+        _check_range("random_erasing_scale", self.random_erasing_scale, low=0.0, high=1.0)
 
     def input_contract(self) -> InputContract:
         """The `InputContract` of this evaluation data.
@@ -281,6 +320,15 @@ def _check_int(name: str, value: Any, minimum: Optional[int]) -> None:
     if minimum is not None and value < minimum:
         raise ValueError(
             f"DataConfig.{name} must be >= {minimum}; received {name}={value!r}."
+        )
+
+
+def _check_number(name: str, value: Any, low: float, high: Optional[float]) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not low <= value <= (float("inf") if high is None else high):
+        allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(
+            f"DataConfig.{name} must be a number {allowed}; received {name}={value!r}."
         )
 
 

@@ -17,13 +17,18 @@ Stages, for one input pipeline (one worker):
    either stops with their file and record index ("fail") or reports and
    drops them ("skip"; batches are then refilled with `rebatch`). Guarding a
    whole batch at a time keeps its cost per image negligible.
-5. Prefetch (AUTOTUNE).
+5. Training with MixUp or CutMix (`augmentation`): each batch is mixed, and
+   its labels become soft targets `[batch, num_classes]`. RandAugment and
+   random erasing run per image in step 4.
+6. Prefetch (AUTOTUNE).
 
 Deterministic mode: the random crop and flip of a record use stateless ops
 seeded by `(seed, worker, epoch, index in epoch)`, file order and shuffle are
 seeded by `(seed, worker, epoch)` (TensorFlow's global seed plays no part),
 and every parallel stage preserves order, so the batches are a pure function
-of the seed, the files and the config.
+of the seed, the files and the config. The augmentations of `augmentation`
+draw from the same seeds: a record's from its own, a batch's mixing from its
+first record's.
 """
 
 import hashlib
@@ -34,7 +39,7 @@ from typing import Dict, List, Optional, Tuple
 import tensorflow as tf
 from absl import logging
 
-from polynet_tf.data import preprocessing, sharding, sources
+from polynet_tf.data import augmentation, normalization, preprocessing, sharding, sources
 from polynet_tf.data.config import DataConfig
 
 _MAX_REPORTED_PROBLEMS = 1000
@@ -106,7 +111,8 @@ def build_dataset(
 
     Returns:
       A dataset of `(images, labels)`: float32 `[batch, size, size, 3]`
-      normalised like `preprocess_input`, int32 `[batch]`; batches of
+      normalised like `preprocess_input`, int32 `[batch]` (float32 soft
+      targets `[batch, num_classes]` when `config.mixes_labels`); batches of
       `global_batch_size / num_replicas_in_sync`.
 
     Raises:
@@ -220,20 +226,29 @@ class _BatchDecoder:
         self._stats = stats
         self._num_classes = getattr(source, "num_classes", None)
         self._contract = None if config.is_training else config.input_contract()
+        self._augmenter = None
+        if config.is_training:
+            self._augmenter = augmentation.Augmenter(
+                config, self._num_classes or config.num_classes)
+
+    def _record_seed(self, index, epoch):
+        key = tf.stack([tf.constant(self._augmentation_seed, tf.int64), epoch])
+        return tf.random.experimental.stateless_fold_in(key, index)
 
     def _preprocess(self, record, index, epoch):
         config = self._config
         encoded, label = self._source.parse(record)
         if config.is_training:
-            key = tf.stack([tf.constant(self._augmentation_seed, tf.int64), epoch])
-            seed = tf.random.experimental.stateless_fold_in(key, index)
+            seed = self._record_seed(index, epoch)
             image = preprocessing.preprocess_for_train(
                 encoded, config.image_size, seed,
                 area_range=config.area_range,
                 aspect_ratio_range=config.aspect_ratio_range,
                 max_attempts=config.max_attempts,
                 random_flip=config.random_flip,
-                mean=config.mean, std=config.std)
+                normalize=False)
+            image = self._augmenter.augment_image(image, seed)
+            image = normalization.normalize_image(image, config.mean, config.std)
         else:
             image = self._contract.preprocess(encoded)
         return image, label
@@ -272,6 +287,10 @@ class _BatchDecoder:
         if self._config.on_error == "fail" and self._config.should_drop_remainder:
             images = tf.ensure_shape(images, [self._batch_size, size, size, 3])
             labels = tf.ensure_shape(labels, [self._batch_size])
+        if self._config.mixes_labels:
+            # A batch's mixing is drawn from its first record's seed.
+            images, labels = self._augmenter.mix_batch(
+                images, labels, self._record_seed(indices[0], epochs[0]))
         return images, labels
 
     def _on_failed(self, failed_sources, failed_indices):

@@ -51,7 +51,13 @@ def with_model_classes(data_config, num_classes):
 
 
 def batch_totals(labels, logits, loss_sum):
-    """[summed loss, top-1 hits, top-5 hits, images] of one batch (float32)."""
+    """[summed loss, top-1 hits, top-5 hits, images] of one batch (float32).
+
+    `labels`: int class indices `[batch]`, or soft targets `[batch, classes]`
+    (MixUp/CutMix), whose class is their largest weight.
+    """
+    if labels.shape.rank == 2:
+        labels = tf.argmax(labels, axis=-1)
     labels = tf.cast(labels, tf.int32)
     k = min(5, logits.shape[-1])
     top1 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32))

@@ -107,19 +107,25 @@ def build_optimizer(optimizer_config, schedule_config, global_batch_size, mixed_
 def classification_loss(labels, logits, num_classes, label_smoothing, global_batch_size):
     """Per-replica share of the mean softmax cross-entropy over the global batch.
 
+    Label smoothing is linear in the targets and keeps their sum 1, so
+    smoothing MixUp/CutMix targets `w * a + (1 - w) * b` equals mixing the
+    smoothed one-hots `a` and `b` with the same `w`.
+
     Args:
-        labels: int `[batch]` class indices in `[0, num_classes)`.
+        labels: int `[batch]` class indices in `[0, num_classes)`, or float
+            soft targets `[batch, num_classes]` (MixUp/CutMix), rows summing to 1.
         logits: float32 `[batch, num_classes]`.
         num_classes: width of the one-hot targets.
-        label_smoothing: `eps`: targets are `(1 - eps) * one_hot + eps / num_classes`.
+        label_smoothing: `eps`: targets `t` become `(1 - eps) * t + eps / num_classes`.
         global_batch_size: images per step over all replicas (the divisor).
 
     Returns:
         (loss summed over this replica's examples / global batch, per-example losses).
     """
+    targets = (tf.cast(labels, tf.float32) if labels.shape.rank == 2
+               else tf.one_hot(labels, num_classes))
     per_example = keras.losses.categorical_crossentropy(
-        tf.one_hot(labels, num_classes), logits, from_logits=True,
-        label_smoothing=label_smoothing)
+        targets, logits, from_logits=True, label_smoothing=label_smoothing)
     return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size), per_example
 
 

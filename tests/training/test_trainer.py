@@ -215,3 +215,19 @@ def test_fused_batch_norm_trains_as_keras_layer_does(synthetic_shards, tmp_path)
         ratios.append(np.linalg.norm(a.numpy() - b.numpy()) / update)
         assert ratios[-1] < 0.1, (a.path, ratios[-1])
     assert np.median(ratios) < 1e-3
+
+
+@pytest.mark.slow
+def test_a_training_step_with_every_augmentation_on(synthetic_shards, tmp_path):
+    trainer = _trainer(synthetic_shards, tmp_path, **{
+        "trainer.train_steps": 2, "trainer.steps_per_loop": 2, "trainer.checkpoint_interval": 2,
+        "trainer.eval_interval": 100, "optimizer.label_smoothing": 0.1,
+        "train_data.global_batch_size": 8, "train_data.randaugment_num_ops": 1,
+        "train_data.random_erasing_probability": 0.5, "train_data.mixup_alpha": 0.8,
+        "train_data.cutmix_alpha": 1.0})
+    metrics = trainer.train()
+    assert trainer.step == 2
+    assert metrics["num_images"] == 2 * trainer.global_batch_size
+    # Soft, smoothed targets: the cross-entropy is at least their entropy (> 0), and finite.
+    assert 0.1 < metrics["loss"] < 20.0
+    assert 0.0 <= metrics["top1"] <= metrics["top5"] == 1.0  # 4 classes: top-5 is every class
