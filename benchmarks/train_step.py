@@ -23,8 +23,13 @@ before TensorFlow starts) and times, as medians over `--steps` steps after
 two warm-up steps: the forward and backward pass on both replicas alone, the
 all-reduce (sum) of gradient-sized tensors alone, and the two together.
 
+`--ema DECAY`: instead, the step-time cost of `trainer.ema_decay` (the
+weights' moving average, updated after every step): (1) without and with it,
+alternated `--repeats` times side by side; medians and their ratio.
+
 Usage: python benchmarks/train_step.py [--steps 40] [--batch 32]
        python benchmarks/train_step.py --all_reduce [--released] [--steps 5]
+       python benchmarks/train_step.py --ema 0.999 [--repeats 3]
 """
 
 import argparse
@@ -53,9 +58,9 @@ CONFIG = os.path.join(ROOT, "official_configs", "tiny_cpu.yaml")
 ARCHITECTURE = "A: 2way | B: poly3[convs] | C: 2way"
 
 
-def _overrides(train, steps, batch, steps_per_loop=None):
+def _overrides(train, steps, batch, steps_per_loop=None, extra=()):
     loop = steps_per_loop or steps
-    return ",".join([
+    return ",".join([*extra,
         "model.num_classes=4", f"model.architecture={ARCHITECTURE}",
         f"train_data.file_pattern={train}", "train_data.image_size=128",
         f"train_data.global_batch_size={batch}", f"trainer.train_steps={steps}",
@@ -75,8 +80,8 @@ def _reported_rate(model_dir, step):
     raise RuntimeError(f"no images_per_second summary at step {step} in {model_dir}")
 
 
-def one_worker(train, steps, batch, model_dir):
-    config = load_experiment([CONFIG], _overrides(train, 2 * steps, batch, steps))
+def one_worker(train, steps, batch, model_dir, extra=()):
+    config = load_experiment([CONFIG], _overrides(train, 2 * steps, batch, steps, extra))
     trainer = Trainer(config, model_dir, tf.distribute.OneDeviceStrategy("/cpu:0"))
     trainer.train()  # two loops: the first traces and starts the pipeline
     return _reported_rate(model_dir, 2 * steps)
@@ -182,6 +187,25 @@ def all_reduce_case(network, steps):
               f"(median of {steps})", flush=True)
 
 
+def ema_overhead(decay, steps, batch, repeats):
+    """One worker without and with the EMA, alternated; medians and their ratio."""
+    rates = {0.0: [], decay: []}
+    with tempfile.TemporaryDirectory() as workdir:
+        train, _ = write_dataset(os.path.join(workdir, "data"), num_train=512, num_val=16,
+                                 size=160)
+        for repeat in range(repeats):
+            for value in rates:
+                rates[value].append(one_worker(
+                    train, steps, batch, os.path.join(workdir, f"{value}_{repeat}"),
+                    extra=[f"trainer.ema_decay={value}"]))
+                print(f"ema_decay {value}: {rates[value][-1]:.1f} images/s", flush=True)
+    off, on = (sorted(r)[len(r) // 2] for r in rates.values())
+    print(f"machine: {os.cpu_count()} cores, TF {tf.__version__}; 128x128, global batch "
+          f"{batch}, {steps} timed steps, median of {repeats}")
+    print(f"without EMA: {off:8.1f} images/s")
+    print(f"with EMA {decay}: {on:8.1f} images/s  (step time x{off / on:.3f})")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
@@ -190,10 +214,16 @@ def main():
                         help="time the gradient all-reduce of two replicas instead")
     parser.add_argument("--released", action="store_true",
                         help="with --all_reduce: also the released network")
+    parser.add_argument("--ema", type=float, default=None,
+                        help="time trainer.ema_decay=EMA against no EMA instead")
+    parser.add_argument("--repeats", type=int, default=3, help="with --ema: alternations")
     parser.add_argument("--all_reduce_case", choices=["tiny", "released"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.all_reduce_case:
         all_reduce_case(args.all_reduce_case, args.steps)
+        return
+    if args.ema:
+        ema_overhead(args.ema, args.steps, args.batch, args.repeats)
         return
     if args.all_reduce:
         for network in ["tiny"] + (["released"] if args.released else []):

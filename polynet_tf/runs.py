@@ -263,6 +263,12 @@ def restore_averages(model, prefix):
     return len(targets)
 
 
+def has_averages(prefix):
+    """Whether the training checkpoint `prefix` holds an EMA of its weights."""
+    return any(name.startswith(f"{EMA_CHECKPOINT_KEY}/averages/")
+               for name, _ in tf.train.list_variables(prefix))
+
+
 def _checkpoint_name(path):
     # tf.train.Checkpoint escapes "/" in a dict key as ".S" ("." itself as "..").
     key = path.replace(".", "..").replace("/", ".S")

@@ -118,8 +118,6 @@ class Trainer:
             drop_path_switched_on=self.drop_path_switched_on)
         if self.head_optimizer is not None:
             self.checkpoint.head_optimizer = self.head_optimizer
-        if self._ema is not None:
-            self.checkpoint.ema = self._ema.trackable
         self.checkpoint_dir = fileio.join(model_dir, CHECKPOINT_SUBDIR)
         # tf.distribute needs every worker to save; only the chief's copy is
         # kept. A worker's copy is deleted after each save, and here too: a
@@ -134,8 +132,9 @@ class Trainer:
             num_workers, config.trainer.eval_steps)
         # Every check of the initial weights comes before the first write to model_dir.
         self.restored_from, self.resumed = self._restore(init_from, init_from_architecture)
-        if self._ema is not None and not self.resumed:
-            self._ema.reset()  # the average starts at the initial (loaded) weights
+        if self._ema is not None and not hasattr(self.checkpoint, "ema"):
+            self._ema.reset()  # the average starts at the initial (loaded or restored) weights
+            self.checkpoint.ema = self._ema.trackable
         if self.is_chief:
             tf.io.gfile.makedirs(model_dir)
         else:
@@ -156,6 +155,12 @@ class Trainer:
         """
         latest = tf.train.latest_checkpoint(self.checkpoint_dir)
         if latest:
+            if self._ema is not None:
+                if runs.has_averages(latest):
+                    self.checkpoint.ema = self._ema.trackable
+                else:
+                    logging.warning("%s holds no EMA of the weights (trainer.ema_decay was 0): "
+                                    "the averages start at its weights", latest)
             self.checkpoint.restore(latest).assert_existing_objects_matched()
             if int(self.drop_path_switched_on.numpy()):
                 set_path_drop_rates(self.model, self.config.trainer.adaptive_drop_path.max_rate)

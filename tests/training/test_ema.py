@@ -55,7 +55,7 @@ def test_the_average_is_the_ema_of_the_raw_trajectory_and_is_checkpointed(tmp_pa
             np.testing.assert_array_equal(variable.numpy(), want, err_msg=variable.path)
 
 
-def test_a_run_without_ema_has_no_averages_to_load(tmp_path):
+def test_a_run_without_ema_has_no_averages_until_turned_on(tmp_path):
     trainer = make_trainer(tmp_path)
     assert trainer._ema is None
     assert trainer.restored_from is None and not trainer.resumed
@@ -64,6 +64,11 @@ def test_a_run_without_ema_has_no_averages_to_load(tmp_path):
         load_model(checkpoint=str(tmp_path), config=trainer.config, weights_kind="ema")
     with pytest.raises(ValueError, match="keeps no EMA"):
         trainer.evaluate(weights_kind="ema")
+    # EMA turned on when resuming it: the averages start at the resumed weights.
+    resumed = make_trainer(tmp_path, **{"trainer.ema_decay": 0.5})
+    assert resumed.resumed
+    for average, variable in zip(resumed._ema.averages, trainer.model.trainable_variables):
+        np.testing.assert_array_equal(average.numpy(), variable.numpy())
 
 
 @pytest.mark.parametrize("override, message", [
