@@ -11,6 +11,12 @@ restarted job resumes from the latest checkpoint and the same data stream:
 the input pipeline is a pure function of (seed, step) and skips what was
 consumed. Every file goes through `tf.io.gfile`: `model_dir` may be a URI
 (`gs://...`).
+
+Optional: an EMA of the weights (`trainer.ema_decay`, `polynet_tf.training.ema`),
+checkpointed and swapped in for evaluation; gradient accumulation
+(`trainer.accumulation_steps`): one update, and one all-reduce, per
+`accumulation_steps` micro-batches, all inside one call of the preemption
+handler (docs/training.md).
 """
 
 import contextlib
