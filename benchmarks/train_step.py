@@ -24,8 +24,11 @@ two warm-up steps: the forward and backward pass on both replicas alone, the
 all-reduce (sum) of gradient-sized tensors alone, and the two together.
 
 `--ema DECAY`: instead, the step-time cost of `trainer.ema_decay` (the
-weights' moving average, updated after every step): (1) without and with it,
-alternated `--repeats` times side by side; medians and their ratio.
+weights' moving average, updated after every step), two ways: (a) in one
+process, the EMA update alone and a whole training step with it, timed
+alternately `--steps` times (medians; robust to a machine shared with other
+jobs); (b) (1) without and with EMA, alternated `--repeats` times side by
+side (medians of the loops' rates, sensitive to the machine's load).
 
 Usage: python benchmarks/train_step.py [--steps 40] [--batch 32]
        python benchmarks/train_step.py --all_reduce [--released] [--steps 5]
@@ -48,7 +51,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from polynet_tf.configs import load_experiment  # noqa: E402
-from polynet_tf.data import build_dataset  # noqa: E402
+from polynet_tf.data import PipelineStats, build_dataset  # noqa: E402
 from polynet_tf.models.factory import build_model  # noqa: E402
 from polynet_tf.training.optimization import build_optimizer  # noqa: E402
 from polynet_tf.training.trainer import Trainer  # noqa: E402
@@ -187,23 +190,51 @@ def all_reduce_case(network, steps):
               f"(median of {steps})", flush=True)
 
 
+def _median(values):
+    return sorted(values)[len(values) // 2]
+
+
+def ema_update_share(train, decay, steps, batch, model_dir):
+    """(median step with EMA, median EMA update alone), seconds, timed alternately."""
+    config = load_experiment([CONFIG], _overrides(train, 10 * steps, batch, 1,
+                                                  [f"trainer.ema_decay={decay}"]))
+    trainer = Trainer(config, model_dir, tf.distribute.OneDeviceStrategy("/cpu:0"))
+    iterator = iter(trainer._train_dataset(0, PipelineStats()))
+    train_step = trainer._make_train_function()
+    update = tf.function(lambda: trainer._ema.update(trainer.global_step))
+    times = {"step": [], "update": []}
+    for index in range(steps + 2):  # two warm-up rounds (tracing)
+        for name, run in (("step", lambda: train_step(iterator, 1).numpy()),
+                          ("update", lambda: update())):
+            start = time.perf_counter()
+            run()
+            if index >= 2:
+                times[name].append(time.perf_counter() - start)
+    return _median(times["step"]), _median(times["update"])
+
+
 def ema_overhead(decay, steps, batch, repeats):
-    """One worker without and with the EMA, alternated; medians and their ratio."""
+    """The EMA's share of a step, then one worker without and with it, alternated."""
     rates = {0.0: [], decay: []}
     with tempfile.TemporaryDirectory() as workdir:
         train, _ = write_dataset(os.path.join(workdir, "data"), num_train=512, num_val=16,
                                  size=160)
+        step, update = ema_update_share(train, decay, steps, batch,
+                                        os.path.join(workdir, "share"))
+        print(f"(a) median step with EMA {1000 * step:.1f} ms, EMA update alone "
+              f"{1000 * update:.2f} ms: step time x{step / (step - update):.3f} with EMA",
+              flush=True)
         for repeat in range(repeats):
             for value in rates:
                 rates[value].append(one_worker(
                     train, steps, batch, os.path.join(workdir, f"{value}_{repeat}"),
                     extra=[f"trainer.ema_decay={value}"]))
                 print(f"ema_decay {value}: {rates[value][-1]:.1f} images/s", flush=True)
-    off, on = (sorted(r)[len(r) // 2] for r in rates.values())
+    off, on = (_median(r) for r in rates.values())
     print(f"machine: {os.cpu_count()} cores, TF {tf.__version__}; 128x128, global batch "
           f"{batch}, {steps} timed steps, median of {repeats}")
     print(f"without EMA: {off:8.1f} images/s")
-    print(f"with EMA {decay}: {on:8.1f} images/s  (step time x{off / on:.3f})")
+    print(f"with EMA {decay}: {on:8.1f} images/s  (step time x{off / on:.3f}; (b))")
 
 
 def main():
