@@ -32,8 +32,8 @@ from polynet_tf.layers.batch_norm import training_batch_norm_kernel
 from polynet_tf.models import polyinception_modules, set_path_drop_rates
 from polynet_tf.models.factory import build_model
 from polynet_tf.training import cluster, finetune
-from polynet_tf.training.ema import WeightAverage
 from polynet_tf.training.batch_norm_sync import MovingStatisticsSync
+from polynet_tf.training.ema import WeightAverage
 from polynet_tf.training.evaluation_loop import (
     DistributedEvaluator,
     batch_totals,
