@@ -23,8 +23,16 @@ before TensorFlow starts) and times, as medians over `--steps` steps after
 two warm-up steps: the forward and backward pass on both replicas alone, the
 all-reduce (sum) of gradient-sized tensors alone, and the two together.
 
+`--ema DECAY`: instead, the step-time cost of `trainer.ema_decay` (the
+weights' moving average, updated after every step), two ways: (a) in one
+process, the EMA update alone and a whole training step with it, timed
+alternately `--steps` times (medians; robust to a machine shared with other
+jobs); (b) (1) without and with EMA, alternated `--repeats` times side by
+side (medians of the loops' rates, sensitive to the machine's load).
+
 Usage: python benchmarks/train_step.py [--steps 40] [--batch 32]
        python benchmarks/train_step.py --all_reduce [--released] [--steps 5]
+       python benchmarks/train_step.py --ema 0.999 [--repeats 3]
 """
 
 import argparse
@@ -43,7 +51,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from polynet_tf.configs import load_experiment  # noqa: E402
-from polynet_tf.data import build_dataset  # noqa: E402
+from polynet_tf.data import PipelineStats, build_dataset  # noqa: E402
 from polynet_tf.models.factory import build_model  # noqa: E402
 from polynet_tf.training.optimization import build_optimizer  # noqa: E402
 from polynet_tf.training.trainer import Trainer  # noqa: E402
@@ -53,9 +61,9 @@ CONFIG = os.path.join(ROOT, "official_configs", "tiny_cpu.yaml")
 ARCHITECTURE = "A: 2way | B: poly3[convs] | C: 2way"
 
 
-def _overrides(train, steps, batch, steps_per_loop=None):
+def _overrides(train, steps, batch, steps_per_loop=None, extra=()):
     loop = steps_per_loop or steps
-    return ",".join([
+    return ",".join([*extra,
         "model.num_classes=4", f"model.architecture={ARCHITECTURE}",
         f"train_data.file_pattern={train}", "train_data.image_size=128",
         f"train_data.global_batch_size={batch}", f"trainer.train_steps={steps}",
@@ -75,8 +83,8 @@ def _reported_rate(model_dir, step):
     raise RuntimeError(f"no images_per_second summary at step {step} in {model_dir}")
 
 
-def one_worker(train, steps, batch, model_dir):
-    config = load_experiment([CONFIG], _overrides(train, 2 * steps, batch, steps))
+def one_worker(train, steps, batch, model_dir, extra=()):
+    config = load_experiment([CONFIG], _overrides(train, 2 * steps, batch, steps, extra))
     trainer = Trainer(config, model_dir, tf.distribute.OneDeviceStrategy("/cpu:0"))
     trainer.train()  # two loops: the first traces and starts the pipeline
     return _reported_rate(model_dir, 2 * steps)
@@ -182,6 +190,53 @@ def all_reduce_case(network, steps):
               f"(median of {steps})", flush=True)
 
 
+def _median(values):
+    return sorted(values)[len(values) // 2]
+
+
+def ema_update_share(train, decay, steps, batch, model_dir):
+    """(median step with EMA, median EMA update alone), seconds, timed alternately."""
+    config = load_experiment([CONFIG], _overrides(train, 10 * steps, batch, 1,
+                                                  [f"trainer.ema_decay={decay}"]))
+    trainer = Trainer(config, model_dir, tf.distribute.OneDeviceStrategy("/cpu:0"))
+    iterator = iter(trainer._train_dataset(0, PipelineStats()))
+    train_step = trainer._make_train_function()
+    update = tf.function(lambda: trainer._ema.update(trainer.global_step))
+    times = {"step": [], "update": []}
+    for index in range(steps + 2):  # two warm-up rounds (tracing)
+        for name, run in (("step", lambda: train_step(iterator, 1).numpy()),
+                          ("update", lambda: update())):
+            start = time.perf_counter()
+            run()
+            if index >= 2:
+                times[name].append(time.perf_counter() - start)
+    return _median(times["step"]), _median(times["update"])
+
+
+def ema_overhead(decay, steps, batch, repeats):
+    """The EMA's share of a step, then one worker without and with it, alternated."""
+    rates = {0.0: [], decay: []}
+    with tempfile.TemporaryDirectory() as workdir:
+        train, _ = write_dataset(os.path.join(workdir, "data"), num_train=512, num_val=16,
+                                 size=160)
+        step, update = ema_update_share(train, decay, steps, batch,
+                                        os.path.join(workdir, "share"))
+        print(f"(a) median step with EMA {1000 * step:.1f} ms, EMA update alone "
+              f"{1000 * update:.2f} ms: step time x{step / (step - update):.3f} with EMA",
+              flush=True)
+        for repeat in range(repeats):
+            for value in rates:
+                rates[value].append(one_worker(
+                    train, steps, batch, os.path.join(workdir, f"{value}_{repeat}"),
+                    extra=[f"trainer.ema_decay={value}"]))
+                print(f"ema_decay {value}: {rates[value][-1]:.1f} images/s", flush=True)
+    off, on = (_median(r) for r in rates.values())
+    print(f"machine: {os.cpu_count()} cores, TF {tf.__version__}; 128x128, global batch "
+          f"{batch}, {steps} timed steps, median of {repeats}")
+    print(f"without EMA: {off:8.1f} images/s")
+    print(f"with EMA {decay}: {on:8.1f} images/s  (step time x{off / on:.3f}; (b))")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
@@ -190,10 +245,16 @@ def main():
                         help="time the gradient all-reduce of two replicas instead")
     parser.add_argument("--released", action="store_true",
                         help="with --all_reduce: also the released network")
+    parser.add_argument("--ema", type=float, default=None,
+                        help="time trainer.ema_decay=EMA against no EMA instead")
+    parser.add_argument("--repeats", type=int, default=3, help="with --ema: alternations")
     parser.add_argument("--all_reduce_case", choices=["tiny", "released"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.all_reduce_case:
         all_reduce_case(args.all_reduce_case, args.steps)
+        return
+    if args.ema:
+        ema_overhead(args.ema, args.steps, args.batch, args.repeats)
         return
     if args.all_reduce:
         for network in ["tiny"] + (["released"] if args.released else []):

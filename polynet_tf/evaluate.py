@@ -53,6 +53,9 @@ flags.DEFINE_string("weights", None, "Weights file (.weights.h5) or 'imagenet'; 
 flags.DEFINE_string("checkpoint", None, "Training model_dir, its checkpoints/ folder or a "
                     "checkpoint prefix; configuration from --config or params.yaml.",
                     flag_values=FLAGS)
+flags.DEFINE_enum("weights_kind", "auto", ["auto", "ema", "raw"], "With --checkpoint: 'auto' "
+                  "evaluates the EMA of the weights when the run kept one "
+                  "(trainer.ema_decay), 'raw' the trained weights.", flag_values=FLAGS)
 flags.DEFINE_string("saved_model", None, "SavedModel directory with a 'serve_images' signature.",
                     flag_values=FLAGS)
 flags.DEFINE_string("architecture", None, "Architecture preset or spec for --weights.",
@@ -146,7 +149,8 @@ def model_specs_from_flags(flag_values):
     if single:
         kind, path = single[0]
         specs.append(ModelSpec(kind, path, architecture=flag_values.architecture,
-                               config=flag_values.config, classes=flag_values.classes))
+                               config=flag_values.config, classes=flag_values.classes,
+                               weights_kind=flag_values.weights_kind))
     if not specs:
         raise UsageError("No model: give --weights, --checkpoint, --saved_model or --model.")
     return specs

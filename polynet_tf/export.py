@@ -36,6 +36,9 @@ flags.DEFINE_bool("overwrite", False, "Replace an existing --version (the new ve
 flags.DEFINE_string("weights", None, "A .weights.h5 file, or 'imagenet'.", flag_values=FLAGS)
 flags.DEFINE_string("checkpoint", None, "Training model_dir, checkpoints/ folder or "
                     "prefix.", flag_values=FLAGS)
+flags.DEFINE_enum("weights_kind", "auto", ["auto", "ema", "raw"], "With --checkpoint: 'auto' "
+                  "exports the EMA of the weights when the run kept one (trainer.ema_decay), "
+                  "'raw' the trained weights.", flag_values=FLAGS)
 flags.DEFINE_multi_string("config", [], "Experiment YAML (repeatable; later files win).",
                           flag_values=FLAGS)
 flags.DEFINE_string("params_override", "", "'a.b=1,c=2', applied last.", flag_values=FLAGS)
@@ -100,7 +103,7 @@ def _run(args):
             weights=args.weights, checkpoint=args.checkpoint, config_files=args.config,
             params_override=args.params_override, architecture=args.architecture,
             class_names_file=args.class_names, image_size=args.image_size,
-            protocol=args.protocol)
+            protocol=args.protocol, weights_kind=args.weights_kind)
         multicrop = None
         if args.multicrop:
             multicrop = _multicrop_protocol(args.multicrop, args.multicrop_override,

@@ -78,7 +78,7 @@ def load_model(weights: Optional[str] = None, checkpoint: Optional[str] = None,
                image_size: Optional[int] = None, protocol: Optional[str] = None,
                fixed_input: bool = False,
                classifier_activation: Optional[str] = "softmax",
-               crop_size: Optional[int] = None) -> LoadedModel:
+               crop_size: Optional[int] = None, weights_kind: str = "auto") -> LoadedModel:
     """Builds and loads a model from weights, a checkpoint or a run directory.
 
     Args:
@@ -102,6 +102,10 @@ def load_model(weights: Optional[str] = None, checkpoint: Optional[str] = None,
             otherwise any size.
         classifier_activation: "softmax" (probabilities) or None (logits).
         crop_size: deprecated name of `image_size`.
+        weights_kind: of a checkpoint whose run kept an EMA of its weights
+            (`trainer.ema_decay`): "auto" or "ema" load the averages, "raw"
+            the trained weights themselves; "ema" of a run without EMA is
+            an error.
 
     Returns:
         A `LoadedModel`.
@@ -125,7 +129,7 @@ def load_model(weights: Optional[str] = None, checkpoint: Optional[str] = None,
         checkpoint = run_dir
     if checkpoint:
         return _from_checkpoint(checkpoint, config, params_override, image_size, protocol,
-                                fixed_input, classifier_activation)
+                                fixed_input, classifier_activation, weights_kind)
     if config is not None:
         if weights == "imagenet":
             raise ValueError("weights='imagenet' takes architecture= (a preset), not a config.")
@@ -163,7 +167,9 @@ def _shape(fixed_input, size):
 
 
 def _from_checkpoint(path, config, params_override, image_size, protocol, fixed_input,
-                     activation):
+                     activation, weights_kind="auto"):
+    if weights_kind not in ("auto", "ema", "raw"):
+        raise ValueError(f"weights_kind must be 'auto', 'ema' or 'raw', got {weights_kind!r}.")
     prefix, folder = runs.find_checkpoint(path)
     if prefix is None:
         raise FileNotFoundError(f"No checkpoint in {folder!r}; give a training model_dir, "
@@ -184,9 +190,14 @@ def _from_checkpoint(path, config, params_override, image_size, protocol, fixed_
     except (AssertionError, ValueError) as error:
         raise ValueError(f"Checkpoint {prefix!r} does not fit the model its configuration "
                          f"builds: {str(error)[:300]}") from None
+    averaged = weights_kind != "raw" and runs.restore_averages(model, prefix) > 0
+    if weights_kind == "ema" and not averaged:
+        raise ValueError(f"Checkpoint {prefix!r} holds no EMA of its weights (its run had "
+                         "trainer.ema_decay 0); load its raw weights instead.")
     return LoadedModel(model, contract, config.model.num_classes, config,
                        {"architecture": config.model.architecture,
-                        "source": f"checkpoint {prefix}"})
+                        "source": f"checkpoint {prefix}",
+                        "weights_kind": "ema" if averaged else "raw"})
 
 
 def _from_weights_and_config(weights, config, image_size, protocol, fixed_input, activation):

@@ -236,3 +236,48 @@ def _from_evaluator_json(model_dir, protocol):
 def _protocol_name(report):
     protocol = report.get("protocol")
     return protocol.get("name") if isinstance(protocol, dict) else protocol
+
+
+# ------------------------------------------------- weight averages (EMA)
+EMA_CHECKPOINT_KEY = "ema"  # tf.train.Checkpoint(ema=...) of a training run
+
+
+class AveragesNode(tf.__internal__.tracking.AutoTrackable):
+    """Checkpoint node of a run's EMA: `averages` maps a weight's path to its average.
+
+    `polynet_tf.training.ema` writes it; `restore_averages` reads it.
+    """
+
+    def __init__(self, averages):
+        self.averages = averages
+
+
+def restore_averages(model, prefix):
+    """Loads a training checkpoint's EMA into `model`'s weights that have one.
+
+    Args:
+        model: the built model, already restored from `prefix` (raw weights).
+        prefix: the checkpoint prefix.
+
+    Returns:
+        How many weights were replaced by their average (0: the run kept no EMA).
+    """
+    stored = {name for name, _ in tf.train.list_variables(prefix)}
+    targets = {v.path: v for v in model.weights
+               if _checkpoint_name(v.path) in stored}
+    if targets:
+        tf.train.Checkpoint(**{EMA_CHECKPOINT_KEY: AveragesNode(targets)}).restore(
+            prefix).expect_partial()
+    return len(targets)
+
+
+def has_averages(prefix):
+    """Whether the training checkpoint `prefix` holds an EMA of its weights."""
+    return any(name.startswith(f"{EMA_CHECKPOINT_KEY}/averages/")
+               for name, _ in tf.train.list_variables(prefix))
+
+
+def _checkpoint_name(path):
+    # tf.train.Checkpoint escapes "/" in a dict key as ".S" ("." itself as "..").
+    key = path.replace(".", "..").replace("/", ".S")
+    return f"{EMA_CHECKPOINT_KEY}/averages/{key}/.ATTRIBUTES/VARIABLE_VALUE"

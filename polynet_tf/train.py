@@ -95,15 +95,16 @@ def main(argv):
     from polynet_tf.training.trainer import Trainer, TrainingDivergedError  # noqa: PLC0415
 
     chief = cluster.is_chief(strategy)
-    if chief and FLAGS.mode != "eval":  # evaluation reads the run's params.yaml, never writes
-        tf.io.gfile.makedirs(FLAGS.model_dir)
-        write_yaml(config.to_dict(), runs.params_path(FLAGS.model_dir))
     _log_startup(config, strategy, num_workers, task, chief)
     try:
+        # The Trainer checks the initial weights (init section, --init_from)
+        # before it writes anything: a refused run leaves model_dir as it was.
         trainer = Trainer(config, FLAGS.model_dir, strategy, num_workers, FLAGS.init_from,
                           FLAGS.init_from_architecture, FLAGS.init_from_mode)
+        if chief and FLAGS.mode != "eval":  # evaluation reads the run's params.yaml only
+            write_yaml(config.to_dict(), runs.params_path(FLAGS.model_dir))
         if trainer.restored_from and chief:
-            logging.info("Resumed from %s at step %d", trainer.restored_from, trainer.step)
+            logging.info(_start_message(trainer))
         if FLAGS.mode == "eval":
             metrics = trainer.evaluate()
         else:
@@ -122,6 +123,13 @@ def main(argv):
     except tf.errors.OpError as error:
         _fail_on_op_error(error, checkpoint_dir, cluster, num_workers)
     _leave(0, num_workers)
+
+
+def _start_message(trainer):
+    """What the run starts from: a resumed checkpoint, or the initial weights of a new run."""
+    if trainer.resumed:
+        return f"Resumed from {trainer.restored_from} at step {trainer.step}"
+    return f"Initialized from {trainer.restored_from} (a new run, step {trainer.step})"
 
 
 def _fail_on_op_error(error, checkpoint_dir, cluster, num_workers):

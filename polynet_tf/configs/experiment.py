@@ -77,6 +77,13 @@ class TrainerConfig:
     # Training-mode BatchNorm: "fused" (TensorFlow's fused kernel where it
     # applies, polynet_tf.training.fused_batch_norm) or "keras" (Keras's layer).
     batch_norm_kernel: str = "fused"  # fused | keras
+    # Exponential moving average of the trainable weights, kept beside them
+    # (polynet_tf.training.ema); evaluation during training and export use it.
+    # 0: off; typical 0.999-0.9999 (about 1 / (1 - decay) steps of memory).
+    ema_decay: float = 0.0
+    # Micro-batches of `train_data.global_batch_size` whose gradients are
+    # summed before one update: the update's batch is the product.
+    accumulation_steps: int = 1
     adaptive_drop_path: AdaptiveDropPathConfig = dataclasses.field(
         default_factory=AdaptiveDropPathConfig)
 
@@ -188,6 +195,12 @@ class ExperimentConfig:
                 (None, "mixed_float16", "mixed_bfloat16"))
         _choice("trainer.batch_norm_kernel", self.trainer.batch_norm_kernel,
                 ("fused", "keras"))
+        _in_range("trainer.ema_decay", self.trainer.ema_decay, 0.0, 1.0)
+        if not (isinstance(self.trainer.accumulation_steps, int)
+                and self.trainer.accumulation_steps >= 1):
+            raise base.ConfigError(
+                "'trainer.accumulation_steps' must be an integer >= 1 (1: no accumulation), "
+                f"got {self.trainer.accumulation_steps!r}")
         _in_range("trainer.adaptive_drop_path.max_rate",
                   self.trainer.adaptive_drop_path.max_rate, 0.0, 1.0)
         _in_range("trainer.adaptive_drop_path.gap_threshold",

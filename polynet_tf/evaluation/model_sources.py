@@ -31,7 +31,9 @@ from polynet_tf import fileio
 from polynet_tf.data import normalization
 
 SOURCE_KINDS = ("weights", "checkpoint", "saved_model")
-SPEC_KEYS = SOURCE_KINDS + ("architecture", "config", "classes", "width_multiplier", "weight")
+SPEC_KEYS = SOURCE_KINDS + ("architecture", "config", "classes", "width_multiplier", "weight",
+                            "weights_kind")
+WEIGHTS_KINDS = ("auto", "ema", "raw")  # of a checkpoint: polynet_tf.loading.load_model
 # Pairs are split at commas followed by `key=`, so that stage specs with
 # commas ("B: (poly3[convs], 2way)*10") stay whole.
 _SPEC_SPLIT = re.compile(r",(?=\s*[A-Za-z_]\w*\s*=)")
@@ -68,6 +70,7 @@ class ModelSpec:
     classes: Optional[int] = None
     width_multiplier: Optional[float] = None
     weight: float = 1.0
+    weights_kind: str = "auto"
 
     def __post_init__(self):
         if self.kind not in SOURCE_KINDS:
@@ -75,6 +78,9 @@ class ModelSpec:
                 f"Model source must be one of {list(SOURCE_KINDS)}; received {self.kind!r}.")
         if not self.path:
             raise ValueError(f"Model source {self.kind!r} needs a path.")
+        if self.weights_kind not in WEIGHTS_KINDS:
+            raise ValueError(f"weights_kind must be one of {list(WEIGHTS_KINDS)}; received "
+                             f"{self.weights_kind!r}.")
         if not (isinstance(self.weight, (int, float)) and self.weight > 0):
             raise ValueError(f"Model weight must be a positive number; received "
                              f"{self.weight!r}.")
@@ -102,7 +108,8 @@ def parse_model_spec(text: str) -> ModelSpec:
     """Parses `--model` text: comma-separated `key=value` pairs.
 
     Exactly one of `weights=`, `checkpoint=`, `saved_model=`; optional
-    `architecture=`, `config=`, `classes=`, `width_multiplier=`, `weight=`.
+    `architecture=`, `config=`, `classes=`, `width_multiplier=`, `weight=`,
+    `weights_kind=` (auto|ema|raw: a checkpoint's EMA or raw weights).
     Commas inside a value (stage specs) are kept. Examples:
     `checkpoint=runs/a,weight=0.6`, `weights=imagenet,architecture=very_deep`,
     `saved_model=export/polynet/1,weight=2`.
@@ -146,7 +153,8 @@ def parse_model_spec(text: str) -> ModelSpec:
                          "numbers, classes an integer.") from None
     return ModelSpec(kind=kinds[0], path=values[kinds[0]],
                      architecture=values.get("architecture"), config=values.get("config"),
-                     classes=classes, width_multiplier=width, weight=weight)
+                     classes=classes, width_multiplier=width, weight=weight,
+                     weights_kind=values.get("weights_kind", "auto"))
 
 
 @dataclasses.dataclass
@@ -237,7 +245,8 @@ def _checkpoint_scorer(spec):
     from polynet_tf.loading import load_model  # noqa: PLC0415
 
     # Logits: the scorer applies the softmax in float32.
-    loaded = load_model(checkpoint=spec.path, config=spec.config, classifier_activation=None)
+    loaded = load_model(checkpoint=spec.path, config=spec.config, classifier_activation=None,
+                        weights_kind=spec.weights_kind)
     scorer = keras_scorer(loaded.model, loaded.mean, loaded.std, from_logits=True,
                           description=f"{spec.describe()} ({loaded.description['source']})")
     scorer.contract = loaded.contract

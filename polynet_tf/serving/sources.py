@@ -72,7 +72,8 @@ def load_export_model(weights: Optional[str] = None, checkpoint: Optional[str] =
                       config_files: Sequence[str] = (), params_override: str = "",
                       architecture: Optional[str] = None, class_names_file: Optional[str] = None,
                       image_size: Optional[int] = None,
-                      protocol: Optional[str] = None) -> ExportModel:
+                      protocol: Optional[str] = None,
+                      weights_kind: str = "auto") -> ExportModel:
     """Builds and loads the model to export.
 
     Args:
@@ -86,6 +87,8 @@ def load_export_model(weights: Optional[str] = None, checkpoint: Optional[str] =
         size or the preset's size).
       protocol: a single-crop protocol ("single", "squash", "shorter_side",
         "pytorchcv") instead of the config's or preset's.
+      weights_kind: of a checkpoint: "auto" (its EMA when the run kept
+        one), "ema" or "raw" (`polynet_tf.loading.load_model`).
 
     Returns:
       An `ExportModel`.
@@ -108,7 +111,8 @@ def load_export_model(weights: Optional[str] = None, checkpoint: Optional[str] =
         # Logits: the export adds the softmax.
         loaded = loading.load_model(checkpoint=prefix, config=config_files,
                                     params_override=params_override,
-                                    classifier_activation=None, **common)
+                                    classifier_activation=None, weights_kind=weights_kind,
+                                    **common)
         outputs = "logits"
     elif config_files:
         if weights == "imagenet":

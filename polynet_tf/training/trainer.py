@@ -11,7 +11,15 @@ restarted job resumes from the latest checkpoint and the same data stream:
 the input pipeline is a pure function of (seed, step) and skips what was
 consumed. Every file goes through `tf.io.gfile`: `model_dir` may be a URI
 (`gs://...`).
+
+Optional: an EMA of the weights (`trainer.ema_decay`, `polynet_tf.training.ema`),
+checkpointed and swapped in for evaluation; gradient accumulation
+(`trainer.accumulation_steps`): one update, and one all-reduce, per
+`accumulation_steps` micro-batches, all inside one call of the preemption
+handler (docs/training.md).
 """
+
+import contextlib
 
 import keras
 import numpy as np
@@ -25,6 +33,7 @@ from polynet_tf.models import polyinception_modules, set_path_drop_rates
 from polynet_tf.models.factory import build_model
 from polynet_tf.training import cluster, finetune
 from polynet_tf.training.batch_norm_sync import MovingStatisticsSync
+from polynet_tf.training.ema import WeightAverage
 from polynet_tf.training.evaluation_loop import (
     DistributedEvaluator,
     batch_totals,
@@ -75,6 +84,9 @@ class Trainer:
         self.is_chief = cluster.is_chief(strategy)
         self.task_id = cluster.task_id(strategy)
         self.global_batch_size = config.train_data.global_batch_size
+        # Gradient accumulation: one update per `accumulation_steps` micro-batches.
+        self.accumulation_steps = config.trainer.accumulation_steps
+        self.update_batch_size = self.global_batch_size * self.accumulation_steps
         # Always set: a policy left by an earlier Trainer in this process must
         # not leak into a float32 run.
         keras.mixed_precision.set_global_policy(config.trainer.mixed_precision or "float32")
@@ -85,11 +97,11 @@ class Trainer:
             # Fine-tuning: frozen parts leave trainable_variables before the optimizer.
             finetune.prepare_model(self.model, config.init)
             self.optimizer, self.schedule = build_optimizer(
-                config.optimizer, config.schedule, self.global_batch_size,
+                config.optimizer, config.schedule, self.update_batch_size,
                 config.trainer.mixed_precision)
             self.optimizer.build(self.model.trainable_variables)
             self.head_optimizer = finetune.build_head_optimizer(
-                self.model, config, self.global_batch_size)
+                self.model, config, self.update_batch_size)
             self.global_step = tf.Variable(
                 0, dtype=tf.int64, trainable=False, name="global_step",
                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -101,6 +113,10 @@ class Trainer:
                 tf.zeros([4]), trainable=False, name="loop_totals",
                 synchronization=tf.VariableSynchronization.ON_READ,
                 aggregation=tf.VariableAggregation.SUM)
+            self._accumulators = _accumulators(self.model.trainable_variables,
+                                               self.accumulation_steps)
+        self._ema = (WeightAverage(self.model.trainable_variables, config.trainer.ema_decay,
+                                   strategy) if config.trainer.ema_decay else None)
         self._kernels = [v for v in self.model.trainable_variables if v.path.endswith("kernel")]
         self._batch_norm_kernel = training_kernel(config.trainer.batch_norm_kernel)
         self.checkpoint = tf.train.Checkpoint(
@@ -114,17 +130,21 @@ class Trainer:
         # copy left by a killed run must never be mistaken for a checkpoint.
         self._write_dir = (self.checkpoint_dir if self.is_chief else
                            fileio.join(model_dir, ".worker_tmp", f"worker_{self.task_id}"))
-        if not self.is_chief:
-            _remove_tree(self._write_dir)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self._write_dir, max_to_keep=config.trainer.max_checkpoints)
-        if self.is_chief:
-            tf.io.gfile.makedirs(model_dir)
         self._sync_batch_norm = MovingStatisticsSync(strategy, self.model)
         self._evaluator = DistributedEvaluator(
             strategy, self.model, with_model_classes(config.eval_data, config.model.num_classes),
             num_workers, config.trainer.eval_steps)
-        self.restored_from = self._restore(init_from, init_from_architecture)
+        # Every check of the initial weights comes before the first write to model_dir.
+        self.restored_from, self.resumed = self._restore(init_from, init_from_architecture)
+        if self._ema is not None and not hasattr(self.checkpoint, "ema"):
+            self._ema.reset()  # the average starts at the initial (loaded or restored) weights
+            self.checkpoint.ema = self._ema.trackable
+        if self.is_chief:
+            tf.io.gfile.makedirs(model_dir)
+        else:
+            _remove_tree(self._write_dir)
         self._train_function = None
         self._preemption = None  # made by train(): it installs a SIGTERM handler
 
@@ -134,29 +154,42 @@ class Trainer:
         return int(self.global_step.numpy())
 
     def _restore(self, init_from, init_from_architecture):
+        """Loads the latest checkpoint, or the initial weights; writes only after checks.
+
+        Returns:
+            (what the weights came from or None, whether it is a resumed checkpoint).
+        """
         latest = tf.train.latest_checkpoint(self.checkpoint_dir)
         if latest:
+            if self._ema is not None:
+                if runs.has_averages(latest):
+                    self.checkpoint.ema = self._ema.trackable
+                else:
+                    logging.warning("%s holds no EMA of the weights (trainer.ema_decay was 0): "
+                                    "the averages start at its weights", latest)
             self.checkpoint.restore(latest).assert_existing_objects_matched()
             if int(self.drop_path_switched_on.numpy()):
                 set_path_drop_rates(self.model, self.config.trainer.adaptive_drop_path.max_rate)
-            return latest
+            return latest, True
         if self.config.init.weights:
             finetune.initialize_model(self.model, self.config,
                                       self.model_dir if self.is_chief else None,
                                       self.strategy, init_from)
-            return self.config.init.weights
+            return self.config.init.weights, False
         if init_from:
             from polynet_tf.grow import initialize_from_checkpoint  # noqa: PLC0415
 
             model = self.config.model
-            initialize_from_checkpoint(
+            report = initialize_from_checkpoint(
                 self.model, init_from, init_from_architecture or model.architecture,
-                mode=self.init_from_mode,
-                report_path=fileio.join(self.model_dir, "init_from") if self.is_chief else None,
-                width_multiplier=model.width_multiplier, classes=model.num_classes,
-                bn_epsilon=model.bn_epsilon, bn_momentum=model.bn_momentum)
-            return init_from
-        return None
+                mode=self.init_from_mode, width_multiplier=model.width_multiplier,
+                classes=model.num_classes, bn_epsilon=model.bn_epsilon,
+                bn_momentum=model.bn_momentum)
+            if self.is_chief:  # written once the source was checked and copied
+                tf.io.gfile.makedirs(self.model_dir)
+                report.save(fileio.join(self.model_dir, "init_from"))
+            return init_from, False
+        return None, False
 
     def save(self):
         """Saves a checkpoint on every worker; only the chief's is kept.
@@ -195,25 +228,55 @@ class Trainer:
         return loss, per_example
 
     def _train_step(self, images, labels):
+        """One micro-batch: its gradients, then the update (or, accumulating, their sum)."""
         # Entered in the thread tracing this replica's step; the gradient is
         # inside, for rematerialized parts recomputed there.
         with training_batch_norm_kernel(self._batch_norm_kernel):
-            return self._traced_train_step(images, labels)
+            gradients, totals = self._gradients(images, labels)
+        if self._accumulators is None:
+            self._apply(gradients)
+        else:
+            # This replica's own sum: no collective until the update.
+            for accumulator, gradient in zip(self._accumulators, gradients):
+                if gradient is not None:
+                    accumulator.assign_add(gradient)
+        return totals
 
-    def _traced_train_step(self, images, labels):
+    def _gradients(self, images, labels):
         with tf.GradientTape() as tape:
             logits = tf.cast(self.model(images, training=True), tf.float32)
             loss, per_example = self._loss(labels, logits)
+            # Under loss scaling the gradients stay scaled (and so does an
+            # accumulated sum): the scale only changes at an update.
             scaled = (self.optimizer.scale_loss(loss)
                       if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer) else loss)
+        gradients = tape.gradient(scaled, self.model.trainable_variables)
+        self._no_gradient = [g is None for g in gradients]  # the same at every trace
+        return gradients, batch_totals(labels, logits, tf.reduce_sum(per_example))
+
+    def _apply(self, gradients):
         variables = self.model.trainable_variables
-        # One all-reduce per step, before any decision on the gradients: every
-        # replica skips or applies a mixed_float16 step alike.
-        gradients = sum_over_replicas(tape.gradient(scaled, variables), self.optimizer,
+        # One all-reduce per update, before any decision on the gradients:
+        # every replica skips or applies a mixed_float16 step alike.
+        gradients = sum_over_replicas(gradients, self.optimizer,
                                       self.config.optimizer.clip_global_norm)
         finetune.apply_gradients(self.optimizer, self.head_optimizer, gradients, variables)
         self.global_step.assign_add(1)
-        return batch_totals(labels, logits, tf.reduce_sum(per_example))
+
+    def _apply_accumulated(self):
+        """The update of `accumulation_steps` micro-batches: their mean gradient.
+
+        Each micro-batch's loss is a mean over its own global batch, so the
+        mean of the k gradients is the gradient of the mean over all k
+        micro-batches (the k-times batch); clipping and the loss-scale check
+        then see that gradient, as in one step on the large batch.
+        """
+        k = float(self.accumulation_steps)
+        gradients = [None if missing else accumulator.read_value() / k
+                     for accumulator, missing in zip(self._accumulators, self._no_gradient)]
+        self._apply(gradients)
+        for accumulator in self._accumulators:
+            accumulator.assign(tf.zeros_like(accumulator))
 
     def _make_train_function(self):
         strategy = self.strategy
@@ -227,13 +290,24 @@ class Trainer:
         def reset_totals():
             strategy.run(lambda: totals.assign(tf.zeros([4])))
 
-        # One step per call: the preemption handler agrees on calls. No
-        # collective besides the step's own: a reduction of the metrics here
-        # could be ordered differently on different replicas than the gradient
-        # (and synchronized BatchNorm) all-reduces, a deadlock.
+        accumulation_steps = self.accumulation_steps
+
+        # One update per call: the preemption handler agrees on calls, so a
+        # checkpoint is always at an update boundary (the accumulators are
+        # then zero and are not saved). No collective besides the update's
+        # own: a reduction of the metrics here could be ordered differently
+        # on different replicas than the gradient (and synchronized
+        # BatchNorm) all-reduces, a deadlock.
         @tf.function
         def run_step(iterator):
-            strategy.run(step, args=next(iterator))
+            if accumulation_steps == 1:
+                strategy.run(step, args=next(iterator))
+            else:
+                for _ in tf.range(accumulation_steps):  # traced once, not k times
+                    strategy.run(step, args=next(iterator))
+                strategy.run(self._apply_accumulated)
+            if self._ema is not None:
+                self._ema.update(self.global_step - 1)
 
         def train_steps(iterator, num_steps):
             reset_totals()
@@ -270,7 +344,7 @@ class Trainer:
         self._preemption = PreemptionHandler(self.strategy, self.model_dir, self.save,
                                              lambda: self.step)
         data_stats = PipelineStats()
-        iterator = iter(self._train_dataset(self.step, data_stats))
+        iterator = iter(self._train_dataset(self.step * self.accumulation_steps, data_stats))
         self._train_function = self._train_function or self._make_train_function()
         metrics, window, skipped = {}, np.zeros(4), data_stats.as_dict()
         last_saved = self.step
@@ -285,7 +359,7 @@ class Trainer:
                 window += totals
                 step = self.step
                 reporter.train_loop_done(
-                    step, steps, self.global_batch_size * steps, metrics,
+                    step, steps, self.update_batch_size * steps, metrics,
                     summary=step % cfg.summary_interval == 0 or step == cfg.train_steps)
                 skipped = _report_skipped(reporter, self.task_id, step, data_stats, skipped)
                 # Evaluation first: a checkpoint at this step then also holds
@@ -337,22 +411,35 @@ class Trainer:
             "then restart the same command to resume from that checkpoint.")
 
     # ---------------------------------------------------------- evaluation
-    def evaluate(self, reporter=None):
+    def evaluate(self, reporter=None, weights_kind=None):
         """Top-1 / top-5 on `eval_data` over every replica of every worker.
 
         A collective: every worker calls it. The moving BatchNorm statistics
         are first averaged over replicas, so the network evaluated is the one
         a checkpoint or an export holds.
 
+        Args:
+            reporter: logs and summarizes the metrics when given.
+            weights_kind: "ema" (the default when `trainer.ema_decay` is set:
+                the averaged weights, as an export holds) or "raw".
+
         Returns:
             dict with loss, top1, top5, num_images (the validation set's size
             unless `trainer.eval_steps` cuts it short).
+
+        Raises:
+            ValueError: "ema" asked of a run without `trainer.ema_decay`.
         """
+        weights_kind = weights_kind or ("raw" if self._ema is None else "ema")
+        if weights_kind == "ema" and self._ema is None:
+            raise ValueError("weights_kind='ema': this run keeps no EMA (trainer.ema_decay 0).")
         self._sync_batch_norm()
-        metrics = metrics_from_totals(self._evaluator())
+        with (self._ema.swapped() if weights_kind == "ema" else contextlib.nullcontext()):
+            metrics = metrics_from_totals(self._evaluator())
         if reporter is not None:
-            reporter.message("step %d validation: top-1 %.4f, top-5 %.4f, loss %.4f on %d images",
-                             self.step, metrics["top1"], metrics["top5"], metrics["loss"],
+            reporter.message("step %d validation (%s weights): top-1 %.4f, top-5 %.4f, "
+                             "loss %.4f on %d images", self.step, weights_kind,
+                             metrics["top1"], metrics["top5"], metrics["loss"],
                              metrics["num_images"])
             reporter.scalars("eval", self.step, {k: v for k, v in metrics.items()
                                                  if k != "num_images"})
@@ -397,6 +484,16 @@ def _summarize_skipped(task, stats):
                    "in this run (on_error=skip; the log names each one)")
         logging.warning(message)
         print(f"note: {message}", flush=True)
+
+
+def _accumulators(variables, accumulation_steps):
+    """Per-replica gradient sums (no collective on assignment); None without accumulation."""
+    if accumulation_steps == 1:
+        return None
+    return [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False,
+                        name=f"accumulated/{v.path}",
+                        synchronization=tf.VariableSynchronization.ON_READ,
+                        aggregation=tf.VariableAggregation.SUM) for v in variables]
 
 
 def _remove_tree(path):

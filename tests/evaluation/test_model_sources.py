@@ -25,7 +25,9 @@ EVAL_STATS = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 
 def test_spec_parsing():
     spec = parse_model_spec("checkpoint=runs/a, weight=0.6")
-    assert (spec.kind, spec.path, spec.weight) == ("checkpoint", "runs/a", 0.6)
+    assert (spec.kind, spec.path, spec.weight, spec.weights_kind) == (
+        "checkpoint", "runs/a", 0.6, "auto")
+    assert parse_model_spec("checkpoint=runs/a,weights_kind=raw").weights_kind == "raw"
     spec = parse_model_spec("weights=imagenet")
     assert (spec.kind, spec.architecture, spec.weight) == ("weights", "very_deep", 1.0)
     spec = parse_model_spec("weights=w.h5,architecture=A: ir | B: (poly3, 2way)*2 | C: ir,"
@@ -40,6 +42,7 @@ def test_spec_parsing():
     ("checkpoint=a,colour=red", "unknown key 'colour'"),
     ("checkpoint=a,weight=heavy", "must be numbers"),
     ("checkpoint=a,weight=-1", "positive number"),
+    ("checkpoint=a,weights_kind=best", r"weights_kind must be one of \['auto', 'ema', 'raw'\]"),
     ("weights=x.weights.h5", "needs architecture=NAME or config=YAML"),
 ])
 def test_bad_specs_are_refused_clearly(text, message):

@@ -13,6 +13,7 @@ from PIL import Image
 from polynet_tf.configs import ConfigError, load_experiment
 from polynet_tf.configs.base import write_yaml
 from polynet_tf.data import make_example, write_class_index, write_shard
+from polynet_tf import train
 from polynet_tf.models.factory import build_model
 from polynet_tf.training import finetune
 from polynet_tf.training.trainer import Trainer
@@ -177,18 +178,35 @@ def test_a_source_that_does_not_fit_stops_before_the_first_step(source_run, new_
     assert not (tmp_path / finetune.REPORT_FILE).exists()
 
 
+def _tree(folder):
+    """{relative path: bytes} of every file under `folder`."""
+    return {str(path.relative_to(folder)): path.read_bytes()
+            for path in folder.rglob("*") if path.is_file()}
+
+
 @pytest.mark.slow
-def test_the_train_command_stops_with_exit_status_2(source_run, new_task, tmp_path):
+def test_the_train_command_stops_with_exit_status_2_and_writes_nothing(source_run, new_task,
+                                                                      tmp_path):
     model_dir, _ = source_run
-    command = train_command(str(tmp_path / "run"), overrides(new_task, **{
-        "model.num_classes": 3, "model.width_multiplier": 0.25, "init.weights": model_dir,
-        "trainer.train_steps": 5}))
-    process = launch(command, str(tmp_path / "log.txt"))
-    assert process.wait(timeout=300) == 2
-    log = (tmp_path / "log.txt").read_text()
+    # A misspelt source into a new folder; a source that does not fit into a
+    # folder that already holds files (both commands at once: half the wait).
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "notes.txt").write_text("kept as it was")
+    before = _tree(tmp_path / "existing")
+    cases = {"new": {"init.weights": model_dir + "_typo"},
+             "existing": {"init.weights": model_dir, "model.width_multiplier": 0.25}}
+    processes = {name: launch(train_command(str(tmp_path / name), overrides(new_task, **{
+        "model.num_classes": 3, "trainer.train_steps": 5, **values})),
+        str(tmp_path / f"{name}.log")) for name, values in cases.items()}
+    for process in processes.values():
+        assert process.wait(timeout=300) == 2
+    log = (tmp_path / "new.log").read_text()
+    assert f"Cannot fine-tune: init.weights '{model_dir}_typo' does not exist" in log
+    assert not (tmp_path / "new").exists()
+    log = (tmp_path / "existing.log").read_text()
     assert "Cannot fine-tune: The initial weights" in log
     assert "has shape (3, 3, 3, 8) in the model but (3, 3, 3, 4) in the source" in log
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert _tree(tmp_path / "existing") == before
 
 
 @pytest.mark.slow
@@ -208,6 +226,9 @@ def test_two_workers_fine_tune_from_the_same_weights(source_run, new_task, tmp_p
         assert worker.wait(timeout=600) == 0, log.read_text()[-3000:]
         # Every worker loads the source before its first step.
         assert "Fine-tuning from" in log.read_text()
+    chief_log = (tmp_path / "worker_0.log").read_text()
+    assert f"Initialized from {model_dir} (a new run, step 0)" in chief_log
+    assert "Resumed from" not in chief_log
     assert json.loads((run_dir / finetune.REPORT_FILE).read_text())["frozen_layers"] == [
         "stem", "stage_a_0"]
     final = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
@@ -225,7 +246,8 @@ def test_loads_into_mirrored_variables_in_the_strategy_scope(source_run, new_tas
     model_dir, source_weights = source_run
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     trainer = Trainer(_finetune_config(new_task, model_dir, 1), str(tmp_path), strategy)
-    assert trainer.restored_from == model_dir
+    assert trainer.restored_from == model_dir and not trainer.resumed
+    assert train._start_message(trainer) == f"Initialized from {model_dir} (a new run, step 0)"
     # The copies of every replica (one here) hold the source's values.
     assert isinstance(trainer.model.weights[0].value, tf.distribute.DistributedValues)
     for variable in trainer.model.weights:

@@ -5,7 +5,10 @@ import re
 import signal
 import time
 
+import numpy as np
 import pytest
+
+from polynet_tf.loading import load_model
 
 from tests.training.conftest import free_ports, launch, overrides, train_command
 
@@ -32,8 +35,11 @@ def _run_workers(model_dir, params, tmp_path, tag, count=2):
 def test_two_workers_survive_a_killed_worker_and_resume(synthetic_shards, tmp_path):
     # What two workers compute (equal to two replicas in one process) is
     # test_replicas.py's; here: a killed worker, and the same command resumes.
+    # Each update accumulates 2 micro-batches of 8 and moves an EMA of the weights.
     params = overrides(synthetic_shards, **dict(STEPS, **{
-        "trainer.train_steps": 12, "trainer.checkpoint_interval": 4}))
+        "trainer.train_steps": 12, "trainer.checkpoint_interval": 4,
+        "train_data.global_batch_size": 8, "trainer.accumulation_steps": 2,
+        "trainer.ema_decay": 0.9}))
     # Two workers; kill worker 1 once the step-4 checkpoint exists.
     model_dir = tmp_path / "multi"
     workers = _run_workers(model_dir, params, tmp_path, "first")
@@ -62,6 +68,12 @@ def test_two_workers_survive_a_killed_worker_and_resume(synthetic_shards, tmp_pa
     step, loss = _final_loss(tmp_path / "second_0.log")
     assert step == 12 and 0 < loss < 10, loss
     assert "final step" not in open(tmp_path / "second_1.log").read()  # the chief's alone
+    # The EMA went through the kill and the resume: saved beside the raw weights (what
+    # evaluation and export load by default), finite and apart from them.
+    kernels = {kind: load_model(checkpoint=str(model_dir), weights_kind=kind).model.get_layer(
+        "stem").weights[0].numpy() for kind in ("ema", "raw")}
+    assert np.all(np.isfinite(kernels["ema"]))
+    assert not np.array_equal(kernels["ema"], kernels["raw"])
 
 
 def test_an_unreachable_peer_is_an_error_not_a_hang(synthetic_shards, tmp_path):

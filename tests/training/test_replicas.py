@@ -117,8 +117,9 @@ def test_two_workers_equal_two_replicas_and_synchronized_batch_norm_equals_one(
 def test_one_all_reduce_per_step_with_or_without_clipping(synthetic_shards, tmp_path):
     result = _result(*_replica_check("all_reduce_counts", synthetic_shards, tmp_path))
     # Two replicas: one all-reduce op each (the gradients travel in one pack),
-    # with clipping, loss scaling or both; summing the gradients again in the
-    # optimizer would double it.
+    # with clipping, loss scaling or both, and per update when accumulating
+    # micro-batches with an EMA; summing the gradients again in the optimizer
+    # would double it.
     for name, counts in result["counts"].items():
         assert sum(counts.values()) == 2, (name, counts)
     # The clipped step equals one device's: each half through the network

@@ -43,7 +43,7 @@ def test_sigterm_saves_the_step_reached_and_the_same_command_resumes(synthetic_s
     params = overrides(synthetic_shards, **{
         "trainer.train_steps": TRAIN_STEPS, "trainer.steps_per_loop": 1,
         "trainer.checkpoint_interval": 1000, "trainer.summary_interval": 1,
-        "train_data.global_batch_size": 16})
+        "train_data.global_batch_size": 16, "trainer.ema_decay": 0.9})
     command = train_command(model_dir, params)
     process = launch(command, tmp_path / "first.log")
     deadline = time.time() + 600
@@ -60,6 +60,8 @@ def test_sigterm_saves_the_step_reached_and_the_same_command_resumes(synthetic_s
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     assert latest.endswith(f"ckpt-{saved}")
     assert tf.train.load_checkpoint(latest).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == saved
+    # The EMA of the weights is saved with them.
+    assert any(name.startswith("ema/averages/") for name, _ in tf.train.list_variables(latest))
     assert "final step" not in log
 
     process = launch(command, tmp_path / "second.log")

@@ -44,8 +44,12 @@ def test_loss_falls_and_accuracy_rises(synthetic_shards, tmp_path):
 
 @pytest.mark.slow
 def test_a_resumed_run_continues_the_same_run(synthetic_shards, tmp_path):
+    # Accumulating 2 micro-batches of 16 (the stream skips updates x 2 of
+    # them) and keeping an EMA of the weights (restored with them).
     settings = {"trainer.train_steps": 12, "trainer.steps_per_loop": 4,
-                "trainer.checkpoint_interval": 8, "trainer.eval_interval": 100}
+                "trainer.checkpoint_interval": 8, "trainer.eval_interval": 100,
+                "train_data.global_batch_size": 16, "trainer.accumulation_steps": 2,
+                "trainer.ema_decay": 0.9}
     straight = _trainer(synthetic_shards, tmp_path / "straight", **settings)
     straight.train()
     first = _trainer(synthetic_shards, tmp_path / "resumed",
@@ -59,6 +63,8 @@ def test_a_resumed_run_continues_the_same_run(synthetic_shards, tmp_path):
     # Same data stream (skipped, not reshuffled) and same optimizer state.
     for a, b in zip(straight.model.weights, resumed.model.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
+    for a, b in zip(straight._ema.averages, resumed._ema.averages):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.name)
 
 
 def test_divergence_stops_with_the_last_good_checkpoint_intact(synthetic_shards, tmp_path):
