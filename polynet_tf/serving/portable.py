@@ -220,7 +220,7 @@ def check_images(contract, calibration: Optional[CalibrationImages], seed: int =
 
 def _convert_and_check(model, served, fmt, quantize, calibration, options, scratch):
     """The file's bytes and its check figures; raises ValueError when a float file differs."""
-    float_content = _convert(served, fmt, "none", None, scratch)
+    float_content = convert_model(served, fmt, "none", None, scratch)
     images = check_images(options.contract, calibration)
     float_runner = _runner(float_content, fmt)
     checks = {"float32_bytes": len(float_content)}
@@ -237,7 +237,7 @@ def _convert_and_check(model, served, fmt, quantize, calibration, options, scrat
                 f"{MAX_ABS_DIFFERENCE} / {MEAN_ABS_DIFFERENCE}.")
     if quantize == "none":
         return float_content, checks
-    content = _convert(served, fmt, quantize, calibration, scratch)
+    content = convert_model(served, fmt, quantize, calibration, scratch)
     held_out = (calibration.held_out if calibration is not None and len(calibration.held_out)
                 else images["real"])
     expected = _expected(model, held_out, options.model_outputs)
@@ -265,8 +265,21 @@ def _check_runs(content, fmt, served):
                          f"{served.output_shape[-1]}).")
 
 
-def _convert(served, fmt, quantize, calibration, scratch):
-    """The model file's bytes, converted in the local folder `scratch`."""
+def convert_model(served: keras.Model, fmt: str, quantize: str,
+                  calibration: Optional[CalibrationImages], scratch: str) -> bytes:
+    """The model file's bytes, unchecked and without metadata (`export_portable` adds both).
+
+    Args:
+      served: the network to convert (already folded, returning probabilities).
+      fmt: "litert" or "onnx".
+      quantize: "none", "float16" (LiteRT) or "int8".
+      calibration: its `calibration` images calibrate int8.
+      scratch: a local folder for the converters' files (ONNX int8 reuses the
+        float32 file converted there before).
+
+    Returns:
+      The file's bytes.
+    """
     path = os.path.join(scratch, f"model_{quantize}{runtimes.EXTENSIONS[fmt]}")
     # Keras's ONNX export takes only a model that has been called (its input signature).
     size = served.input_shape[1]
