@@ -147,6 +147,9 @@ def export_portable(model: keras.Model, output_base: str, model_name: str, fmt: 
                                                  options, scratch)
             content = runtimes.embed_metadata(content, fmt, metadata)
             _check_runs(content, fmt, served)
+        if quantize != "none":  # the file as written, its metadata included
+            checks[quantize].update(bytes=len(content),
+                                    size_ratio=len(content) / checks["float32_bytes"])
         metadata["checks"] = checks
         metadata_file = runtimes.metadata_path(path)
         fileio.write_json(metadata_file, metadata)
