@@ -179,7 +179,8 @@ def describe_checks(checks: Dict) -> list:
             lines.append(
                 f"{quantize}: {values['bytes'] / 2**20:.2f} MiB, {values['size_ratio']:.2f}x the "
                 f"float32 file ({checks['float32_bytes'] / 2**20:.2f} MiB); top-1 agreement with "
-                f"the float model on {values['held_out_images']} held-out images: "
+                f"the float model on {values['held_out_images']} "
+                f"{values.get('agreement_images', 'held-out')} images: "
                 f"{values['top1_agreement']:.2%}")
     return lines
 
@@ -241,13 +242,15 @@ def _convert_and_check(model, served, fmt, quantize, calibration, options, scrat
     if quantize == "none":
         return float_content, checks
     content = convert_model(served, fmt, quantize, calibration, scratch)
-    held_out = (calibration.held_out if calibration is not None and len(calibration.held_out)
-                else images["real"])
+    has_held_out = calibration is not None and len(calibration.held_out) > 0
+    held_out = calibration.held_out if has_held_out else images["real"]
     expected = _expected(model, held_out, options.model_outputs)
     quantized = _runner(content, fmt)(held_out)
     checks[quantize] = {
         "bytes": len(content), "size_ratio": len(content) / len(float_content),
         "held_out_images": len(held_out),
+        # Without held-out images (--held_out_images 0): the float check's real images.
+        "agreement_images": "held-out" if has_held_out else "check",
         "top1_agreement": float(np.mean(quantized.argmax(-1) == expected.argmax(-1))),
         "max_abs": float(np.abs(quantized - expected).max()),
     }
