@@ -26,10 +26,17 @@ _EXTRAS = {
     # PolyNet as a keras-hub backbone / image classifier with presets (polynet_tf.hub).
     # keras-hub itself requires tensorflow-text (matching TensorFlow's version).
     "hub": ["keras-hub>=0.32"],
+    # `python -m polynet_tf.export --format litert`: the LiteRT interpreter that checks
+    # (and serves) the .tflite file; the converter is TensorFlow's.
+    "litert": ["ai-edge-litert>=2.0"],
+    # `--format onnx`: Keras converts through tf2onnx; ONNX Runtime checks, quantizes
+    # (int8) and serves the .onnx file.
+    "onnx": ["onnx>=1.17", "tf2onnx>=1.16", "onnxruntime>=1.20"],
 }
-# The main-job demo (scripts/demo.sh): scikit-learn's digits, the report figures, and the
-# export's TF Serving warm-up requests.
-_EXTRAS["demo"] = sorted({"scikit-learn>=1.3", *_EXTRAS["plot"], *_EXTRAS["serving"]})
+# The main-job demo (scripts/demo.sh): scikit-learn's digits, the report figures, the
+# export's TF Serving warm-up requests, and the int8 LiteRT model it classifies with.
+_EXTRAS["demo"] = sorted({"scikit-learn>=1.3", *_EXTRAS["plot"], *_EXTRAS["serving"],
+                          *_EXTRAS["litert"]})
 _EXTRAS["test"] = sorted(
     {
         "pytest>=7.4",
@@ -43,6 +50,8 @@ _EXTRAS["test"] = sorted(
         *_EXTRAS["plot"],
         *_EXTRAS["jax"],
         *_EXTRAS["hub"],
+        *_EXTRAS["litert"],
+        *_EXTRAS["onnx"],
     }
 )
 

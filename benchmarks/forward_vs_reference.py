@@ -114,14 +114,13 @@ def reference_polynet_module():
     return module
 
 
-def torch_worker(threads, checkpoint):
-    import numpy as np  # pylint: disable=import-outside-toplevel
+def reference_network(seed=0):
+    """The reference PolyNet in eval mode with random weights and BatchNorm statistics."""
     import torch  # pylint: disable=import-outside-toplevel
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     net = reference_polynet_module().PolyNet().eval()
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # random BatchNorm statistics as well as weights
         for layer in net.modules():
             if isinstance(layer, torch.nn.BatchNorm2d):
@@ -129,6 +128,15 @@ def torch_worker(threads, checkpoint):
                 layer.bias.normal_(0.0, 0.2, generator=generator)
                 layer.running_mean.normal_(0.0, 0.2, generator=generator)
                 layer.running_var.uniform_(0.5, 2.0, generator=generator)
+    return net
+
+
+def torch_worker(threads, checkpoint):
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import torch  # pylint: disable=import-outside-toplevel
+
+    torch.set_num_threads(threads)
+    net = reference_network()
     torch.save(net.state_dict(), checkpoint)
     cache = {}
 

@@ -9,10 +9,25 @@ writes `/models/polynet/<next free version>/` (see `polynet_tf.serving`):
 signatures `serving_default` (encoded images), `serve_images`,
 `serve_images_uint8`, `serve_crops`, `serve_examples` and, with
 `--multicrop`, `serving_multicrop`; warm-up requests and
-`assets.extra/polynet_export.json`. Exit status 0 on success, 1 when the
-export failed (nothing is left behind), 2 for bad arguments. Every path
-(`--output_base`, `--checkpoint`, `--weights`, `--config`, `--class_names`,
-`--warmup_image`) may be a URI such as `gs://bucket/models` (`tf.io.gfile`).
+`assets.extra/polynet_export.json`.
+
+    python -m polynet_tf.export --format litert --output_base /models \
+        --model_name polynet --weights imagenet --architecture very_deep \
+        --quantize int8 --calibration_data 'train/train-*' --calibration_images 200
+
+writes one file, `/models/polynet[_int8|_float16].tflite` (`--format litert`)
+or `.onnx` (`--format onnx`), with `FILE.json` beside it: the input contract
+(crop, mean/std), class names and the checks' figures, also stored inside
+the file (see `polynet_tf.serving.portable`). `--quantize int8` (LiteRT or
+ONNX) calibrates on the first `--calibration_images` images of
+`--calibration_data` and reports its size and top-1 agreement with the float
+model on the next `--held_out_images`; `--quantize float16`: LiteRT.
+
+Exit status 0 on success, 1 when the export failed (nothing is left behind),
+2 for bad arguments (nothing is written). Every path (`--output_base`,
+`--checkpoint`, `--weights`, `--config`, `--class_names`, `--warmup_image`,
+`--calibration_data`) may be a URI such as `gs://bucket/models`
+(`tf.io.gfile`).
 """
 
 from absl import flags
@@ -24,10 +39,26 @@ _PROG = "python -m polynet_tf.export"
 
 
 FLAGS = flags.FlagValues()  # This command's flags (its own: commands share a process in tests).
+# what
+flags.DEFINE_enum("format", "saved_model", ["saved_model", "litert", "onnx"],
+                  "saved_model: a TF Serving version folder; litert: one .tflite file (LiteRT "
+                  "interpreter, pip install 'polynet-tf[litert]'); onnx: one .onnx file (ONNX "
+                  "Runtime, pip install 'polynet-tf[onnx]').", flag_values=FLAGS)
+flags.DEFINE_enum("quantize", "none", ["none", "float16", "int8"],
+                  "Post-training quantization of a litert or onnx file: int8 (calibrated on "
+                  "--calibration_data), float16 (litert weights).", flag_values=FLAGS)
+flags.DEFINE_string("calibration_data", None, "Training TFRecord shards (a glob) whose images "
+                    "calibrate --quantize int8.", flag_values=FLAGS)
+flags.DEFINE_integer("calibration_images", 200, "Images of --calibration_data that calibrate.",
+                     lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("held_out_images", 100, "Further images of --calibration_data on which "
+                     "the quantized model's top-1 agreement with the float model is measured.",
+                     lower_bound=0, flag_values=FLAGS)
 # where
 flags.DEFINE_string("output_base", None, "Directory TF Serving watches; the model goes "
                     "in OUTPUT_BASE/MODEL_NAME.", flag_values=FLAGS)
-flags.DEFINE_string("model_name", None, "The name clients use.", flag_values=FLAGS)
+flags.DEFINE_string("model_name", None, "The name clients use (the file name of a litert "
+                    "or onnx export).", flag_values=FLAGS)
 flags.DEFINE_integer("version", None, "Integer version >= 1 (default: one more than the "
                      "highest existing).", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_bool("overwrite", False, "Replace an existing --version (the new version "
@@ -96,14 +127,15 @@ def _run(args):
     import tensorflow as tf  # noqa: PLC0415
 
     from polynet_tf import fileio  # noqa: PLC0415
-    from polynet_tf.serving import exporter, signatures, sources  # noqa: PLC0415
+    from polynet_tf.serving import exporter, signatures  # noqa: PLC0415
 
+    if args.format != "saved_model":
+        return _run_portable(args)
+    if args.quantize != "none":
+        return cli.fail(_PROG, f"--quantize {args.quantize} applies to --format litert or onnx; "
+                        "a SavedModel is exported in float32.")
     try:
-        loaded = sources.load_export_model(
-            weights=args.weights, checkpoint=args.checkpoint, config_files=args.config,
-            params_override=args.params_override, architecture=args.architecture,
-            class_names_file=args.class_names, image_size=args.image_size,
-            protocol=args.protocol, weights_kind=args.weights_kind)
+        loaded = _load(args)
         multicrop = None
         if args.multicrop:
             multicrop = _multicrop_protocol(args.multicrop, args.multicrop_override,
@@ -132,6 +164,67 @@ def _run(args):
     names_source = loaded.description["class_names_source"]
     print(f"classes: {len(loaded.class_names)} ({names_source}), input: "
           f"{loaded.contract.describe()}")
+    return 0
+
+
+# Flags of the SavedModel export only (name -> what a litert / onnx file does instead).
+_SAVED_MODEL_ONLY = {
+    "version": "the file is OUTPUT_BASE/MODEL_NAME.tflite|.onnx",
+    "multicrop": "the file takes crops; multi-crop is the caller's",
+    "warmup_image": "the file's check runs random and real images",
+    "top_k": "the file returns every class probability",
+}
+
+
+def _load(args):
+    from polynet_tf.serving import sources  # noqa: PLC0415
+
+    return sources.load_export_model(
+        weights=args.weights, checkpoint=args.checkpoint, config_files=args.config,
+        params_override=args.params_override, architecture=args.architecture,
+        class_names_file=args.class_names, image_size=args.image_size,
+        protocol=args.protocol, weights_kind=args.weights_kind)
+
+
+def _run_portable(args):
+    """`--format litert|onnx`: one checked file (polynet_tf.serving.portable)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from polynet_tf.serving import exporter, portable, signatures  # noqa: PLC0415
+    from polynet_tf.serving.calibration import read_calibration_images  # noqa: PLC0415
+
+    for name, instead in _SAVED_MODEL_ONLY.items():
+        if FLAGS[name].present:
+            return cli.fail(_PROG, f"--{name} applies to --format saved_model only ({instead}).")
+    if args.quantize != "int8" and args.calibration_data:
+        return cli.fail(_PROG, "--calibration_data calibrates --quantize int8 only.")
+    try:
+        loaded = _load(args)
+        options = signatures.SignatureOptions(
+            contract=loaded.contract, class_names=loaded.class_names,
+            top_k=min(5, len(loaded.class_names)), model_outputs=loaded.model_outputs)
+        # The request is checked before the calibration images are read (they take a while).
+        portable.check_request(loaded.model, args.format, args.quantize,
+                               has_calibration=bool(args.calibration_data))
+        calibration = None
+        if args.calibration_data:
+            calibration = read_calibration_images(
+                args.calibration_data, loaded.contract, args.calibration_images,
+                args.held_out_images)
+        result = portable.export_portable(
+            loaded.model, args.output_base, args.model_name, args.format, options,
+            quantize=args.quantize, calibration=calibration, overwrite=args.overwrite,
+            description=loaded.description, fold_batch_norms=args.fold_batch_norms)
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, OSError,
+            tf.errors.OpError) as error:
+        return cli.fail(_PROG, str(error))
+    except exporter.ExportError as error:
+        return cli.fail(_PROG, str(error), status=1)
+    print(f"Exported {args.model_name!r} ({args.format}, {args.quantize}) to {result.path}; "
+          f"metadata: {result.metadata_path}")
+    print(f"classes: {len(loaded.class_names)}, input: {loaded.contract.describe()}")
+    for line in portable.describe_checks(result.metadata["checks"]):
+        print(line)
     return 0
 
 

@@ -2,13 +2,15 @@
 
     python -m polynet_tf.demo.predict --saved_model BASE/NAME/VERSION \\
         --image_dir DIR [--class_index OUT/class_index.json] [--show 8] \\
-        [--page predictions.png]
+        [--page predictions.png] [--model_file BASE/NAME_int8.tflite]
 
 `DIR` holds one sub-folder per class (as written by `polynet_tf.demo.digits`);
 every image is sent as encoded bytes, exactly what TF Serving receives, and
 the predicted class is compared with its folder. Prints the accuracy and the
 first `--show` predictions; `--page` draws a page of images with their
-predicted labels (wrong ones in red). Every path may be a TensorFlow
+predicted labels (wrong ones in red). `--model_file` classifies the same
+files with a LiteRT or ONNX export (cut and normalised by its recorded
+input contract) and prints its accuracy beside the SavedModel's. Every path may be a TensorFlow
 filesystem URI (`gs://...`): files are read and written through `tf.io.gfile`.
 """
 
@@ -116,11 +118,46 @@ def classify(saved_model_dir: str, items, class_names: Sequence[str],
     import tensorflow as tf  # noqa: PLC0415
 
     _, signature, input_name = serving_function(saved_model_dir)
+    return _predictions(
+        items, class_names, batch_size,
+        lambda encoded: class_probabilities(signature(**{input_name: tf.constant(encoded)})))
+
+
+def classify_file(model_file: str, items, class_names: Sequence[str],
+                  batch_size: int = 32) -> List[Prediction]:
+    """Classifies every file with a `.tflite` or `.onnx` export in its runtime.
+
+    The images are cut and normalised by the input contract recorded beside
+    the file (`FILE.json`), as the SavedModel's `serving_default` does inside.
+
+    Args:
+        model_file: written by `python -m polynet_tf.export --format litert|onnx`.
+        items: `(path, true class name)` pairs.
+        class_names: class name of each output index.
+        batch_size: files per call.
+
+    Returns:
+        One `Prediction` per item, in order.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    from polynet_tf.data.input_contract import InputContract  # noqa: PLC0415
+    from polynet_tf.serving import runtimes  # noqa: PLC0415
+
+    if not fileio.isfile(model_file) or not fileio.isfile(runtimes.metadata_path(model_file)):
+        raise PredictError(f"--model_file {model_file!r} and its metadata "
+                           f"{runtimes.metadata_path(model_file)!r} must both exist.")
+    contract = InputContract.from_dict(runtimes.read_metadata(model_file)["input_contract"])
+    model = runtimes.load(model_file)
+    return _predictions(items, class_names, batch_size, lambda encoded: model(np.stack(
+        [contract.preprocess(tf.constant(data)).numpy() for data in encoded])))
+
+
+def _predictions(items, class_names, batch_size, probabilities_of):
     predictions = []
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
-        encoded = [fileio.read_bytes(path) for path, _ in batch]
-        probabilities = class_probabilities(signature(**{input_name: tf.constant(encoded)}))
+        probabilities = probabilities_of([fileio.read_bytes(path) for path, _ in batch])
         if probabilities.shape[-1] != len(class_names):
             raise PredictError(f"The model has {probabilities.shape[-1]} classes but the class "
                                f"index names {len(class_names)}.")
@@ -201,6 +238,9 @@ flags.DEFINE_string("class_index", None, "class_index.json of the training shard
                     "the sorted sub-folder names of --image_dir).", flag_values=FLAGS)
 flags.DEFINE_integer("show", 8, "Predictions to print.", lower_bound=0, flag_values=FLAGS)
 flags.DEFINE_string("page", None, "PNG page of images with predictions.", flag_values=FLAGS)
+flags.DEFINE_string("model_file", None, "Also classify the images with this .tflite or .onnx "
+                    "export (e.g. the int8 model) and print its accuracy beside the "
+                    "SavedModel's.", flag_values=FLAGS)
 flags.mark_flags_as_required(["saved_model", "image_dir"], flag_values=FLAGS)
 
 
@@ -222,12 +262,29 @@ def _run(args) -> int:
     for item in wrong:
         print(f"mistake: {_relative(item.path, args.image_dir)} predicted "
               f"{item.predicted_class} (p={item.probability:.3f})")
-    print(f"served model accuracy on {len(predictions)} held-out images: "
-          f"{1 - len(wrong) / len(predictions):.4f}")
+    accuracy = 1 - len(wrong) / len(predictions)
+    print(f"served model accuracy on {len(predictions)} held-out images: {accuracy:.4f}")
+    if args.model_file:
+        _compare_file(args.model_file, items, predictions, _class_names(args.class_index, items),
+                      accuracy)
     if args.page:
         draw_page(balanced_sample(predictions, _PAGE_IMAGES, mistakes_first=True), args.page)
         print(f"wrote {args.page}")
     return 0
+
+
+def _compare_file(model_file, items, predictions, class_names, accuracy):
+    from polynet_tf.serving import runtimes  # noqa: PLC0415
+
+    metadata = runtimes.read_metadata(model_file)
+    name = f"{metadata['quantization']} {metadata['model_format']} model".replace("none ", "")
+    others = classify_file(model_file, items, class_names)
+    correct = np.mean([o.predicted_class == o.true_class for o in others])
+    agreement = np.mean([o.predicted_class == p.predicted_class
+                         for o, p in zip(others, predictions)])
+    print(f"{name} accuracy on {len(others)} held-out images: {correct:.4f} (SavedModel: "
+          f"{accuracy:.4f}); top-1 agreement with the SavedModel: {agreement:.4f}; "
+          f"{fileio.basename(model_file)}: {len(fileio.read_bytes(model_file)) / 2**20:.2f} MiB")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@
   model's `polynet_tf.data.InputContract` (`SignatureOptions.contract`).
 - `load_export_model` (`sources`): a model, its preprocessing and class names
   from weights, a training checkpoint or the ImageNet preset.
+- `portable`: one checked `.tflite` (LiteRT) or `.onnx` (ONNX Runtime) file,
+  float32, int8 (calibrated on training images, `calibration`) or float16;
+  `runtimes` runs such files and reads the metadata beside and inside them.
 - `python -m polynet_tf.export`: the command line.
 """
 

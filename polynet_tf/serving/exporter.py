@@ -144,7 +144,7 @@ def export_saved_model(
         was left behind.
     """
     _check_names(output_base, model_name, version)
-    served = _served_model(model, fold_batch_norms)
+    served = served_model(model, fold_batch_norms)
     archive = signatures.build_export_archive(served, options)
     model_dir = fileio.join(output_base, model_name)
     fileio.makedirs(model_dir)
@@ -206,8 +206,12 @@ def _replace_version(staged_path, final_path):
     fileio.remove_tree(aside)
 
 
-def _served_model(model, fold_batch_norms):
-    """`model` with its BatchNorms folded, or as it is (see `export_saved_model`)."""
+def served_model(model: keras.Model, fold_batch_norms: Optional[bool]) -> keras.Model:
+    """`model` with its BatchNorms folded, or as it is (see `export_saved_model`).
+
+    Raises:
+      ValueError: `fold_batch_norms=True` and the model cannot be folded.
+    """
     if fold_batch_norms is False or (
             fold_batch_norms is None and not folding.has_batch_norms_to_fold(model)):
         return model
@@ -230,27 +234,37 @@ def _first_lines(error, limit=600):
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def _metadata(model_name, version, options, names, description):
-    protocol = options.contract.crop_protocol()
+def model_metadata(model_name: str, options: signatures.SignatureOptions) -> Dict:
+    """The metadata entries every export format shares (format 2).
+
+    The model's name, classes and `input_contract` (with its crop), and the
+    library versions that wrote it.
+    """
     return {
         "format": METADATA_FORMAT,
         # 2: the preprocessing is the model's `input_contract` (1: "preprocessing").
         "format_version": 2,
         "model_name": model_name,
-        "model_version": version,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "num_classes": len(options.class_names),
         "class_names": list(options.class_names),
         "top_k": int(options.top_k),
         "input_contract": options.contract.to_dict(),
-        "crop": protocol.to_dict(),
+        "crop": options.contract.crop_protocol().to_dict(),
+        "versions": {"polynet_tf": __version__, "tensorflow": tf.__version__,
+                     "keras": keras.__version__},
+    }
+
+
+def _metadata(model_name, version, options, names, description):
+    return {
+        **model_metadata(model_name, options),
+        "model_version": version,
         "multicrop": None if options.multicrop is None else options.multicrop.to_dict(),
         "signatures": names,
         # What a TF Serving with --enable_batching (pad_variable_length_inputs:
         # false) can batch: every input varies in dimension 0 only.
         "batchable": not any(n in signatures.VARIABLE_SIZE_SIGNATURES for n in names),
-        "versions": {"polynet_tf": __version__, "tensorflow": tf.__version__,
-                     "keras": keras.__version__},
         **(description or {}),
     }
 
@@ -322,6 +336,6 @@ def read_metadata(version_dir: str) -> Dict:
 
 
 __all__ = [
-    "ExportError", "ExportResult", "export_saved_model", "existing_versions", "next_version",
-    "read_metadata", "verify_export", "warmup_requests",
+    "ExportError", "ExportResult", "export_saved_model", "existing_versions", "model_metadata",
+    "next_version", "read_metadata", "served_model", "verify_export", "warmup_requests",
 ]

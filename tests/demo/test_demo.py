@@ -133,3 +133,14 @@ def test_quick_demo_runs_every_step_and_learns(tmp_path):
                        result.stdout)
     assert served, output[-3000:]
     assert int(served.group(1)) == 40 and float(served.group(2)) >= 0.5, served.group(0)
+    # The int8 LiteRT model: checked at export on training images it was not calibrated on,
+    # then run on the held-out digits beside the SavedModel.
+    exported = re.search(r"int8: [0-9.]+ MiB, ([0-9.]+)x the float32 file .* top-1 agreement "
+                         r"with the float model on 64 held-out images: ([0-9.]+)%", result.stdout)
+    assert exported, output[-3000:]
+    assert float(exported.group(1)) < 0.4 and float(exported.group(2)) >= 99.0, exported.group(0)
+    int8 = re.search(r"int8 litert model accuracy on 40 held-out images: ([0-9.]+) \(SavedModel: "
+                     r"([0-9.]+)\); top-1 agreement with the SavedModel: ([0-9.]+)", result.stdout)
+    assert int8, output[-3000:]
+    assert float(int8.group(2)) == float(served.group(2))
+    assert float(int8.group(3)) >= 0.99 and float(int8.group(1)) >= 0.5, int8.group(0)

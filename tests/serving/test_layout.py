@@ -194,11 +194,11 @@ class _Wrapped(keras.Model):
 def test_a_model_folding_cannot_copy_is_served_as_it_is_unless_folding_is_demanded(
         exported, caplog):
     wrapped = _Wrapped(exported[0])
-    assert exporter._served_model(wrapped, None) is wrapped
+    assert exporter.served_model(wrapped, None) is wrapped
     assert "cannot fold" in caplog.text and "NotImplementedError" in caplog.text
-    assert exporter._served_model(wrapped, False) is wrapped
+    assert exporter.served_model(wrapped, False) is wrapped
     with pytest.raises(ValueError, match="cannot fold .*--nofold_batch_norms"):
-        exporter._served_model(wrapped, True)
+        exporter.served_model(wrapped, True)
 
 
 def _whole_versions(model_dir):
