@@ -437,8 +437,10 @@ class Trainer:
         with (self._ema.swapped() if weights_kind == "ema" else contextlib.nullcontext()):
             metrics = metrics_from_totals(self._evaluator())
         if reporter is not None:
-            reporter.message("step %d validation (%s weights): top-1 %.4f, top-5 %.4f, "
-                             "loss %.4f on %d images", self.step, weights_kind,
+            # Which weights, only where there is a choice (an EMA is kept).
+            kind = "" if self._ema is None else f" ({weights_kind} weights)"
+            reporter.message("step %d validation%s: top-1 %.4f, top-5 %.4f, "
+                             "loss %.4f on %d images", self.step, kind,
                              metrics["top1"], metrics["top5"], metrics["loss"],
                              metrics["num_images"])
             reporter.scalars("eval", self.step, {k: v for k, v in metrics.items()
