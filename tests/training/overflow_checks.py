@@ -23,6 +23,9 @@ START_SCALE = 64.0
 PER_REPLICA_BATCH = 4
 # The step at which the last replica gets the near-constant images.
 OVERFLOW_STEP = 2
+# optimizer.clip_global_norm of the clipped runs: below the first steps'
+# gradient norms (about 2000 on the tiny network), so that clipping acts.
+CLIP = 10.0
 
 
 def overflow_overrides(clip):

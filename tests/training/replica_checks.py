@@ -30,6 +30,7 @@ from tests.training.equivalence import (  # noqa: E402
     short_run,
 )
 from tests.training.overflow_checks import (  # noqa: E402
+    CLIP,
     PER_REPLICA_BATCH,
     overflow_overrides,
     overflow_steps,
@@ -138,9 +139,6 @@ def overflow(shards, model_dir):
     return result
 
 
-# optimizer.clip_global_norm of the clipped runs: below the first steps'
-# gradient norms (about 2000 on the tiny network), so that clipping acts.
-CLIP = 10.0
 COLLECTIVES = ("CollectiveReduceV2", "NcclAllReduce", "CollectiveReduce")
 
 

@@ -15,7 +15,7 @@ from tests.training.conftest import (
     ROOT, TINY_CONFIG, free_ports, launch, overrides, train_command)
 from tests.training.equivalence import (
     EQUIVALENCE_STEPS, relative_update_difference, short_run)
-from tests.training.overflow_checks import OVERFLOW_STEP, START_SCALE
+from tests.training.overflow_checks import CLIP, OVERFLOW_STEP, START_SCALE
 from tests.training.synthetic_data import write_dataset
 
 pytestmark = pytest.mark.slow
@@ -164,26 +164,22 @@ def test_two_workers_skip_a_float16_overflow_on_one_worker_alike(synthetic_shard
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
     env.pop("TF_CONFIG", None)
-    runs = {}
     # With clipping (the step clips the summed gradients, then decides); the
     # unclipped step is the in-process test's above.
-    for clip in (10.0,):
-        hosts = ",".join(f"localhost:{port}" for port in free_ports(2))
-        runs[clip] = [subprocess.Popen(
-            [sys.executable, "-m", "tests.training.overflow_checks", str(task), hosts,
-             json.dumps(list(synthetic_shards)), str(tmp_path / f"clip{clip}"), str(clip),
-             str(tmp_path / f"clip{clip}_{task}.json")],
-            cwd=ROOT, env=env, stdout=open(tmp_path / f"clip{clip}_{task}.log", "w"),
-            stderr=subprocess.STDOUT) for task in range(2)]
-    for clip, workers in runs.items():
-        for task, worker in enumerate(workers):
-            log = tmp_path / f"clip{clip}_{task}.log"
-            assert worker.wait(timeout=600) == 0, log.read_text()[-3000:]
-        results = [json.loads((tmp_path / f"clip{clip}_{task}.json").read_text())
-                   for task in range(2)]
-        _assert_skipped_everywhere(results)
-        # The chief's checkpoint holds the halved scale (what a resumed run restores).
-        reader = tf.train.load_checkpoint(str(tmp_path / f"clip{clip}" / "checkpoints"))
-        assert reader.get_tensor("optimizer/dynamic_scale/.ATTRIBUTES/VARIABLE_VALUE") == \
-            START_SCALE / 2
-        assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 3
+    hosts = ",".join(f"localhost:{port}" for port in free_ports(2))
+    workers = [subprocess.Popen(
+        [sys.executable, "-m", "tests.training.overflow_checks", str(task), hosts,
+         json.dumps(list(synthetic_shards)), str(tmp_path / "run"), str(CLIP),
+         str(tmp_path / f"worker_{task}.json")],
+        cwd=ROOT, env=env, stdout=open(tmp_path / f"worker_{task}.log", "w"),
+        stderr=subprocess.STDOUT) for task in range(2)]
+    for task, worker in enumerate(workers):
+        log = tmp_path / f"worker_{task}.log"
+        assert worker.wait(timeout=600) == 0, log.read_text()[-3000:]
+    _assert_skipped_everywhere([json.loads((tmp_path / f"worker_{task}.json").read_text())
+                                for task in range(2)])
+    # The chief's checkpoint holds the halved scale (what a resumed run restores).
+    reader = tf.train.load_checkpoint(str(tmp_path / "run" / "checkpoints"))
+    assert reader.get_tensor("optimizer/dynamic_scale/.ATTRIBUTES/VARIABLE_VALUE") == \
+        START_SCALE / 2
+    assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 3
