@@ -141,10 +141,15 @@ def read_scalars(log_dir: str) -> Dict[str, List[Tuple[int, float]]]:
         tag -> [(step, value)] sorted by step; a step written twice (a resumed
         run) keeps its last value. Empty if the folder has no event files.
     """
-    values: Dict[str, Dict[int, float]] = {}
-    for path in fileio.glob(fileio.join(log_dir, "events.out.tfevents.*")):
-        for record in tf.data.TFRecordDataset(path):
+    # tag -> step -> ((wall time, file, position), value). The latest write wins
+    # by wall time, not by file name: two writers started within the same
+    # second have names that sort in no particular order.
+    values: Dict[str, Dict[int, Tuple[Tuple[float, int, int], float]]] = {}
+    paths = fileio.glob(fileio.join(log_dir, "events.out.tfevents.*"))
+    for file_index, path in enumerate(paths):
+        for position, record in enumerate(tf.data.TFRecordDataset(path)):
             event = tf.compat.v1.Event.FromString(record.numpy())
+            when = (float(event.wall_time), file_index, position)
             for value in event.summary.value:
                 if value.HasField("tensor"):
                     number = float(tf.make_ndarray(value.tensor))
@@ -152,8 +157,12 @@ def read_scalars(log_dir: str) -> Dict[str, List[Tuple[int, float]]]:
                     number = float(value.simple_value)
                 else:
                     continue
-                values.setdefault(value.tag, {})[int(event.step)] = number
-    return {tag: sorted(points.items()) for tag, points in values.items()}
+                points = values.setdefault(value.tag, {})
+                step = int(event.step)
+                if step not in points or points[step][0] <= when:
+                    points[step] = (when, number)
+    return {tag: sorted((step, number) for step, (_, number) in points.items())
+            for tag, points in values.items()}
 
 
 def final_eval_result(model_dir: str, protocol: Optional[str] = None) -> EvalResult:

@@ -152,7 +152,14 @@ def test_cli_writes_a_png_atomically_and_fails_clearly(tmp_path, capsys):
 
 def test_read_scalars_keeps_the_last_value_of_a_rewritten_step(tmp_path):
     _write_eval_summaries(str(tmp_path), [(10, 0.25, 0.5), (20, 0.5, 0.75)])
+    first = set(os.listdir(tmp_path / "eval"))
     _write_eval_summaries(str(tmp_path), [(20, 0.625, 0.75)])  # a resumed run rewrote step 20
+    scalars = read_scalars(os.path.join(tmp_path, "eval"))
+    assert scalars["top1"] == [(10, 0.25), (20, 0.625)]
+    # The later file may sort first by name (two writers in the same second):
+    # its events are still the later ones.
+    (rewrite,) = set(os.listdir(tmp_path / "eval")) - first
+    os.rename(tmp_path / "eval" / rewrite, tmp_path / "eval" / "events.out.tfevents.0000000000.a")
     scalars = read_scalars(os.path.join(tmp_path, "eval"))
     assert scalars["top1"] == [(10, 0.25), (20, 0.625)]
 
