@@ -45,6 +45,8 @@ _TRAINING_TASK_TYPES = ("chief", "worker")
 HEARTBEAT_TIMEOUT_SECONDS = 10
 # How long the workers wait for each other when they leave together.
 _EXIT_BARRIER_SECONDS = 60
+# How long the leader waits, after such a barrier, for each peer to say it got through.
+_LEADER_WAIT_SECONDS = 30
 
 
 class EvaluatorTaskError(RuntimeError):
@@ -184,18 +186,41 @@ def _configure_coordination_service():
         heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_SECONDS * 1000)
 
 
-def wait_for_all_workers(name, num_workers):
-    """Blocks until every worker reaches the barrier `name` (coordination service).
+def wait_for_all_workers(name, task, num_workers):
+    """Blocks until every worker reaches the barrier `name`; the leader returns last.
+
+    The leader (task 0) hosts the coordination service: were it to exit as
+    soon as the barrier passed, a peer's answer from the barrier could be lost
+    with it, and that peer would report the leader lost (exit 3) although
+    every worker got through. So each peer, once through, says so in the
+    service's key-value store, and the leader waits for those words (at most
+    `_LEADER_WAIT_SECONDS`) before it returns.
 
     Args:
         name: the barrier's id, the same on every worker, used once per job.
+        task: this worker's index among the training tasks (0: the leader).
         num_workers: worker processes in the job (one: returns at once).
     """
     if num_workers <= 1:
         return
     from tensorflow.python.eager import context  # noqa: PLC0415
 
-    context.context().wait_at_barrier(name, _EXIT_BARRIER_SECONDS * 1000)
+    service = context.context()
+    service.wait_at_barrier(name, _EXIT_BARRIER_SECONDS * 1000)
+    if task != 0:
+        try:
+            service.set_config_key_value(f"{name}/through/{task}", "1")
+        except tf.errors.OpError:
+            pass  # the leader stopped waiting; this worker is through all the same
+        return
+    for peer in range(1, num_workers):
+        try:
+            service.get_config_key_value(f"{name}/through/{peer}", _LEADER_WAIT_SECONDS * 1000)
+        except tf.errors.OpError as error:
+            logging.warning("worker %d passed barrier %s but did not say so within %d s (%s); "
+                            "leaving anyway", peer, name, _LEADER_WAIT_SECONDS,
+                            str(error).splitlines()[0][:200])
+            return
 
 
 _TASK = r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)"

@@ -379,14 +379,15 @@ class Trainer:
             self._preemption.close()
             # Every worker leaves together: the chief hosts the coordination
             # service, which a worker still saving would lose.
-            cluster.wait_for_all_workers("polynet_tf_training_done", self.num_workers)
+            cluster.wait_for_all_workers("polynet_tf_training_done", self.task_id,
+                                         self.num_workers)
         except Preempted as preempted:
             reporter.message("SIGTERM: saved a checkpoint at step %d and stopped.",
                              preempted.step)
             logging.info("task %d: saved the checkpoint of step %d after a SIGTERM",
                          self.task_id, preempted.step)
             self._preemption.close()
-            cluster.wait_for_all_workers("polynet_tf_preempted", self.num_workers)
+            cluster.wait_for_all_workers("polynet_tf_preempted", self.task_id, self.num_workers)
             raise SystemExit(cluster.EXIT_PREEMPTED) from None
         finally:
             _summarize_skipped(self.task_id, data_stats)
