@@ -164,9 +164,7 @@ def _continuous_eval(config, tf):
     """The side-car evaluator on FLAGS.model_dir (polynet_tf.evaluation.continuous)."""
     from polynet_tf.evaluation import continuous  # noqa: PLC0415
 
-    data = config.eval_data
-    source = continuous.DataSource(data.file_pattern, data.tfds_name, data.tfds_split,
-                                   data.tfds_data_dir)
+    source = continuous.DataSource.from_data_config(config.eval_data)
     # One process; several local GPUs share each checkpoint's images.
     strategy = (tf.distribute.MirroredStrategy()
                 if len(tf.config.list_logical_devices("GPU")) > 1 else None)

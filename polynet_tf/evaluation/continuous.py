@@ -44,17 +44,27 @@ class DataSource:
       tfds_name: TFDS dataset instead (with `tfds_split`, `tfds_data_dir`).
       tfds_split: TFDS split.
       tfds_data_dir: TFDS data directory.
+      tfds_manual_dir: the folder a TFDS dataset is prepared from, if it is
+        not prepared yet (ImageNet's tar files).
     """
 
     file_pattern: str = ""
     tfds_name: str = ""
     tfds_split: str = "validation"
     tfds_data_dir: str = ""
+    tfds_manual_dir: str = ""
+
+    @classmethod
+    def from_data_config(cls, config) -> "DataSource":
+        """The evaluation data a run's `eval_data` section (a `DataConfig`) names."""
+        return cls(config.file_pattern, config.tfds_name, config.tfds_split,
+                   config.tfds_data_dir, config.tfds_manual_dir)
 
     def records(self) -> data.EvaluationRecords:
         """The records, read afresh (a new dataset for each checkpoint)."""
         if self.tfds_name:
-            return data.tfds_records(self.tfds_name, self.tfds_split, self.tfds_data_dir)
+            return data.tfds_records(self.tfds_name, self.tfds_split, self.tfds_data_dir,
+                                     self.tfds_manual_dir)
         return data.tfrecord_records(self.file_pattern)
 
 

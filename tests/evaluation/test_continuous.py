@@ -57,6 +57,16 @@ def test_no_new_checkpoint_within_the_timeout_ends_the_wait(tiny_run, colour_sha
     assert not record["finished"] and list(record["evaluated"]) == ["ckpt-1"]
 
 
+def test_the_data_source_is_the_runs_eval_data_tfds_preparation_included():
+    from polynet_tf.data.config import DataConfig  # noqa: PLC0415
+
+    config = DataConfig(file_pattern="", tfds_name="imagenet2012", tfds_split="validation[:10%]",
+                        tfds_data_dir="gs://bucket/tfds", tfds_manual_dir="gs://bucket/tars",
+                        is_training=False)
+    assert continuous.DataSource.from_data_config(config) == continuous.DataSource(
+        "", "imagenet2012", "validation[:10%]", "gs://bucket/tfds", "gs://bucket/tars")
+
+
 def test_checkpoint_step():
     assert continuous.checkpoint_step("gs://b/run/checkpoints/ckpt-600") == 600
     with pytest.raises(ValueError, match="not numbered by step"):
