@@ -235,8 +235,9 @@ def run(flag_values):
 
     protocol_from_flags(flag_values)  # Usage errors before any model is loaded.
     num_tasks, index = distributed.task_layout(flag_values.worker_hosts, flag_values.task_index)
+    started = 0
     if num_tasks > 1 or flag_values.resumable:
-        distributed.announce_start(distributed.work_dir(flag_values.output), index)
+        started = distributed.announce_start(distributed.work_dir(flag_values.output), index)
     specs = model_specs_from_flags(flag_values)
     if bool(flag_values.data_pattern) == bool(flag_values.tfds_name):
         raise UsageError("Give exactly one data source: --data_pattern (TFRecord shards) or "
@@ -262,7 +263,8 @@ def run(flag_values):
     batch_size = flag_values.batch_size or evaluator.default_batch_size(strategy, protocol)
     runner = evaluator.Evaluator(scorers, protocol, [s.weight for s in specs], strategy)
     if num_tasks > 1 or flag_values.resumable:
-        report = _evaluate_split(runner, records, batch_size, num_tasks, index, flag_values)
+        report = _evaluate_split(runner, records, batch_size, num_tasks, index, flag_values,
+                                 started)
         if report is None:
             return None
     else:
@@ -275,8 +277,11 @@ def run(flag_values):
     return report
 
 
-def _evaluate_split(runner, records, batch_size, num_tasks, index, flag_values):
-    """This task's files, then (task 0) everyone's counts merged; None on other tasks."""
+def _evaluate_split(runner, records, batch_size, num_tasks, index, flag_values, started):
+    """This task's files, then (task 0) everyone's counts merged; None on other tasks.
+
+    `started`: when this task announced its start (`distributed.announce_start`).
+    """
     import time  # noqa: PLC0415
 
     from polynet_tf.evaluation import data, distributed  # noqa: PLC0415
@@ -295,7 +300,7 @@ def _evaluate_split(runner, records, batch_size, num_tasks, index, flag_values):
                 "label_offset": records.label_offset}
     split = distributed.ShardedEvaluation(
         records.files, score_file, identity, distributed.work_dir(flag_values.output),
-        num_tasks, index, flag_values.task_timeout_seconds)
+        num_tasks, index, flag_values.task_timeout_seconds, started)
     done = split.score_own_files()
     print(f"task {index} of {num_tasks}: scored {done['scored']} file(s), skipped "
           f"{done['skipped']} scored before ({split.folder})", flush=True)

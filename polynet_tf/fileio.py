@@ -85,6 +85,15 @@ def isfile(path: str) -> bool:
     return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
 
 
+def modified_time_ns(path: str) -> int:
+    """When `path` was last written, on the storage's clock (ns); 0 if it is
+    missing or the file system keeps no time."""
+    try:
+        return int(tf.io.gfile.stat(path).mtime_nsec)
+    except tf.errors.NotFoundError:
+        return 0
+
+
 def makedirs(path: str) -> None:
     """Creates `path` and its parents; nothing for "" (the working directory)."""
     if path:

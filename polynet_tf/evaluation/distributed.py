@@ -34,6 +34,9 @@ WORK_DIR_SUFFIX = ".shards"
 COUNTS_SUFFIX = ".counts.json"
 # A task's heartbeat is rewritten this often (at most; sooner for short timeouts).
 HEARTBEAT_SECONDS = 10.0
+# How long task 0 lets a task restart whose `.failed` file is older than task 0's
+# own start (the earlier run's, removed by the task when it starts again).
+RESTART_GRACE_SECONDS = 60.0
 
 
 class TaskFailedError(RuntimeError):
@@ -102,16 +105,22 @@ def counts_path(folder: str, file: str) -> str:
     return fileio.join(folder, f"{fileio.basename(file)}-{digest}{COUNTS_SUFFIX}")
 
 
-def announce_start(folder: str, index: int) -> None:
+def announce_start(folder: str, index: int) -> int:
     """Marks task `index` as alive again: its old `.failed` file goes, a heartbeat comes.
 
     Called when a task starts, before its models load: task 0 then neither
     takes the error of this task's earlier run for a new one nor gives up on
     it while it loads.
+
+    Returns:
+      The heartbeat's modification time on the storage's clock (ns; 0 where
+      the file system keeps none): when this task started.
     """
     fileio.makedirs(folder)
     fileio.remove_tree(_marker(folder, index, "failed"))
-    _Heartbeat(_marker(folder, index, "heartbeat"), HEARTBEAT_SECONDS).beat()
+    heartbeat = _marker(folder, index, "heartbeat")
+    _Heartbeat(heartbeat, HEARTBEAT_SECONDS).beat()
+    return fileio.modified_time_ns(heartbeat)
 
 
 def _marker(folder, task, kind):
@@ -132,11 +141,13 @@ class ShardedEvaluation:
       index: this task's index.
       task_timeout: seconds task 0 waits on a task whose heartbeat does not
         change before it gives up on it.
+      started: what `announce_start` returned when this task started (0:
+        the start `score_own_files` announces).
     """
 
     def __init__(self, files: List[str], score_file: Callable[[str], metrics.AccuracyCounter],
                  identity: Dict, folder: str, num_tasks: int, index: int,
-                 task_timeout: float = 600.0):
+                 task_timeout: float = 600.0, started: int = 0):
         self.files = list(files)
         self.score_file = score_file
         self.identity = json.loads(json.dumps(identity))  # as it reads back from JSON
@@ -144,6 +155,7 @@ class ShardedEvaluation:
         self.num_tasks = num_tasks
         self.index = index
         self.task_timeout = float(task_timeout)
+        self.started = started
 
     # ------------------------------------------------------------ one task
     def score_own_files(self) -> Dict[str, int]:
@@ -155,7 +167,8 @@ class ShardedEvaluation:
         Raises:
           StaleCountsError: the folder holds counts of another evaluation.
         """
-        announce_start(self.folder, self.index)
+        announced = announce_start(self.folder, self.index)
+        self.started = self.started or announced
         done = {"scored": 0, "skipped": 0}
         with _Heartbeat(self._marker(self.index, "heartbeat"),
                         min(HEARTBEAT_SECONDS, self.task_timeout / 4)):
@@ -199,12 +212,17 @@ class ShardedEvaluation:
 
         Raises:
           TaskFailedError: a task with files left wrote a `.failed` file, or
-            its heartbeat stood still for `task_timeout` seconds.
+            its heartbeat stood still for `task_timeout` seconds. A `.failed`
+            file older than this task's start is an earlier run's: the
+            task, restarted beside this one, removes it when it starts, so
+            it counts only after `RESTART_GRACE_SECONDS` (at most the
+            timeout).
           StaleCountsError: counts of another evaluation.
         """
         counter = metrics.AccuracyCounter(num_classes, top_k)
         pending = list(self.files)
         beats = {}  # task -> (heartbeat text, when it last changed on this clock)
+        self._merge_started = time.monotonic()
         while True:
             waiting = []
             for file in pending:
@@ -226,7 +244,7 @@ class ShardedEvaluation:
         failed = self._marker(task, "failed")
         rerun = ("Run that task again with the same command (it skips the files already "
                  f"scored), and this one: the counts in {self.folder} are kept.")
-        if fileio.exists(failed):
+        if fileio.exists(failed) and not self._maybe_restarting(failed):
             raise TaskFailedError(f"evaluation task {task} failed with {missing} file(s) left "
                                   f"({fileio.read_text(failed).strip()}). {rerun}")
         heartbeat = self._marker(task, "heartbeat")
@@ -239,6 +257,12 @@ class ShardedEvaluation:
             raise TaskFailedError(
                 f"evaluation task {task} {state} for {self.task_timeout:.0f} s with {missing} "
                 f"file(s) left (its process died or its machine is gone). {rerun}")
+
+    def _maybe_restarting(self, failed):
+        """True while `failed` may be an earlier run's, its task restarting now."""
+        grace = min(RESTART_GRACE_SECONDS, self.task_timeout)
+        return (time.monotonic() - self._merge_started < grace
+                and 0 < fileio.modified_time_ns(failed) < self.started)
 
     # -------------------------------------------------------------- files
     def _marker(self, task, kind):

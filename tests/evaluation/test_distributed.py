@@ -1,11 +1,15 @@
 """An evaluation split over tasks: the merged report is the one a single process writes."""
 
+import os
+import threading
+import time
+
 import numpy as np
 import pytest
 
 from polynet_tf import evaluate
 from polynet_tf.data import example_format
-from polynet_tf.evaluation import distributed
+from polynet_tf.evaluation import distributed, metrics
 from tests.evaluation import helpers
 from tests.evaluation.test_model_sources import save_colour_saved_model, tiny_run  # noqa: F401
 
@@ -131,10 +135,50 @@ def test_a_failed_task_stops_task_0_with_its_error(five_shards, colour_saved_mod
             "--worker_hosts", "a:1,b:1"]
     with pytest.raises(Exception, match="Unknown image file format"):
         evaluate.run(parsed_flags(*args, "--task_index", "1"))
+    # Task 0 starts after task 1 failed: the failure counts once task 1 had
+    # the time to restart (min(60 s, --task_timeout_seconds)) and did not.
     with pytest.raises(distributed.TaskFailedError,
                        match=r"evaluation task 1 failed with 1 file\(s\) left \(.*Unknown image"):
-        evaluate.run(parsed_flags(*args, "--task_index", "0"))
+        evaluate.run(parsed_flags(*args, "--task_index", "0", "--task_timeout_seconds", "3"))
     assert not (tmp_path / "report.json").exists()
+
+
+def _counting_task(files, folder, index, task_timeout=30.0, started=0):
+    """A task of a split whose file `f` scores as len(f) images of class 0, all hits."""
+    def score_file(file):
+        counter = metrics.AccuracyCounter(2, 1)
+        counter.update(np.zeros((len(file), 1), np.int64), np.zeros(len(file), np.int64))
+        return counter
+
+    return distributed.ShardedEvaluation(files, score_file, {"test": 1}, folder, 2, index,
+                                         task_timeout, started)
+
+
+def test_a_failure_left_by_an_earlier_run_is_not_taken_for_a_new_one(tmp_path):
+    folder = str(tmp_path / "report.json.shards")
+    files = ["a", "bb", "ccc", "dddd"]
+    # The earlier run: task 1 failed.
+    distributed.announce_start(folder, 1)
+    stale = tmp_path / "report.json.shards" / "task-00001.failed"
+    stale.write_text("OSError: disk full")
+    os.utime(stale, (time.time() - 10, time.time() - 10))  # gfile's clock counts in seconds
+    # Both restarted; task 0 is through its files and merging before task 1 starts.
+    task_0 = _counting_task(files, folder, 0)
+    task_0.score_own_files()
+    restarted = threading.Timer(1.0, lambda: _counting_task(files, folder, 1).score_own_files())
+    restarted.start()
+    merged = task_0.merge(2, 1, poll_seconds=0.1)
+    restarted.join()
+    assert merged.counts()["images"] == [10, 0] and merged.counts()["top1"] == [10, 0]
+    # A failure written after task 0 started stops it at once.
+    started = distributed.announce_start(folder, 0)
+    (tmp_path / "report.json.shards" / "task-00001.failed").write_text("OSError: disk full")
+    for name in (tmp_path / "report.json.shards").glob("bb-*.counts.json"):
+        name.unlink()
+    begun = time.monotonic()
+    with pytest.raises(distributed.TaskFailedError, match=r"task 1 failed .*disk full"):
+        _counting_task(files, folder, 0, started=started).merge(2, 1, poll_seconds=0.1)
+    assert time.monotonic() - begun < 5
 
 
 def test_a_task_that_never_starts_is_reported_not_waited_for(five_shards, colour_saved_model,
