@@ -20,6 +20,7 @@ polynet_tf.hub`; upload it with `keras_hub.upload_preset(handle, DIR)`.
 from absl import flags
 
 from polynet_tf import cli, fileio
+from polynet_tf.data import protocols
 from polynet_tf.data.input_contract import resolve_input_contract
 from polynet_tf.hub.backbone import PolyNetBackbone
 from polynet_tf.hub.classifier import PolyNetImageClassifier
@@ -46,6 +47,10 @@ flags.DEFINE_enum("activation", "softmax", ["softmax", "linear"], "Activation of
                   "softmax (probabilities, as PolyNet()) or linear (logits).", flag_values=FLAGS)
 flags.DEFINE_integer("image_size", None, "The model's input size (default: the published "
                      "weights' or the architecture's).", flag_values=FLAGS)
+flags.DEFINE_enum("protocol", None, list(protocols.SINGLE_CROP_PROTOCOLS)
+                  + list(protocols.PROTOCOL_ALIASES),
+                  "Single-crop protocol of the preprocessor (default: the published weights' "
+                  "for 'imagenet', 'squash'; else 'single').", flag_values=FLAGS)
 flags.DEFINE_float("crop_fraction", None, "Protocol 'single' only (models without published "
                    "weights): central crop of the shorter side before resizing (default "
                    "0.875).", flag_values=FLAGS)
@@ -56,7 +61,7 @@ flags.mark_flags_as_required(["weights", "output"], flag_values=FLAGS)
 
 def make_preset(weights, output, architecture=None, width_multiplier=1.0,
                 classes=None, activation="softmax", image_size=None, crop_fraction=None,
-                overwrite=False):
+                overwrite=False, protocol=None):
     """Builds the classifier with its weights and preprocessing, and saves it as a preset.
 
     Args:
@@ -74,6 +79,8 @@ def make_preset(weights, output, architecture=None, width_multiplier=1.0,
         crop_fraction: central crop of the shorter side before resizing
             (None: that of the model's single-crop protocol, `load_model`'s).
         overwrite: replace an existing preset.
+        protocol: the preprocessor's single-crop protocol (None: the model's
+            input contract: the published weights' protocol, else "single").
 
     Returns:
         The saved `PolyNetImageClassifier`.
@@ -93,9 +100,8 @@ def make_preset(weights, output, architecture=None, width_multiplier=1.0,
     model, classes = loaded.model, loaded.num_classes
     backbone = PolyNetBackbone(loaded.description["architecture"],
                                width_multiplier=width_multiplier)
-    contract = loaded.contract
-    if crop_fraction is not None:
-        contract = resolve_input_contract(default=contract, crop_fraction=crop_fraction)
+    contract = resolve_input_contract(default=loaded.contract, protocol=protocol,
+                                      crop_fraction=crop_fraction)
     converter = PolyNetImageConverter.from_contract(contract)
     classifier = PolyNetImageClassifier(
         backbone, num_classes=classes, activation=activation,
@@ -120,7 +126,7 @@ def _run(values):
         classifier = make_preset(
             values.weights, values.output, values.architecture, values.width_multiplier,
             values.classes, values.activation, values.image_size, values.crop_fraction,
-            values.overwrite)
+            values.overwrite, values.protocol)
     except (ValueError, OSError, ImportError) as error:
         return cli.fail("python -m polynet_tf.hub.make_preset", str(error), status=1)
     print(f"Wrote the keras-hub preset {values.output} ({classifier.count_params():,} "

@@ -42,6 +42,16 @@ def test_make_preset_from_a_weights_file(tmp_path, capsys):
     # An existing output is kept unless --overwrite is given.
     assert make_preset.main(args) == 1
     assert "already exists; pass --overwrite" in capsys.readouterr().err
+    # --protocol: the preprocessor cuts that crop (squash: resized whole to 86, centre 75).
+    assert make_preset.main(args + ["--protocol", "squash", "--overwrite"]) == 0
+    squash = keras_hub.models.ImageClassifier.from_preset(output).preprocessor
+    assert squash.image_converter.input_contract == InputContract("squash", 75, resize_size=86)
+    resized = squash(images).numpy()
+    assert resized.shape == (2, 75, 75, 3)
+    assert np.abs(resized - loaded.preprocessor(images).numpy()).max() > 0.1
+    assert make_preset.main(args + ["--protocol", "squash", "--crop_fraction", "0.9",
+                                    "--overwrite"]) == 1
+    assert "crop_fraction applies to 'single' only" in capsys.readouterr().err
     # Weights of another network: nothing written, the first differing weight named.
     other = str(tmp_path / "other")
     bad = [a if a != TINY_SPEC else "A: 2way | B: 2way | C: poly3[convs]" for a in args]
