@@ -15,7 +15,7 @@ from tests.training.conftest import TINY_CONFIG, free_ports, launch, overrides, 
 
 pytestmark = pytest.mark.slow
 
-TRAIN_STEPS = 60
+TRAIN_STEPS = 30
 
 
 def _last_summary_step(model_dir):
