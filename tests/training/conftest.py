@@ -58,7 +58,26 @@ def launch(command, log_path, tf_config=None, cwd=ROOT):
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
     log = open(log_path, "w")
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    _LAUNCHED.append(process)
+    return process
+
+
+# Processes `launch` started during the current test.
+_LAUNCHED = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    """Kills what a test launched and left running (it failed before waiting on it): a
+    leftover worker would wait for its peers up to its own timeouts, taking the CPU from the
+    tests that follow."""
+    yield
+    while _LAUNCHED:
+        process = _LAUNCHED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture
