@@ -162,17 +162,14 @@ def test_a_float16_overflow_on_one_replica_skips_the_step_on_both(synthetic_shar
 def test_two_workers_skip_a_float16_overflow_on_one_worker_alike(synthetic_shards, tmp_path):
     import tensorflow as tf  # noqa: PLC0415
 
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-    env.pop("TF_CONFIG", None)
     # With clipping (the step clips the summed gradients, then decides); the
     # unclipped step is the in-process test's above.
     hosts = ",".join(f"localhost:{port}" for port in free_ports(2))
-    workers = [subprocess.Popen(
+    workers = [launch(
         [sys.executable, "-m", "tests.training.overflow_checks", str(task), hosts,
          json.dumps(list(synthetic_shards)), str(tmp_path / "run"), str(CLIP),
-         str(tmp_path / f"worker_{task}.json")],
-        cwd=ROOT, env=env, stdout=open(tmp_path / f"worker_{task}.log", "w"),
-        stderr=subprocess.STDOUT) for task in range(2)]
+         str(tmp_path / f"worker_{task}.json")], tmp_path / f"worker_{task}.log")
+        for task in range(2)]
     for task, worker in enumerate(workers):
         log = tmp_path / f"worker_{task}.log"
         assert worker.wait(timeout=600) == 0, log.read_text()[-3000:]
