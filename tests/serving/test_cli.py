@@ -1,4 +1,7 @@
-"""`python -m polynet_tf.export` from a training run and from a weights file + config."""
+"""`python -m polynet_tf.export` from a training run and from a weights file + config, with
+`file://` URIs for every path."""
+
+import os
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ from polynet_tf.configs import base
 from polynet_tf.data import preprocessing as data_preprocessing
 from polynet_tf.data import write_class_index
 from polynet_tf.models.factory import build_model
-from polynet_tf.serving import exporter
+from polynet_tf.serving import exporter, warmup
 from polynet_tf.configs.experiment import load_experiment
 from tests.conftest import TINY_WIDTH
 from tests.serving.conftest import ARCHITECTURE, encode, random_image
@@ -53,24 +56,34 @@ def _probabilities(version_dir, signature="serving_default"):
     return loaded.signatures[signature](images=tf.constant([IMAGE]))
 
 
-def test_export_from_a_training_run(run, tmp_path, capsys):
+def test_export_from_a_training_run(run, tmp_path, capsys, monkeypatch):
     root, model = run
-    status = export.main(["--output_base", str(tmp_path), "--model_name", "pets",
-                          "--checkpoint", str(root / "model_dir"), "--top_k", "2"])
+    (tmp_path / "warmup.png").write_bytes(IMAGE)
+    # Every path a file:// URI, run from an empty directory: nothing may land in it (a URI
+    # taken for a relative local path would).
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    status = export.main(["--output_base", f"file://{tmp_path}/models", "--model_name", "pets",
+                          "--checkpoint", f"file://{root}/model_dir", "--top_k", "2",
+                          "--warmup_image", f"file://{tmp_path}/warmup.png"])
     assert status == 0, capsys.readouterr().err
     assert "version 1" in capsys.readouterr().out
-    outputs = _probabilities(str(tmp_path / "pets" / "1"))
+    assert os.listdir(work) == [] and os.listdir(tmp_path / "models" / "pets") == ["1"]
+    outputs = _probabilities(str(tmp_path / "models" / "pets" / "1"))
     crop = data_preprocessing.preprocess_for_eval(tf.constant(IMAGE), 75, 1.0, mean=MEAN,
                                                   std=STD)
     expected = tf.nn.softmax(model(crop[None], training=False)).numpy()
     np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5, rtol=0)
     best = np.argsort(-expected[0])[:2]
     assert [v.decode() for v in outputs["labels"][0].numpy()] == [CLASSES[i] for i in best]
-    metadata = exporter.read_metadata(str(tmp_path / "pets" / "1"))
+    metadata = exporter.read_metadata(str(tmp_path / "models" / "pets" / "1"))
     assert metadata["source"].endswith("ckpt-3")
     assert metadata["class_names_source"].startswith("class_index.json")
+    assert metadata["class_names"] == CLASSES
+    assert len(warmup.read_warmup_requests(str(tmp_path / "models" / "pets" / "1"))) > 0
 
-    status = export.main(["--output_base", str(tmp_path), "--model_name", "pets",
+    status = export.main(["--output_base", str(tmp_path / "models"), "--model_name", "pets",
                           "--checkpoint", str(root / "model_dir"), "--version", "1"])
     assert status == 2 and "--overwrite" in capsys.readouterr().err
 
@@ -87,8 +100,9 @@ def test_export_from_weights_and_config_with_the_released_protocol(run, tmp_path
     names = tmp_path / "names.txt"
     names.write_text("a\nb\nc\nd\n")
     status = export.main(["--output_base", str(tmp_path / "models"), "--model_name", "w",
-                          "--weights", weights, "--config", str(root / "model_dir" / "params.yaml"),
-                          "--protocol", protocol, "--class_names", str(names)])
+                          "--weights", f"file://{weights}",
+                          "--config", f"file://{root}/model_dir/params.yaml",
+                          "--protocol", protocol, "--class_names", f"file://{names}"])
     assert status == 0, capsys.readouterr().err
     outputs = _probabilities(str(tmp_path / "models" / "w" / "1"))
     # 75 x 378 / 331 = 85.6 -> 86: the protocol's ratio at the config's crop size.
