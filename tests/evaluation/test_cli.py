@@ -1,4 +1,4 @@
-"""`python -m polynet_tf.evaluate` end to end on tiny TFRecords (subprocesses)."""
+"""`python -m polynet_tf.evaluate` end to end on tiny TFRecords (a subprocess; main() here)."""
 
 import json
 import os
@@ -14,7 +14,7 @@ from polynet_tf.evaluation.model_sources import ModelSpec, load_scorer
 from tests.evaluation.conftest import COLOUR_IMAGES
 from tests.evaluation.test_model_sources import save_colour_saved_model, tiny_run  # noqa: F401
 
-pytestmark = pytest.mark.slow  # several processes
+pytestmark = pytest.mark.slow  # a multi-replica subprocess, tiny PolyNets loaded
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
