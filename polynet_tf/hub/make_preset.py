@@ -93,6 +93,10 @@ def make_preset(weights, output, architecture=None, width_multiplier=1.0,
     """
     if fileio.exists(output) and not overwrite:
         raise FileExistsError(f"{output!r} already exists; pass --overwrite to replace it.")
+    if protocol is not None:
+        # A protocol that does not exist or refuses crop_fraction does so whatever the
+        # weights: refused before the network is built and loaded.
+        resolve_input_contract(protocol=protocol, crop_fraction=crop_fraction)
     activation = None if activation == "linear" else activation
     loaded = load_model(weights=weights, architecture=architecture, classes=classes,
                         width_multiplier=width_multiplier, image_size=image_size,

@@ -1,4 +1,4 @@
-"""`python -m polynet_tf.evaluate` end to end on tiny TFRecords (subprocesses)."""
+"""`python -m polynet_tf.evaluate` end to end on tiny TFRecords (a subprocess; main() here)."""
 
 import json
 import os
@@ -14,7 +14,7 @@ from polynet_tf.evaluation.model_sources import ModelSpec, load_scorer
 from tests.evaluation.conftest import COLOUR_IMAGES
 from tests.evaluation.test_model_sources import save_colour_saved_model, tiny_run  # noqa: F401
 
-pytestmark = pytest.mark.slow  # several processes
+pytestmark = pytest.mark.slow  # a multi-replica subprocess, tiny PolyNets loaded
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -50,14 +50,19 @@ def test_saved_model_multicrop_on_two_replicas_with_figure(colour_shards, tmp_pa
 
 def test_ensemble_of_checkpoint_and_saved_model_matches_the_library(
         colour_shards, tiny_run, tmp_path):  # noqa: F811
+    from polynet_tf import evaluate
+
     model_dir, _ = tiny_run
     save_colour_saved_model(tmp_path / "sm")
     specs = [f"checkpoint={model_dir},weight=1", f"saved_model={tmp_path / 'sm'},weight=3"]
     output = tmp_path / "report.json"
-    result = run_cli("--model", specs[0], "--model", specs[1], "--data_pattern",
-                     str(colour_shards / "validation-*"), "--protocol", "single",
-                     "--crop_size", "75", "--output", str(output))
-    assert result.returncode == 0, result.stderr[-3000:]
+    # The command's entry point in this process (the multi-replica test above
+    # and test_remote_storage.py run it as `python -m`).
+    status = evaluate.main(["--noprogress", "--model", specs[0], "--model", specs[1],
+                            "--data_pattern", str(colour_shards / "validation-*"),
+                            "--protocol", "single", "--crop_size", "75",
+                            "--output", str(output)])
+    assert status == 0
     report = json.loads(output.read_text())
     assert [m["weight"] for m in report["models"]] == [0.25, 0.75]
     # The same evaluation in this process.
@@ -72,12 +77,16 @@ def test_ensemble_of_checkpoint_and_saved_model_matches_the_library(
         assert report[key] == expected[key]
 
 
-def test_unknown_protocol_is_a_flag_error(colour_shards):
-    result = run_cli("--saved_model", "nowhere", "--data_pattern",
-                     str(colour_shards / "validation-*"), "--protocol", "tencrop")
-    assert result.returncode == 2
-    assert "flag --protocol=tencrop: value should be one of <single|squash|" in (
-        result.stderr), result.stderr[-2000:]
+def test_unknown_protocol_is_a_flag_error(colour_shards, capsys):
+    # The command's entry point in this process: the flags are parsed before
+    # anything is loaded, so no model or data is touched.
+    from polynet_tf import evaluate
+
+    status = evaluate.main(["--noprogress", "--saved_model", "nowhere", "--data_pattern",
+                            str(colour_shards / "validation-*"), "--protocol", "tencrop"])
+    stderr = capsys.readouterr().err
+    assert status == 2
+    assert "flag --protocol=tencrop: value should be one of <single|squash|" in stderr, stderr
 
 
 @pytest.mark.parametrize("args, message", [

@@ -11,7 +11,7 @@ from polynet_tf import evaluate
 from polynet_tf.data import example_format
 from polynet_tf.evaluation import distributed, metrics
 from tests.evaluation import helpers
-from tests.evaluation.test_model_sources import save_colour_saved_model, tiny_run  # noqa: F401
+from tests.evaluation.test_model_sources import save_colour_saved_model
 
 # Every protocol at a small crop size; the multi-crop ones at two scales.
 PROTOCOL_ARGS = {
@@ -58,6 +58,14 @@ def colour_saved_model(tmp_path_factory):
     return str(path)
 
 
+@pytest.fixture(scope="module")
+def soft_colour_saved_model(tmp_path_factory):
+    """The colour classifier at a 5 times lower temperature: softer probabilities."""
+    path = tmp_path_factory.mktemp("soft_colour") / "sm"
+    save_colour_saved_model(path, temperature=0.002)
+    return str(path)
+
+
 def _split_run(parsed_flags, args, output, num_tasks):
     """Tasks num_tasks-1 ... 0 in turn in this process; task 0's report."""
     hosts = ",".join(f"localhost:{2222 + i}" for i in range(num_tasks))
@@ -84,11 +92,13 @@ def test_two_tasks_write_the_report_of_one_process(five_shards, colour_saved_mod
     assert len(counts) == 5 and counts[0].startswith("validation-00000-of-00005-")
 
 
-@pytest.mark.slow  # about 30 s: a tiny PolyNet loaded six times
 def test_an_ensemble_over_three_tasks_and_a_rerun_that_skips_scored_files(
-        five_shards, colour_saved_model, tiny_run, parsed_flags, tmp_path, capsys):  # noqa: F811
-    model_dir, _ = tiny_run
-    args = ["--model", f"checkpoint={model_dir},weight=1",
+        five_shards, colour_saved_model, soft_colour_saved_model, parsed_flags, tmp_path,
+        capsys):
+    # Two SavedModels (each run loads every model: a tiny PolyNet checkpoint cost
+    # 3 s of CPU a run); a checkpoint split over task processes is
+    # test_distributed_processes.py's, an ensemble with a checkpoint test_cli.py's.
+    args = ["--model", f"saved_model={soft_colour_saved_model},weight=1",
             "--model", f"saved_model={colour_saved_model},weight=3",
             "--data_pattern", five_shards, "--protocol", "polynet_multicrop",
             "--crop_size", "75", "--scales", "80", "--crops_per_scale", "18"]

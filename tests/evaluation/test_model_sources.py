@@ -122,14 +122,16 @@ def test_weights_file_with_architecture_uses_preprocess_input(tmp_path):
                                rtol=1e-5, atol=1e-6)
 
 
-def save_colour_saved_model(path, signature_name="serve_images", with_serve_crops=False):
+def save_colour_saved_model(path, signature_name="serve_images", with_serve_crops=False,
+                            temperature=0.01):
     """A SavedModel of the colour classifier with a `serve_images` signature.
 
     With `with_serve_crops`, a `serve_crops` signature serves the colour model
     and `serve_images` a different one (uniform probabilities), as an export
-    whose `serve_images` re-crops would differ.
+    whose `serve_images` re-crops would differ. `temperature`: the colour
+    model's (`helpers.colour_model`).
     """
-    model = helpers.colour_model()
+    model = helpers.colour_model(temperature)
 
     class Exported(tf.Module):
         def __init__(self):

@@ -2,7 +2,7 @@
 
 Plain NumPy randomness (no fuzzing library): every run with the same seed
 tries the same inputs, so a failure is reproducible from its case number.
-`POLYNET_FUZZ_SECONDS` (default 8) bounds each target's time; every case is
+`POLYNET_FUZZ_SECONDS` (default 3) bounds each target's time; every case is
 bounded too: a case that runs longer than `case_seconds` ends the process
 with a traceback of where it hung (faulthandler), which fails CI.
 """
@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-SECONDS = float(os.environ.get("POLYNET_FUZZ_SECONDS", "8"))
+SECONDS = float(os.environ.get("POLYNET_FUZZ_SECONDS", "3"))
 SEED = int(os.environ.get("POLYNET_FUZZ_SEED", "20170721"))
 
 

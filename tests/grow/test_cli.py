@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 
@@ -17,20 +15,20 @@ SMALL = "A: ir | B: ir*2 | C: ir"
 ARGS = ["--width_multiplier", str(TINY_WIDTH), "--classes", "10"]
 
 
-def test_command_line_writes_loadable_weights_and_both_reports(tmp_path):
+def test_command_line_writes_loadable_weights_and_both_reports(tmp_path, capsys):
+    # The command's entry point in this process; test_remote_storage.py runs
+    # it as `python -m polynet_tf.grow`.
     small = randomize_batch_norms(tiny(SMALL), seed=6)
     small.save_weights(tmp_path / "small.weights.h5")
     output = tmp_path / "out" / "grown.weights.h5"
-    command = [
-        sys.executable, "-m", "polynet_tf.grow",
+    status = main([
         "--from_architecture", SMALL, "--from_checkpoint", str(tmp_path / "small.weights.h5"),
         "--to_architecture", "A: ir*2 | B: poly2*2 | C: mpoly2",
         "--output", str(output), "--mode", "function_preserving", "--path_gates", *ARGS,
-    ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "stage_b_0 (poly2) <- stage_b_0 (ir)" in result.stdout
+    ])
+    printed = capsys.readouterr()
+    assert status == 0, printed.err
+    assert "stage_b_0 (poly2) <- stage_b_0 (ir)" in printed.out
     text_report, json_report = report_paths(output)
     assert sorted(os.listdir(output.parent)) == sorted(
         os.path.basename(p) for p in (output, text_report, json_report))

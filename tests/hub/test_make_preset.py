@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import keras_hub
 import numpy as np
 
@@ -35,7 +36,7 @@ def test_make_preset_from_a_weights_file(tmp_path, capsys):
     assert converter.image_size == (75, 75)
     assert converter.input_contract == InputContract("single", 75, crop_fraction=0.875)
     images = raw_images(count=2)
-    expected = model.predict(loaded.preprocessor(images), verbose=0)
+    expected = keras.ops.convert_to_numpy(model(loaded.preprocessor(images)))
     assert np.std(expected) > 0.05
     np.testing.assert_allclose(loaded.predict(images, verbose=0), expected, rtol=0, atol=1e-6)
 
@@ -52,6 +53,12 @@ def test_make_preset_from_a_weights_file(tmp_path, capsys):
     assert make_preset.main(args + ["--protocol", "squash", "--crop_fraction", "0.9",
                                     "--overwrite"]) == 1
     assert "crop_fraction applies to 'single' only" in capsys.readouterr().err
+    # ... refused before any weights are read (here: a file that does not exist).
+    assert make_preset.main(["--weights", str(tmp_path / "missing.weights.h5"),
+                             "--architecture", TINY_SPEC, "--protocol", "squash",
+                             "--crop_fraction", "0.9", "--output", str(tmp_path / "none")]) == 1
+    assert "crop_fraction applies to 'single' only" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "none")
     # Weights of another network: nothing written, the first differing weight named.
     other = str(tmp_path / "other")
     bad = [a if a != TINY_SPEC else "A: 2way | B: 2way | C: poly3[convs]" for a in args]
