@@ -18,6 +18,7 @@ import pytest
 
 from polynet_tf.models.architectures import get_architecture, get_pretrained_config
 from polynet_tf.models.polynet import PolyNet
+from polynet_tf.weights import WeightsMismatchError
 from polynet_tf.weights.pretrained import HashMismatchError, PretrainedWeightsError
 
 pytest.importorskip("torch")
@@ -154,11 +155,13 @@ def test_hash_mismatch_everywhere_leaves_nothing(served, tmp_path):
 
 
 def test_stale_converted_file_is_refused(served):
-    # A converted file that does not fit (here: made without the top) must not
-    # load half-way; the error says to delete it.
+    # A converted file that does not fit (here: made by a narrower network
+    # without the top; a small file, the same refusal) must not load
+    # half-way; the error says to delete it.
     stale = os.path.join(served["cache"], "polynet_very_deep_imagenet.weights.h5")
     os.makedirs(served["cache"])
-    PolyNet(include_top=False).save_weights(stale)
-    with pytest.raises(PretrainedWeightsError, match="Delete it"):
+    PolyNet(include_top=False, width_multiplier=0.0625).save_weights(stale)
+    with pytest.raises(PretrainedWeightsError, match="Delete it") as info:
         PolyNet(weights="imagenet")
+    assert isinstance(info.value.__cause__, WeightsMismatchError)
     assert served["calls"] == []
