@@ -18,7 +18,7 @@ import pytest
 
 from polynet_tf.models.architectures import get_architecture, get_pretrained_config
 from polynet_tf.models.polynet import PolyNet
-from polynet_tf.weights import WeightsMismatchError
+from polynet_tf.weights import WeightsMismatchError, convert_checkpoint, pretrained
 from polynet_tf.weights.pretrained import HashMismatchError, PretrainedWeightsError
 
 pytest.importorskip("torch")
@@ -104,7 +104,15 @@ def test_download_convert_cache_and_load(served, pytorchcv_reference):
     assert _relative_error(features, pytorchcv_reference.features) <= TOLERANCE
 
 
-def test_offline_error_says_where_to_put_the_file(served, pretrainedmodels_reference):
+def test_offline_error_says_where_to_put_the_file(served, pretrainedmodels_reference,
+                                                  monkeypatch):
+    conversions = []
+
+    def counted(*args, **kwargs):
+        conversions.append(args[0])
+        return convert_checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(pretrained, "convert_checkpoint", counted)
     served["table"].clear()
     with pytest.raises(PretrainedWeightsError) as info:
         PolyNet(weights="imagenet", include_top=False, pooling="avg")
@@ -121,6 +129,7 @@ def test_offline_error_says_where_to_put_the_file(served, pretrainedmodels_refer
     pooled = keras.ops.convert_to_numpy(model(pretrainedmodels_reference.inputs, training=False))
     expected = pretrainedmodels_reference.features.mean(axis=(1, 2))
     assert _relative_error(pooled, expected) <= TOLERANCE
+    assert conversions == [hand_placed]  # once, into a full model, then loaded without the top
 
 
 def test_hash_mismatch_deletes_download_and_falls_back(served, pretrainedmodels_reference,
