@@ -87,7 +87,7 @@ def load_pretrained_weights(model, pretrained, architecture, cache_dir=None,
         _load_whole(model, converted)
         return converted
     if _has_full_top(model, pretrained.num_classes):
-        return _convert_into_cache(pretrained, architecture, cache_dir, lambda: model)
+        return _convert_into_cache(pretrained, architecture, cache_dir, model)
     _convert_into_cache(pretrained, architecture, cache_dir,
                         _full_model_builder(build_full_model, architecture))
     _load_whole(model, converted)
@@ -164,18 +164,19 @@ def _has_full_top(model, num_classes):
     return getattr(head, "units", None) == num_classes
 
 
-def _convert_into_cache(pretrained, architecture, cache_dir, make_target):
-    """Obtains a checked checkpoint, converts it into a model and saves that; returns the path.
+def _convert_into_cache(pretrained, architecture, cache_dir, target):
+    """Obtains a checked checkpoint, converts it into `target` and saves that; returns the path.
 
-    `make_target` returns the model; it is called only once the checkpoint is
-    in hand and read (a full-size network built for a download that fails is wasted).
+    `target` is the model or a function building it, called only once the
+    checkpoint is in hand and read (a full-size network built for a download
+    that fails is wasted).
     """
     folder = cache_folder(cache_dir)
     converted = os.path.join(folder, pretrained.converted_filename)
     tf.io.gfile.makedirs(folder)
     source, checkpoint = _obtain_checkpoint(pretrained, architecture, folder, converted)
     _LOG.info("Converting %s (%s layout) to %s", checkpoint, source.layout, converted)
-    return convert_checkpoint(checkpoint, converted, source.layout, make_target)
+    return convert_checkpoint(checkpoint, converted, source.layout, target)
 
 
 def _obtain_checkpoint(pretrained, architecture, folder, converted):
