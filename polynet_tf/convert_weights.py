@@ -38,8 +38,9 @@ flags.mark_flags_as_required(["source", "checkpoint", "output"], flag_values=FLA
 def _run(args):
     try:
         preset = {"architecture": args.architecture} if args.architecture else {}
-        model = PolyNet(weights=None, **preset)
-        path = convert_checkpoint(args.checkpoint, args.output, args.source, model)
+        # Built once the checkpoint is read: not for a file that is missing or unreadable.
+        path = convert_checkpoint(args.checkpoint, args.output, args.source,
+                                  lambda: PolyNet(weights=None, **preset))
     except (ValueError, OSError) as error:
         return cli.fail(_PROG, str(error), status=1)
     print(f"Wrote {path}")

@@ -181,13 +181,19 @@ def PolyNet(
             {level: level_maps[level] for level in levels}, features.level_layers(spec))
         unbuilt = features.unbuilt_layers(spec, levels)
 
+    # The full model that the published checkpoint is converted into on first use. Built
+    # without weights: built with them, it would convert the checkpoint itself, and then
+    # again here.
+    def full_model():
+        return PolyNet(architecture=preset.name, weights=None)
+
     if published is not None and unbuilt:
         from polynet_tf.weights.pretrained import pretrained_weights_file  # noqa: PLC0415
         from polynet_tf.weights.weights_file import load_weights_file  # noqa: PLC0415
 
         path = pretrained_weights_file(
             published, preset.name,
-            build_full_model=lambda: PolyNet(architecture=preset.name, weights=weights))
+            build_full_model=full_model)
         load_weights_file(model, path, allow_unused=("predictions",) + unbuilt)
     elif published is not None:
         # Lazy import: polynet_tf.weights (downloads, checkpoint conversion)
@@ -196,7 +202,7 @@ def PolyNet(
 
         load_pretrained_weights(
             model, published, preset.name,
-            build_full_model=lambda: PolyNet(architecture=preset.name, weights=weights))
+            build_full_model=full_model)
     elif weights is not None:
         # Strict: only a file that fits this model exactly loads (Keras's
         # load_weights ignores weights the model lacks); a file's classifier

@@ -8,6 +8,8 @@ the command line is `python -m polynet_tf.convert_weights`.
 
 import os
 
+import keras
+
 from polynet_tf.weights.checkpoint import read_checkpoint, save_weights_atomically
 from polynet_tf.weights.layouts import LAYOUTS
 from polynet_tf.weights.mapping import assign_state_dict
@@ -22,8 +24,10 @@ def convert_checkpoint(checkpoint, output, source, model):
             `.weights.h5`. Written atomically (temporary name + rename).
         source: the checkpoint layout, "pretrainedmodels" or "pytorchcv".
         model: the Keras model to fill, e.g.
-            `PolyNet(architecture="very_deep", weights=None)` (with the top).
-            Every tensor must find its weight and vice versa.
+            `PolyNet(architecture="very_deep", weights=None)` (with the top),
+            or a function returning it, called once the checkpoint has been
+            read (a full-size network built for a file that cannot be read
+            is wasted). Every tensor must find its weight and vice versa.
 
     Returns:
         The output path.
@@ -41,6 +45,8 @@ def convert_checkpoint(checkpoint, output, source, model):
     if not output.endswith(".weights.h5"):
         raise ValueError(f"`output` must end in `.weights.h5`. Received: output={output}")
     state_dict = read_checkpoint(checkpoint)
+    if not isinstance(model, keras.Model):
+        model = model()
     assign_state_dict(model, state_dict, source, source_name=os.fspath(checkpoint))
     del state_dict
     return save_weights_atomically(model, output)

@@ -89,7 +89,7 @@ def load_pretrained_weights(model, pretrained, architecture, cache_dir=None,
     if _has_full_top(model, pretrained.num_classes):
         return _convert_into_cache(pretrained, architecture, cache_dir, model)
     _convert_into_cache(pretrained, architecture, cache_dir,
-                        _full_model(build_full_model, architecture))
+                        _full_model_builder(build_full_model, architecture))
     _load_whole(model, converted)
     return converted
 
@@ -131,7 +131,7 @@ def pretrained_weights_file(pretrained, architecture, cache_dir=None,
     if _is_file(converted):
         return converted
     return _convert_into_cache(pretrained, architecture, cache_dir,
-                               _full_model(build_full_model, architecture))
+                               _full_model_builder(build_full_model, architecture))
 
 
 def _converted_path(pretrained, architecture, cache_dir):
@@ -142,14 +142,14 @@ def _converted_path(pretrained, architecture, cache_dir):
     return os.path.join(cache_folder(cache_dir), pretrained.converted_filename)
 
 
-def _full_model(build_full_model, architecture):
+def _full_model_builder(build_full_model, architecture):
     if build_full_model is None:
         raise ValueError(
             f"The converted {architecture} weights are not cached yet, and converting them "
             "needs a model with the full classifier: pass build_full_model, e.g. "
             f"lambda: PolyNet(architecture={architecture!r}, weights=None), or call "
             f"PolyNet(architecture={architecture!r}, weights='imagenet') once.")
-    return build_full_model()
+    return build_full_model
 
 
 def _is_file(path):
@@ -165,7 +165,12 @@ def _has_full_top(model, num_classes):
 
 
 def _convert_into_cache(pretrained, architecture, cache_dir, target):
-    """Obtains a checked checkpoint, converts it into `target` and saves that; returns the path."""
+    """Obtains a checked checkpoint, converts it into `target` and saves that; returns the path.
+
+    `target` is the model or a function building it, called only once the
+    checkpoint is in hand and read (a full-size network built for a download
+    that fails is wasted).
+    """
     folder = cache_folder(cache_dir)
     converted = os.path.join(folder, pretrained.converted_filename)
     tf.io.gfile.makedirs(folder)

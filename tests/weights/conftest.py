@@ -46,20 +46,13 @@ def _pretrainedmodels_polynet(torch):
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     net = module.PolyNet(num_classes=1000)
-    return net, net.features
+    return net, net.avg_pool
 
 
 def _pytorchcv_polynet(torch):
     polynet = pytest.importorskip("pytorchcv.models.polynet")
     net = polynet.polynet()
-
-    def features(x):
-        for name, child in net.features.named_children():
-            if name != "final_pool":
-                x = child(x)
-        return x
-
-    return net, features
+    return net, net.features.final_pool
 
 
 def randomize(net, torch, seed):
@@ -85,18 +78,24 @@ def _build_reference(layout, folder, seed):
     torch = pytest.importorskip("torch")
     torch.set_num_threads(os.cpu_count() or 1)
     make = _pretrainedmodels_polynet if layout == "pretrainedmodels" else _pytorchcv_polynet
-    net, features = make(torch)
+    net, final_pool = make(torch)
     randomize(net, torch, seed)
     net.eval()
     checkpoint = os.path.join(folder, f"{layout}.pth")
     state = net.state_dict()
     torch.save(state, checkpoint)
     inputs = np.random.default_rng(seed).random((BATCH, SIZE, SIZE, 3), dtype=np.float32)
+    # The features are what enters the final average pooling: kept from the
+    # same forward pass as the logits (a second pass would cost as much again).
+    seen = []
+    hook = final_pool.register_forward_pre_hook(lambda _, args: seen.append(args[0].clone()))
     with torch.no_grad():
         x = torch.from_numpy(np.ascontiguousarray(inputs.transpose(0, 3, 1, 2)))
         logits = net(x).numpy()
-        feature_map = features(x).numpy().transpose(0, 2, 3, 1)
-    return Reference(layout, checkpoint, inputs, logits, feature_map, list(state))
+    hook.remove()
+    (feature_map,) = seen
+    return Reference(layout, checkpoint, inputs, logits,
+                     feature_map.numpy().transpose(0, 2, 3, 1), list(state))
 
 
 def _shared_reference(layout, seed, tmp_path_factory, worker_id):

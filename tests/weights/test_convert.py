@@ -1,7 +1,11 @@
 """Checkpoint conversion: both public layouts reproduce the PyTorch references.
 
 Full-size network (the released very_deep), batch 2 at 331x331, inference mode.
-Tolerance: max |keras - torch| <= 1e-4 x std(torch output).
+Tolerance: max |keras - torch| <= 1e-4 x std(torch output). Building the
+full-size network costs seconds each time: the module builds it once with the
+top and once without, and loads each converted file into those (with
+`load_weights_file`, what `PolyNet(weights=FILE)` does; that call itself is
+tested on tiny networks in test_weights_file.py).
 """
 
 import os
@@ -15,6 +19,7 @@ from polynet_tf.weights import (
     CheckpointError,
     CheckpointMismatchError,
     convert_checkpoint,
+    load_weights_file,
 )
 from polynet_tf.convert_weights import main as convert_main
 
@@ -30,7 +35,15 @@ def _relative_error(actual, expected):
 
 
 @pytest.fixture(scope="module")
-def converted(request, tmp_path_factory):
+def very_deep():
+    """The released network with the top (logits): the pretrainedmodels conversion's target,
+    the model each converted file is loaded into, and the rejection tests' target (a
+    rejection assigns nothing)."""
+    return PolyNet("very_deep", weights=None, classifier_activation=None)
+
+
+@pytest.fixture(scope="module")
+def converted(request, tmp_path_factory, very_deep):
     """layout -> (reference, converted .weights.h5); pytorchcv goes through the CLI."""
     folder = tmp_path_factory.mktemp("converted")
     out = {}
@@ -42,8 +55,7 @@ def converted(request, tmp_path_factory):
                                    "--output", output])
             assert status == 0
         else:
-            model = PolyNet("very_deep", weights=None)
-            assert convert_checkpoint(reference.checkpoint, output, layout, model) == output
+            assert convert_checkpoint(reference.checkpoint, output, layout, very_deep) == output
         assert os.path.isfile(output)
         out[layout] = (reference, output)
     # Atomic writes leave no temporary files behind.
@@ -52,9 +64,9 @@ def converted(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def spare_model():
-    """One very_deep model for the rejection tests (a rejection assigns nothing)."""
-    return PolyNet("very_deep", weights=None)
+def spare_model(very_deep):
+    """The very_deep model for the rejection tests (a rejection assigns nothing)."""
+    return very_deep
 
 
 # Keys of: the first stem conv, the 3rd BatchNorm of the first shared conv of
@@ -71,9 +83,10 @@ SPOT_KEYS = {
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_logits_match_reference(converted, layout):
+def test_logits_match_reference(converted, very_deep, layout):
     reference, path = converted[layout]
-    model = PolyNet("very_deep", weights=path, classifier_activation=None)
+    model = very_deep
+    load_weights_file(model, path)  # strict: every weight of the model, nothing else
     assert model.count_params() == 95_366_600 + 361_088
     logits = keras.ops.convert_to_numpy(model(reference.inputs, training=False))
     error = _relative_error(logits, reference.logits)
@@ -96,10 +109,16 @@ def test_logits_match_reference(converted, layout):
         model.get_layer("predictions").kernel.numpy(), state[dense_key].numpy().T)
 
 
+@pytest.fixture(scope="module")
+def very_deep_without_top():
+    return PolyNet("very_deep", include_top=False, weights=None, input_shape=(331, 331, 3))
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_features_without_top_match_reference(converted, layout):
+def test_features_without_top_match_reference(converted, very_deep_without_top, layout):
     reference, path = converted[layout]
-    model = PolyNet("very_deep", include_top=False, weights=path, input_shape=(331, 331, 3))
+    model = very_deep_without_top
+    load_weights_file(model, path, allow_unused=("predictions",))  # the file has the top
     features = keras.ops.convert_to_numpy(model(reference.inputs, training=False))
     error = _relative_error(features, reference.features)
     print(f"{layout}: features max abs diff / std = {error:.2e}")

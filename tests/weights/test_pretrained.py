@@ -18,6 +18,7 @@ import pytest
 
 from polynet_tf.models.architectures import get_architecture, get_pretrained_config
 from polynet_tf.models.polynet import PolyNet
+from polynet_tf.weights import WeightsMismatchError, convert_checkpoint, pretrained
 from polynet_tf.weights.pretrained import HashMismatchError, PretrainedWeightsError
 
 pytest.importorskip("torch")
@@ -103,7 +104,15 @@ def test_download_convert_cache_and_load(served, pytorchcv_reference):
     assert _relative_error(features, pytorchcv_reference.features) <= TOLERANCE
 
 
-def test_offline_error_says_where_to_put_the_file(served, pretrainedmodels_reference):
+def test_offline_error_says_where_to_put_the_file(served, pretrainedmodels_reference,
+                                                  monkeypatch):
+    conversions = []
+
+    def counted(*args, **kwargs):
+        conversions.append(args[0])
+        return convert_checkpoint(*args, **kwargs)
+
+    monkeypatch.setattr(pretrained, "convert_checkpoint", counted)
     served["table"].clear()
     with pytest.raises(PretrainedWeightsError) as info:
         PolyNet(weights="imagenet", include_top=False, pooling="avg")
@@ -120,6 +129,7 @@ def test_offline_error_says_where_to_put_the_file(served, pretrainedmodels_refer
     pooled = keras.ops.convert_to_numpy(model(pretrainedmodels_reference.inputs, training=False))
     expected = pretrainedmodels_reference.features.mean(axis=(1, 2))
     assert _relative_error(pooled, expected) <= TOLERANCE
+    assert conversions == [hand_placed]  # once, into a full model, then loaded without the top
 
 
 def test_hash_mismatch_deletes_download_and_falls_back(served, pretrainedmodels_reference,
@@ -154,11 +164,13 @@ def test_hash_mismatch_everywhere_leaves_nothing(served, tmp_path):
 
 
 def test_stale_converted_file_is_refused(served):
-    # A converted file that does not fit (here: made without the top) must not
-    # load half-way; the error says to delete it.
+    # A converted file that does not fit (here: made by a narrower network
+    # without the top; a small file, the same refusal) must not load
+    # half-way; the error says to delete it.
     stale = os.path.join(served["cache"], "polynet_very_deep_imagenet.weights.h5")
     os.makedirs(served["cache"])
-    PolyNet(include_top=False).save_weights(stale)
-    with pytest.raises(PretrainedWeightsError, match="Delete it"):
+    PolyNet(include_top=False, width_multiplier=0.0625).save_weights(stale)
+    with pytest.raises(PretrainedWeightsError, match="Delete it") as info:
         PolyNet(weights="imagenet")
+    assert isinstance(info.value.__cause__, WeightsMismatchError)
     assert served["calls"] == []
