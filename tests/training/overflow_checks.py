@@ -5,11 +5,12 @@ normal images on every replica, then near-constant images on the last
 replica only (their BatchNorm variances are tiny: the float16 gradients of
 the scaled loss overflow while the forward pass stays finite), then normal
 images again. The loss scale starts at `START_SCALE`, where the normal
-images' gradients are finite.
+images' gradients are finite. It also counts the all-reduce ops of the step
+it traced (`collective_ops`: no second trace).
 
 As a script it is one worker of two (MultiWorkerMirroredStrategy):
 `python -m tests.training.overflow_checks TASK HOSTS SHARDS_JSON MODEL_DIR CLIP OUT_JSON`
-runs the steps, saves a checkpoint and writes what it saw to OUT_JSON;
+(CLIP 0: no clipping) runs the steps, saves a checkpoint and writes what it saw to OUT_JSON;
 tests/training/test_replicas.py asserts.
 """
 
@@ -26,6 +27,24 @@ OVERFLOW_STEP = 2
 # optimizer.clip_global_norm of the clipped runs: below the first steps'
 # gradient norms (about 2000 on the tiny network), so that clipping acts.
 CLIP = 10.0
+
+COLLECTIVES = ("CollectiveReduceV2", "NcclAllReduce", "CollectiveReduce")
+
+
+def collective_ops(function, *args):
+    """Counts of the all-reduce ops in the graph of the `tf.function` `function` for `args`.
+
+    Args:
+        function: a `tf.function`; called with `args` already, its traced
+            graph is read (no new trace).
+        *args: its arguments, or their `tf.TensorSpec`s (then traced here).
+
+    Returns:
+        dict: op name (of `COLLECTIVES`) -> count, nested functions included.
+    """
+    graph = function.get_concrete_function(*args).graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return {op: sum(n.op == op for n in nodes) for op in COLLECTIVES}
 
 
 def overflow_overrides(clip):
@@ -60,7 +79,8 @@ def overflow_steps(trainer):
         unsummed gradients, computed apart from the step), `scale`
         [step][local replica] after the step, `largest_change` [step][local
         replica] (max |weight change| over the trainable weights), `finite`
-        [step] (every weight finite), and `step`.
+        [step] (every weight finite), `step`, and `collectives` (the
+        all-reduce ops of the traced step, `collective_ops`).
     """
     strategy = trainer.strategy
     replicas = strategy.num_replicas_in_sync
@@ -94,6 +114,7 @@ def overflow_steps(trainer):
         result["scale"].append([float(c.numpy())
                                 for c in _local(trainer.optimizer.dynamic_scale)])
     result["step"] = trainer.step
+    result["collectives"] = collective_ops(step, images, labels)
     return result
 
 

@@ -32,6 +32,7 @@ from tests.training.equivalence import (  # noqa: E402
 from tests.training.overflow_checks import (  # noqa: E402
     CLIP,
     PER_REPLICA_BATCH,
+    collective_ops,
     overflow_overrides,
     overflow_steps,
 )
@@ -43,12 +44,29 @@ def _config(shards, **values):
     return load_experiment([TINY_CONFIG], overrides(shards, **values), mode="train_and_eval")
 
 
+def _one_step(trainer, halves, labels):
+    """One training step of the two-replica `trainer`, replica i fed `halves[i]`, `labels[i]`.
+
+    Returns:
+        The all-reduce ops of the traced step (`collective_ops`).
+    """
+    strategy = trainer.strategy
+    images = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(halves[context.replica_id_in_sync_group]))
+    targets = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(labels[context.replica_id_in_sync_group]))
+    step = tf.function(lambda x, y: strategy.run(trainer._train_step, args=(x, y)))
+    step(images, targets)
+    return collective_ops(step, images, targets)
+
+
 def batch_norm_and_evaluation(shards, model_dir):
     """One step on two replicas fed different images; then save and evaluate.
 
     The step computes its BatchNorms with the fused kernel (the default; each
     replica updates its own copy of the statistics), the reference with
-    Keras's layer.
+    Keras's layer. The step's all-reduce ops are those of the plain config
+    (float32, unclipped).
     """
     config = _config(shards, **{"train_data.global_batch_size": 8,
                                 "eval_data.global_batch_size": 8})
@@ -58,12 +76,7 @@ def batch_norm_and_evaluation(shards, model_dir):
     halves = [rng.normal(0.0, 1.0, (4, 75, 75, 3)).astype("float32"),
               rng.normal(1.0, 2.0, (4, 75, 75, 3)).astype("float32")]
     labels = [np.array([0, 1, 2, 3], "int32")] * 2
-    strategy = trainer.strategy
-    images = strategy.experimental_distribute_values_from_function(
-        lambda context: tf.constant(halves[context.replica_id_in_sync_group]))
-    targets = strategy.experimental_distribute_values_from_function(
-        lambda context: tf.constant(labels[context.replica_id_in_sync_group]))
-    tf.function(lambda x, y: strategy.run(trainer._train_step, args=(x, y)))(images, targets)
+    collectives = _one_step(trainer, halves, labels)
     stats = moving_statistics(trainer.model)
     before = [[c.numpy() for c in v.value.values] for v in stats]
     trainer.save()
@@ -89,6 +102,7 @@ def batch_norm_and_evaluation(shards, model_dir):
                                 for e, a, b in zip(exported, *per_half)],
         "halves_differ": [float(np.max(np.abs(a - b))) for a, b in zip(*per_half)],
         "mirrored_eval": mirrored_eval, "single_eval": single_eval,
+        "collectives": collectives,
     }
 
 
@@ -127,8 +141,9 @@ def synchronized(shards, model_dir, steps=EQUIVALENCE_STEPS):
 
 
 def overflow(shards, model_dir):
-    """`overflow_steps` on two replicas; then a one-device trainer restores the checkpoint."""
-    config = _config(shards, **overflow_overrides(None),
+    """`overflow_steps` on two replicas, clipped; then a one-device trainer restores the
+    checkpoint."""
+    config = _config(shards, **overflow_overrides(CLIP),
                      **{"train_data.global_batch_size": 2 * PER_REPLICA_BATCH})
     trainer = Trainer(config, model_dir, tf.distribute.MirroredStrategy(DEVICES))
     result = overflow_steps(trainer)
@@ -139,67 +154,51 @@ def overflow(shards, model_dir):
     return result
 
 
-COLLECTIVES = ("CollectiveReduceV2", "NcclAllReduce", "CollectiveReduce")
+def _accumulated_update_ops(trainer):
+    """The all-reduce ops of one traced update of micro-batches (traced, not run).
 
-
-def _collective_ops(trainer):
-    """Counts of the all-reduce ops in the graph of one traced training update.
-
-    Accumulating, a micro-batch then the update; with EMA, its update too.
+    A micro-batch, then the update of the accumulated gradients; with an
+    EMA, its update too.
     """
     strategy = trainer.strategy
-    spec = (tf.TensorSpec([PER_REPLICA_BATCH, 75, 75, 3]), tf.TensorSpec([PER_REPLICA_BATCH],
-                                                                        tf.int32))
 
     def update(images, labels):
         strategy.run(trainer._train_step, args=(images, labels))
-        if trainer._accumulators is not None:
-            strategy.run(trainer._apply_accumulated)
-        if trainer._ema is not None:
-            trainer._ema.update(trainer.global_step)
+        strategy.run(trainer._apply_accumulated)
+        trainer._ema.update(trainer.global_step)
 
-    function = tf.function(update)
-    graph = function.get_concrete_function(*spec).graph.as_graph_def()
-    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
-    return {op: sum(n.op == op for n in nodes) for op in COLLECTIVES}
+    return collective_ops(tf.function(update),
+                          tf.TensorSpec([PER_REPLICA_BATCH, 75, 75, 3]),
+                          tf.TensorSpec([PER_REPLICA_BATCH], tf.int32))
 
 
 def all_reduce_counts(shards, model_dir):
-    """The step's all-reduce ops with and without clipping (and under loss
-    scaling), and the clipped step on two replicas against one device."""
+    """The update's all-reduce ops when accumulating micro-batches (clipped, loss
+    scaling, EMA), and the clipped float32 step's, which runs on two replicas
+    against one device. (The plain step's are counted in
+    `batch_norm_and_evaluation`, the clipped mixed_float16 one's in `overflow`.)"""
     batch = {"train_data.global_batch_size": 2 * PER_REPLICA_BATCH}
-    counts = {}
-    # (Loss scaling alone adds nothing to the mixed-and-clipped case's check.)
-    for name, values in (("plain", {}),
-                         ("mixed_clipped", {"trainer.mixed_precision": "mixed_float16",
-                                            "optimizer.clip_global_norm": CLIP}),
-                         # Micro-batches sum locally; the EMA adds no collective.
-                         ("accumulated", {"trainer.mixed_precision": "mixed_float16",
-                                          "optimizer.clip_global_norm": CLIP,
-                                          "trainer.accumulation_steps": 2,
-                                          "trainer.ema_decay": 0.9}),
-                         # Weight updates far above the weights' float32
-                         # rounding: a learning rate of 0.4 from the first step.
-                         ("clipped", {"optimizer.clip_global_norm": CLIP,
-                                      "schedule.base_learning_rate": 0.4,
-                                      "schedule.base_batch_size": 2 * PER_REPLICA_BATCH,
-                                      "schedule.warmup_steps": 0})):
-        trainer = Trainer(_config(shards, **batch, **values), f"{model_dir}_{name}",
-                          tf.distribute.MirroredStrategy(DEVICES))
-        counts[name] = _collective_ops(trainer)
-    # The last trainer (float32, clipped) takes one step on two different halves.
-    strategy, model = trainer.strategy, trainer.model
+    # Micro-batches sum locally; the EMA adds no collective.
+    accumulating = Trainer(_config(shards, **batch, **{
+        "trainer.mixed_precision": "mixed_float16", "optimizer.clip_global_norm": CLIP,
+        "trainer.accumulation_steps": 2, "trainer.ema_decay": 0.9}),
+        f"{model_dir}_accumulated", tf.distribute.MirroredStrategy(DEVICES))
+    counts = {"accumulated": _accumulated_update_ops(accumulating)}
+    # Weight updates far above the weights' float32 rounding: a learning rate
+    # of 0.4 from the first step.
+    trainer = Trainer(_config(shards, **batch, **{
+        "optimizer.clip_global_norm": CLIP, "schedule.base_learning_rate": 0.4,
+        "schedule.base_batch_size": 2 * PER_REPLICA_BATCH, "schedule.warmup_steps": 0}),
+        f"{model_dir}_clipped", tf.distribute.MirroredStrategy(DEVICES))
+    # One step on two different halves.
+    model = trainer.model
     initial = [v.numpy() for v in model.trainable_variables]
     rng = np.random.default_rng(1)
     halves = [rng.normal(0.0, 1.0, (PER_REPLICA_BATCH, 75, 75, 3)).astype("float32")
               for _ in range(2)]
     labels = [np.arange(PER_REPLICA_BATCH, dtype="int32") % 4,
               np.arange(PER_REPLICA_BATCH, dtype="int32")[::-1] % 4]
-    images = strategy.experimental_distribute_values_from_function(
-        lambda context: tf.constant(halves[context.replica_id_in_sync_group]))
-    targets = strategy.experimental_distribute_values_from_function(
-        lambda context: tf.constant(labels[context.replica_id_in_sync_group]))
-    tf.function(lambda x, y: strategy.run(trainer._train_step, args=(x, y)))(images, targets)
+    counts["clipped"] = _one_step(trainer, halves, labels)
     two_replicas = [v.numpy() for v in model.trainable_variables]
     # Reference on one device: each half through the network alone (its own
     # BatchNorm statistics, as on its replica), one gradient of the whole

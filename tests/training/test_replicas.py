@@ -15,7 +15,7 @@ from tests.training.conftest import (
     ROOT, TINY_CONFIG, free_ports, launch, overrides, train_command)
 from tests.training.equivalence import (
     EQUIVALENCE_STEPS, relative_update_difference, short_run)
-from tests.training.overflow_checks import CLIP, OVERFLOW_STEP, START_SCALE
+from tests.training.overflow_checks import OVERFLOW_STEP, START_SCALE
 from tests.training.synthetic_data import write_dataset
 
 pytestmark = pytest.mark.slow
@@ -43,8 +43,16 @@ def _result(process, out):
     return json.loads(out.read_text())
 
 
+def _assert_one_all_reduce(counts, name):
+    """Two replicas: one all-reduce op each (the gradients travel in one pack);
+    summing the gradients again in the optimizer would double it."""
+    assert sum(counts.values()) == 2, (name, counts)
+
+
 def test_saved_and_evaluated_batch_norm_statistics_are_the_replica_mean(odd_shards, tmp_path):
     result = _result(*_replica_check("batch_norm_and_evaluation", odd_shards, tmp_path))
+    # Its step (float32, unclipped): one all-reduce per step.
+    _assert_one_all_reduce(result["collectives"], "plain")
     assert len(result["names"]) > 50
     # The replicas were fed different images: their statistics differ ...
     assert min(result["halves_differ"]) > 1e-4
@@ -60,12 +68,15 @@ def test_saved_and_evaluated_batch_norm_statistics_are_the_replica_mean(odd_shar
     assert mirrored["top1"] == single["top1"]
 
 
-def _restored_weights(model_dir, params):
-    """The model weights of the run's latest checkpoint, in `model.weights` order."""
+def _restored_weights(params, *model_dirs):
+    """The model weights of each run's latest checkpoint, in `model.weights` order; their paths."""
     config = load_experiment([TINY_CONFIG], params, mode="train")
     model = build_model(config.model, image_size=config.train_data.image_size)
-    load_source_weights(model, str(model_dir))  # every weight must be found
-    return [v.numpy() for v in model.weights], [v.path for v in model.weights]
+    runs = []
+    for model_dir in model_dirs:
+        load_source_weights(model, str(model_dir))  # every weight must be found
+        runs.append([v.numpy() for v in model.weights])
+    return runs, [v.path for v in model.weights]
 
 
 def test_two_workers_equal_two_replicas_and_synchronized_batch_norm_equals_one(
@@ -87,8 +98,8 @@ def test_two_workers_equal_two_replicas_and_synchronized_batch_norm_equals_one(
     synced = _result(*synchronized)
 
     initial = list(np.load(tmp_path / "equivalence_initial.npz").values())
-    two_workers, names = _restored_weights(tmp_path / "workers", params)
-    two_replicas, _ = _restored_weights(tmp_path / "equivalence", params)
+    (two_workers, two_replicas, synchronized), names = _restored_weights(
+        params, tmp_path / "workers", tmp_path / "equivalence", tmp_path / "synchronized_sync2")
     assert len(names) > 200
     # The steps (trainable weights and the replica mean of the moving
     # statistics) are the same in both layouts to 2e-5 (measured 1.0e-5,
@@ -102,7 +113,6 @@ def test_two_workers_equal_two_replicas_and_synchronized_batch_norm_equals_one(
     # ... and the comparison can fail: the same steps with BatchNorm
     # statistics over the global batch instead of each replica's half (the
     # only difference) move the weights otherwise (measured 8.9e-2).
-    synchronized, _ = _restored_weights(tmp_path / "synchronized_sync2", params)
     assert relative_update_difference(initial, synchronized, two_replicas) > 1e-2
     # Synchronized BatchNorm: two replicas of 8 take the steps of one of 16,
     # to the precision of Keras's synchronized moments (variance as
@@ -116,12 +126,13 @@ def test_two_workers_equal_two_replicas_and_synchronized_batch_norm_equals_one(
 
 def test_one_all_reduce_per_step_with_or_without_clipping(synthetic_shards, tmp_path):
     result = _result(*_replica_check("all_reduce_counts", synthetic_shards, tmp_path))
-    # Two replicas: one all-reduce op each (the gradients travel in one pack),
-    # with clipping, loss scaling or both, and per update when accumulating
-    # micro-batches with an EMA; summing the gradients again in the optimizer
-    # would double it.
+    # One all-reduce per step with clipping, and per update when accumulating
+    # micro-batches (loss scaling, clipping) with an EMA. Without clipping it
+    # is the batch-norm test's step; with loss scaling and clipping, the
+    # in-process overflow test's.
+    assert set(result["counts"]) == {"clipped", "accumulated"}
     for name, counts in result["counts"].items():
-        assert sum(counts.values()) == 2, (name, counts)
+        _assert_one_all_reduce(counts, name)
     # The clipped step equals one device's: each half through the network
     # alone, the whole batch's gradient clipped to its global norm, RMSprop.
     # Measured 1.8e-4 (the fused BatchNorm kernel's gradient against Keras's
@@ -152,9 +163,12 @@ def _assert_skipped_everywhere(results):
 
 
 def test_a_float16_overflow_on_one_replica_skips_the_step_on_both(synthetic_shards, tmp_path):
-    # Without clipping here; the two-worker test below runs the clipped step.
+    # With clipping here (the step clips the summed gradients, then decides);
+    # the two-worker test below runs the unclipped step.
     result = _result(*_replica_check("overflow", synthetic_shards, tmp_path))
     _assert_skipped_everywhere([result])
+    # The clipped mixed_float16 step: one all-reduce per step.
+    _assert_one_all_reduce(result["collectives"], "mixed_clipped")
     # Saved and restored: a trainer resuming from the checkpoint has the halved scale.
     assert result["restored"] == {"step": 3, "scale": START_SCALE / 2}
 
@@ -162,12 +176,11 @@ def test_a_float16_overflow_on_one_replica_skips_the_step_on_both(synthetic_shar
 def test_two_workers_skip_a_float16_overflow_on_one_worker_alike(synthetic_shards, tmp_path):
     import tensorflow as tf  # noqa: PLC0415
 
-    # With clipping (the step clips the summed gradients, then decides); the
-    # unclipped step is the in-process test's above.
+    # Without clipping (CLIP 0); the clipped step is the in-process test's above.
     hosts = ",".join(f"localhost:{port}" for port in free_ports(2))
     workers = [launch(
         [sys.executable, "-m", "tests.training.overflow_checks", str(task), hosts,
-         json.dumps(list(synthetic_shards)), str(tmp_path / "run"), str(CLIP),
+         json.dumps(list(synthetic_shards)), str(tmp_path / "run"), "0",
          str(tmp_path / f"worker_{task}.json")], tmp_path / f"worker_{task}.log")
         for task in range(2)]
     for task, worker in enumerate(workers):
