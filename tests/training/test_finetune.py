@@ -153,17 +153,15 @@ def test_warm_up_starts_near_zero(new_task):
     assert float(schedule(99)) == pytest.approx(schedule.peak)
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"model.architecture": "A: 2way | B: 2way | C: 2way"},
-     r"do not fit the model .* `stage_b_0/.*` .* is missing from the source"),
-    ({"model.width_multiplier": 0.25},
-     r"`stem/conv1/conv/kernel` has shape \(3, 3, 3, 8\) in the model but \(3, 3, 3, 4\)"),
-])
 def test_a_source_that_does_not_fit_stops_before_the_first_step(source_run, new_task,
-                                                                 tmp_path, values, message):
+                                                                 tmp_path):
+    # A narrower model (model.width_multiplier) is the train command's case below.
     model_dir, _ = source_run
-    config = _finetune_config(new_task, model_dir, 5, **values)
-    with pytest.raises(finetune.FineTuneError, match=message):
+    config = _finetune_config(new_task, model_dir, 5, **{
+        "model.architecture": "A: 2way | B: 2way | C: 2way"})
+    with pytest.raises(finetune.FineTuneError,
+                       match=r"do not fit the model .* `stage_b_0/.*` .* is missing from the "
+                             r"source"):
         _trainer(config, tmp_path)
     assert not (tmp_path / "checkpoints").exists()
     assert not (tmp_path / finetune.REPORT_FILE).exists()
@@ -196,7 +194,8 @@ def test_the_train_command_stops_with_exit_status_2_and_writes_nothing(source_ru
     assert not (tmp_path / "new").exists()
     log = (tmp_path / "existing.log").read_text()
     assert "Cannot fine-tune: The initial weights" in log
-    assert "has shape (3, 3, 3, 8) in the model but (3, 3, 3, 4) in the source" in log
+    assert ("`stem/conv1/conv/kernel` has shape (3, 3, 3, 8) in the model but (3, 3, 3, 4) "
+            "in the source") in log
     assert _tree(tmp_path / "existing") == before
 
 
