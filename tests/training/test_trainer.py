@@ -70,6 +70,16 @@ def test_loss_falls_and_accuracy_rises(first_steps, tmp_path):
     assert os.path.exists(os.path.join(trainer.checkpoint_dir, "ckpt-120.index"))
 
 
+def _summary_steps(model_dir):
+    steps = set()
+    for path in (model_dir / "train").glob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            if event.summary.value:
+                steps.add(event.step)
+    return sorted(steps)
+
+
 @pytest.mark.slow
 def test_a_resumed_run_continues_the_same_run(synthetic_shards, tmp_path):
     # Accumulating 2 micro-batches of 16 (the stream skips updates x 2 of
@@ -77,9 +87,12 @@ def test_a_resumed_run_continues_the_same_run(synthetic_shards, tmp_path):
     settings = {"trainer.train_steps": 12, "trainer.steps_per_loop": 4,
                 "trainer.checkpoint_interval": 8, "trainer.eval_interval": 100,
                 "train_data.global_batch_size": 16, "trainer.accumulation_steps": 2,
-                "trainer.ema_decay": 0.9}
+                "trainer.ema_decay": 0.9, "trainer.summary_interval": 5}
     straight = _trainer(synthetic_shards, tmp_path / "straight", **settings)
     straight.train()  # one train(): one data stream, checkpoints at steps 8 and 12
+    # Summaries every summary_interval steps and at the last one, not at the ends of
+    # the loops of steps 4 and 8.
+    assert _summary_steps(tmp_path / "straight") == [5, 10, 12]
     # A run stopped after step 8: the straight run's checkpoint of that step alone.
     stopped = tmp_path / "resumed" / "checkpoints"
     stopped.mkdir(parents=True)
@@ -126,19 +139,33 @@ def test_divergence_stops_with_the_last_good_checkpoint_intact(diverged):
             assert np.all(np.isfinite(value)), name
 
 
-def test_init_from_grows_a_fresh_run_from_a_smaller_checkpoint(synthetic_shards, tmp_path):
-    small_architecture = "A: ir | B: ir | C: ir"
-    small = _trainer(synthetic_shards, tmp_path / "small", **{
-        "model.architecture": small_architecture, "trainer.train_steps": 4,
-        "trainer.steps_per_loop": 2, "trainer.checkpoint_interval": 4})
-    small.train()
+IR_ARCHITECTURE = "A: ir | B: ir | C: ir"
+
+
+@pytest.fixture(scope="module")
+def small_run(synthetic_shards, tmp_path_factory):
+    """(trainer, metrics) of two steps of a smaller network with every augmentation on: the
+    augmentation test reads the metrics, the init_from test grows from its checkpoint."""
+    trainer = _trainer(synthetic_shards, tmp_path_factory.mktemp("small"), **{
+        "model.architecture": IR_ARCHITECTURE, "trainer.train_steps": 2,
+        "trainer.steps_per_loop": 2, "trainer.checkpoint_interval": 2,
+        "trainer.eval_interval": 100, "optimizer.label_smoothing": 0.1,
+        "train_data.global_batch_size": 8, "train_data.randaugment_num_ops": 1,
+        "train_data.random_erasing_probability": 0.5, "train_data.mixup_alpha": 0.8,
+        "train_data.cutmix_alpha": 1.0})
+    return trainer, trainer.train()
+
+
+def test_init_from_grows_a_fresh_run_from_a_smaller_checkpoint(small_run, synthetic_shards,
+                                                               tmp_path):
+    small = small_run[0]
     config = load_experiment([TINY_CONFIG], overrides(synthetic_shards, **{
         "trainer.train_steps": 4, "trainer.checkpoint_interval": 4}))
     grown = Trainer(config, str(tmp_path / "grown"), tf.distribute.OneDeviceStrategy("/cpu:0"),
-                    init_from=str(tmp_path / "small" / "checkpoints"),
-                    init_from_architecture=small_architecture,
+                    init_from=small.checkpoint_dir,
+                    init_from_architecture=IR_ARCHITECTURE,
                     init_from_mode="function_preserving")
-    assert grown.restored_from == str(tmp_path / "small" / "checkpoints")
+    assert grown.restored_from == small.checkpoint_dir
     assert grown.step == 0
     source = small.model.get_layer("stage_b_0").blocks[0].branches.ops[0].conv.kernel.numpy()
     target = grown.model.get_layer("stage_b_0").blocks[0].branches.ops[0].conv.kernel.numpy()
@@ -264,14 +291,8 @@ def test_fused_batch_norm_trains_as_keras_layer_does(first_steps):
 
 
 @pytest.mark.slow
-def test_a_training_step_with_every_augmentation_on(synthetic_shards, tmp_path):
-    trainer = _trainer(synthetic_shards, tmp_path, **{
-        "trainer.train_steps": 2, "trainer.steps_per_loop": 2, "trainer.checkpoint_interval": 2,
-        "trainer.eval_interval": 100, "optimizer.label_smoothing": 0.1,
-        "train_data.global_batch_size": 8, "train_data.randaugment_num_ops": 1,
-        "train_data.random_erasing_probability": 0.5, "train_data.mixup_alpha": 0.8,
-        "train_data.cutmix_alpha": 1.0})
-    metrics = trainer.train()
+def test_a_training_step_with_every_augmentation_on(small_run):
+    trainer, metrics = small_run
     assert trainer.step == 2
     assert metrics["num_images"] == 2 * trainer.global_batch_size
     # Soft, smoothed targets: the cross-entropy is at least their entropy (> 0), and finite.
