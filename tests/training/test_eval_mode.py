@@ -3,18 +3,26 @@
 import os
 
 import pytest
+import tensorflow as tf
 
-from tests.training.conftest import launch, overrides, train_command
+from polynet_tf import runs
+from polynet_tf.configs import load_experiment, write_yaml
+from polynet_tf.training.trainer import Trainer
+from tests.training.conftest import TINY_CONFIG, launch, overrides, train_command
 
 pytestmark = pytest.mark.slow
 
 
 def test_eval_reads_params_yaml_and_leaves_it_alone(synthetic_shards, tmp_path):
+    # The run, made in this process as `--mode=train` makes it (params.yaml, then a
+    # checkpoint): its step-1 checkpoint holds the initial weights, with no traced step.
     run = tmp_path / "run"
-    train = launch(train_command(run, overrides(synthetic_shards, **{
-        "trainer.train_steps": 1, "train_data.global_batch_size": 8}), mode="train"),
-        tmp_path / "train.log")
-    assert train.wait(timeout=600) == 0, open(tmp_path / "train.log").read()[-3000:]
+    config = load_experiment([TINY_CONFIG], overrides(synthetic_shards, **{
+        "trainer.train_steps": 1, "train_data.global_batch_size": 8}), mode="train")
+    trainer = Trainer(config, str(run), tf.distribute.OneDeviceStrategy("/cpu:0"))
+    write_yaml(config.to_dict(), runs.params_path(str(run)))
+    trainer.global_step.assign(1)
+    trainer.save()
     params = run / "params.yaml"
     before, stat = params.read_bytes(), os.stat(params)
     # The flags ask for another network (5 classes, not the run's 4) and a
