@@ -101,19 +101,24 @@ class Augmenter:
         self._mix_probability = float(config.mix_probability)
         self._switch_probability = float(config.cutmix_switch_probability)
         self._randaugment = None
+        # float32 whatever the global policy: a trainer in mixed precision sets it before
+        # the input pipeline is built, and the images stay float32 (RandAugment's contrast
+        # would multiply a bfloat16 factor into them).
         if config.randaugment_num_ops:
             self._randaugment = keras.layers.RandAugment(
                 value_range=(0, 255), num_ops=config.randaugment_num_ops,
-                factor=config.randaugment_magnitude)
+                factor=config.randaugment_magnitude, dtype="float32")
         self._eraser = None
         if config.random_erasing_probability:
             probability = float(config.random_erasing_probability)
             self._eraser = keras.layers.RandomErasing(
                 factor=(probability, probability), scale=tuple(config.random_erasing_scale),
-                fill_value=[255.0 * m for m in config.mean], value_range=(0, 255))
-        self._mixup = (keras.layers.MixUp(alpha=config.mixup_alpha)
+                fill_value=[255.0 * m for m in config.mean], value_range=(0, 255),
+                dtype="float32")
+        self._mixup = (keras.layers.MixUp(alpha=config.mixup_alpha, dtype="float32")
                        if config.mixup_alpha else None)
-        self._cutmix = (keras.layers.CutMix(factor=(config.cutmix_alpha, config.cutmix_alpha))
+        self._cutmix = (keras.layers.CutMix(factor=(config.cutmix_alpha, config.cutmix_alpha),
+                                            dtype="float32")
                         if config.cutmix_alpha else None)
 
     def augment_image(self, image: tf.Tensor, record_seed: tf.Tensor) -> tf.Tensor:

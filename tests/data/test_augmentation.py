@@ -155,3 +155,36 @@ def test_mixing_needs_the_number_of_classes(shards):
     config = DataConfig(file_pattern=shards, image_size=16, global_batch_size=4, mixup_alpha=0.2)
     with pytest.raises(ValueError, match="set DataConfig.num_classes"):
         build_dataset(config)
+
+
+def test_a_mixed_precision_policy_leaves_the_augmentation_in_float32():
+    """The trainer sets a global mixed policy before the input pipeline is built: the
+    augmentation layers must not take it (RandAugment's contrast multiplied a bfloat16 factor
+    into the float32 image and failed), and must draw as they do in float32."""
+    import keras  # noqa: PLC0415
+
+    options = {"randaugment_num_ops": 2, "randaugment_magnitude": 0.9,
+               "random_erasing_probability": 1.0, "mixup_alpha": 0.8, "cutmix_alpha": 1.0,
+               "mix_probability": 1.0}
+    image = tf.constant(np.random.default_rng(0).uniform(0, 255, (16, 16, 3)), tf.float32)
+    images, labels = _flat_batch()
+    seed = tf.constant([3, 4], tf.int64)
+
+    def augmented():
+        augmenter = _augmenter(**options)
+        # A seed that draws RandAugment's contrast among its operations.
+        outputs = [augmenter.augment_image(image, tf.constant([s, 1], tf.int64))
+                   for s in range(12)]
+        return outputs + list(augmenter.mix_batch(images, labels, seed))
+
+    expected = augmented()
+    previous = keras.config.dtype_policy()
+    for policy in ("mixed_bfloat16", "mixed_float16"):
+        keras.config.set_dtype_policy(policy)
+        try:
+            outputs = augmented()
+        finally:
+            keras.config.set_dtype_policy(previous)
+        for output, reference in zip(outputs, expected):
+            assert output.dtype == tf.float32, policy
+            np.testing.assert_array_equal(output.numpy(), reference.numpy(), err_msg=policy)
