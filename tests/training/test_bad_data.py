@@ -25,7 +25,9 @@ def _start(tmp_path, tag, bad, on_error):
         "trainer.train_steps": STEPS, "trainer.steps_per_loop": 4,
         "trainer.checkpoint_interval": 1000, "train_data.global_batch_size": 16,
         "train_data.on_error": on_error, "runtime.collective_timeout_seconds": 600,
-        "runtime.startup_timeout_seconds": 180})
+        "runtime.startup_timeout_seconds": 180,
+        # One Inception-ResNet module per stage: the network cheapest to trace.
+        "model.architecture": "A: ir | B: ir | C: ir"})
     hosts = [f"localhost:{port}" for port in free_ports(2)]
     bad_file = os.path.join(str(tmp_path / f"{tag}_data"), "train-00001-of-00004")
     return bad_file, [launch(train_command(tmp_path / f"{tag}_run", params, worker_hosts=hosts,
