@@ -30,9 +30,7 @@ def test_a_partition_ends_both_workers_quickly_and_a_restart_resumes(
         "trainer.train_steps": 8, "trainer.steps_per_loop": 1,
         "trainer.checkpoint_interval": 2, "train_data.global_batch_size": 16,
         # Far above the bound: the collective timeout must play no part.
-        "runtime.collective_timeout_seconds": 600, "runtime.startup_timeout_seconds": 120,
-        # One Inception-ResNet module per stage: the network cheapest to trace.
-        "model.architecture": "A: ir | B: ir | C: ir"})
+        "runtime.collective_timeout_seconds": 600, "runtime.startup_timeout_seconds": 120})
     hosts = [f"{address}:2222" for address in namespace_pair.addresses]
 
     def start(tag):

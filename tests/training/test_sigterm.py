@@ -1,6 +1,7 @@
 """SIGTERM: every worker saves the same step, one step after the signal, exits 143; resume.
 
-Also a killed worker: the survivor stops with an error and the same command resumes.
+Also a killed worker: the survivor stops with an error and the same command resumes; and
+bad records skipped on the way are counted.
 """
 
 import glob
@@ -17,13 +18,11 @@ from polynet_tf.configs import load_experiment
 from polynet_tf.loading import load_model
 from polynet_tf.training.trainer import Trainer
 from tests.training.conftest import TINY_CONFIG, free_ports, launch, overrides, train_command
+from tests.training.synthetic_data import write_dataset
 
 pytestmark = pytest.mark.slow
 
 TRAIN_STEPS = 30
-# One Inception-ResNet module per stage: the network cheapest to trace (nothing here
-# needs it to learn), so each process reaches its first step sooner.
-ARCHITECTURE = "A: ir | B: ir | C: ir"
 
 
 def _last_summary_step(model_dir):
@@ -51,8 +50,7 @@ def test_sigterm_saves_the_step_reached_and_the_same_command_resumes(synthetic_s
     params = overrides(synthetic_shards, **{
         "trainer.train_steps": TRAIN_STEPS, "trainer.steps_per_loop": 1,
         "trainer.checkpoint_interval": 1000, "trainer.summary_interval": 1,
-        "train_data.global_batch_size": 16, "trainer.ema_decay": 0.9,
-        "model.architecture": ARCHITECTURE})
+        "train_data.global_batch_size": 16, "trainer.ema_decay": 0.9})
     command = train_command(model_dir, params)
     process = launch(command, tmp_path / "first.log")
     deadline = time.time() + 600
@@ -87,7 +85,7 @@ def test_sigterm_inside_a_loop_saves_one_step_later(synthetic_shards, tmp_path):
     config = load_experiment([TINY_CONFIG], overrides(synthetic_shards, **{
         "trainer.train_steps": 30, "trainer.steps_per_loop": 30,
         "trainer.checkpoint_interval": 1000, "trainer.summary_interval": 1000,
-        "train_data.global_batch_size": 8, "model.architecture": ARCHITECTURE}), mode="train")
+        "train_data.global_batch_size": 8}), mode="train")
     trainer = Trainer(config, str(tmp_path / "run"), tf.distribute.OneDeviceStrategy("/cpu:0"))
     signal_step = 4
     train_step = trainer._train_step
@@ -180,26 +178,30 @@ def test_sigterm_to_both_of_two_workers_saves_one_step_on_both(synthetic_shards,
         "trainer.train_steps": steps, "trainer.steps_per_loop": steps,
         "trainer.checkpoint_interval": 1000, "trainer.summary_interval": 1000,
         "train_data.global_batch_size": 16, "runtime.collective_timeout_seconds": 120,
-        "runtime.startup_timeout_seconds": 180, "model.architecture": ARCHITECTURE})
+        "runtime.startup_timeout_seconds": 180})
     model_dir = tmp_path / "run"
     workers = _two_workers(model_dir, params, tmp_path, "first")
     _sigterm_saves_one_step_on_both(workers, [0, 1], model_dir, tmp_path, "first", steps, 3)
 
 
 def test_a_killed_worker_then_a_sigterm_to_the_other_and_the_same_command_resumes(
-        synthetic_shards, tmp_path):
+        tmp_path):
     # One job, three launches of the same command: worker 1 killed (the survivor
     # stops with an error); resumed, then SIGTERM to worker 1 alone (both save one
     # step); resumed again to the end. What two workers compute (equal to two
     # replicas in one process) is test_replicas.py's. Each update accumulates 2
-    # micro-batches of 8 and moves an EMA of the weights.
-    steps, interval = 16, 4
-    params = overrides(synthetic_shards, **{
+    # micro-batches of 8 and moves an EMA of the weights. Training record 5 (record 1
+    # of shard 1, read by worker 1 alone) is not an image: skipped, counted.
+    steps, interval = 40, 4
+    shards = write_dataset(str(tmp_path / "data"), num_train=256, num_val=64,
+                           bad_train_records={5: "garbage"})
+    bad_file = os.path.join(str(tmp_path / "data"), "train-00001-of-00004")
+    params = overrides(shards, **{
         "trainer.train_steps": steps, "trainer.steps_per_loop": 1,
-        "trainer.checkpoint_interval": interval, "trainer.max_checkpoints": 10,
+        "trainer.checkpoint_interval": interval, "trainer.max_checkpoints": 20,
         "train_data.global_batch_size": 8, "trainer.accumulation_steps": 2,
-        "trainer.ema_decay": 0.9, "runtime.collective_timeout_seconds": 30,
-        "runtime.startup_timeout_seconds": 120, "model.architecture": ARCHITECTURE})
+        "train_data.on_error": "skip", "trainer.ema_decay": 0.9,
+        "runtime.collective_timeout_seconds": 30, "runtime.startup_timeout_seconds": 120})
     model_dir = tmp_path / "run"
     # Kill worker 1 once the step-4 checkpoint exists.
     workers = _two_workers(model_dir, params, tmp_path, "first")
@@ -232,7 +234,9 @@ def test_a_killed_worker_then_a_sigterm_to_the_other_and_the_same_command_resume
     with open(os.path.join(stale, "checkpoint"), "w") as handle:
         handle.write('model_checkpoint_path: "ckpt-999"\n')
 
-    # The same command resumes from SIGTERM's checkpoint and finishes.
+    # The same command resumes from SIGTERM's checkpoint and finishes, through a
+    # whole epoch of worker 1's 128 records (8 a step).
+    assert steps - saved >= 16, saved
     before = _checkpoint_steps(model_dir)
     workers = _two_workers(model_dir, params, tmp_path, "third")
     for index, worker in enumerate(workers):
@@ -245,6 +249,14 @@ def test_a_killed_worker_then_a_sigterm_to_the_other_and_the_same_command_resume
     assert _checkpoint_steps(model_dir) == before + [
         step for step in range(interval, steps + 1, interval) if step > saved]
     assert not os.path.exists(os.path.join(stale, "checkpoint"))
+    # Each time record 1 of the bad shard came round in the last run it was
+    # logged, and counted.
+    log = open(tmp_path / "third_1.log").read()
+    met = re.findall(rf"skipped bad_record: {re.escape(bad_file)} record 1: could not be "
+                     "parsed", log)
+    summary = re.search(r"note: task 1: the input pipeline skipped (\d+) bad record\(s\)", log)
+    assert met and summary and int(summary.group(1)) == len(met), log[-2000:]
+    assert "skipped bad_record" not in open(tmp_path / "third_0.log").read()  # not its shard
     # The EMA went through the kill, the preemption and the resumes: saved beside the
     # raw weights (what evaluation and export load by default), finite and apart from them.
     kernels = {kind: load_model(checkpoint=str(model_dir), weights_kind=kind).model.get_layer(
