@@ -63,12 +63,6 @@ def converted(request, tmp_path_factory, very_deep):
     return out
 
 
-@pytest.fixture(scope="module")
-def spare_model(very_deep):
-    """The very_deep model for the rejection tests (a rejection assigns nothing)."""
-    return very_deep
-
-
 # Keys of: the first stem conv, the 3rd BatchNorm of the first shared conv of
 # the first poly-3 module (stage_b_0), and the classifier.
 SPOT_KEYS = {
@@ -135,7 +129,7 @@ def _assert_nothing_written(folder):
     assert os.listdir(folder) == [], os.listdir(folder)
 
 
-def test_truncated_state_dict_names_first_missing_key(pretrainedmodels_reference, spare_model,
+def test_truncated_state_dict_names_first_missing_key(pretrainedmodels_reference, very_deep,
                                                       tmp_path):
     state = torch.load(pretrainedmodels_reference.checkpoint, weights_only=True)
     keys = list(state)
@@ -146,14 +140,14 @@ def test_truncated_state_dict_names_first_missing_key(pretrainedmodels_reference
     out.mkdir()
     with pytest.raises(CheckpointMismatchError) as info:
         convert_checkpoint(checkpoint, str(out / "x.weights.h5"), "pretrainedmodels",
-                           model=spare_model)
+                           model=very_deep)
     assert info.value.key == first_missing
     assert repr(first_missing) in str(info.value)
     assert "truncated" in str(info.value)
     _assert_nothing_written(out)
 
 
-def test_truncated_file_is_rejected(pretrainedmodels_reference, spare_model, tmp_path):
+def test_truncated_file_is_rejected(pretrainedmodels_reference, very_deep, tmp_path):
     data = open(pretrainedmodels_reference.checkpoint, "rb").read()
     checkpoint = tmp_path / "cut.pth"
     checkpoint.write_bytes(data[: len(data) // 3])
@@ -161,20 +155,20 @@ def test_truncated_file_is_rejected(pretrainedmodels_reference, spare_model, tmp
     out.mkdir()
     with pytest.raises(CheckpointError, match="cut.pth.*truncated"):
         convert_checkpoint(str(checkpoint), str(out / "x.weights.h5"), "pretrainedmodels",
-                           spare_model)
+                           very_deep)
     _assert_nothing_written(out)
 
 
-def test_wrong_layout_is_named(pytorchcv_reference, spare_model, tmp_path):
+def test_wrong_layout_is_named(pytorchcv_reference, very_deep, tmp_path):
     with pytest.raises(CheckpointMismatchError) as info:
         convert_checkpoint(pytorchcv_reference.checkpoint, str(tmp_path / "x.weights.h5"),
-                           "pretrainedmodels", model=spare_model)
+                           "pretrainedmodels", model=very_deep)
     assert info.value.key == "stem.conv1.0.conv.weight"
     assert "use source='pytorchcv'" in str(info.value)
     _assert_nothing_written(tmp_path)
 
 
-def test_wrong_shape_and_extra_tensor_are_named(pretrainedmodels_reference, spare_model, tmp_path):
+def test_wrong_shape_and_extra_tensor_are_named(pretrainedmodels_reference, very_deep, tmp_path):
     state = torch.load(pretrainedmodels_reference.checkpoint, weights_only=True)
     bad_key = "stage_b.3.blocks.1.conv2d.conv.weight"
     state[bad_key] = state[bad_key][:, :-1]  # 383 input channels instead of 384
@@ -184,16 +178,16 @@ def test_wrong_shape_and_extra_tensor_are_named(pretrainedmodels_reference, spar
     out.mkdir()
     with pytest.raises(CheckpointMismatchError) as info:
         convert_checkpoint(checkpoint, str(out / "x.weights.h5"), "pretrainedmodels",
-                           model=spare_model)
+                           model=very_deep)
     assert info.value.key == bad_key
     assert "(1152, 383, 1, 1)" in str(info.value) and "(1152, 384, 1, 1)" in str(info.value)
     assert info.value.unexpected == ["stage_c.9.extra.weight"]
     _assert_nothing_written(out)
 
 
-def test_unassigned_keras_weight_is_named(pretrainedmodels_reference, spare_model, tmp_path):
+def test_unassigned_keras_weight_is_named(pretrainedmodels_reference, very_deep, tmp_path):
     extra = keras.layers.Dense(3, name="extra_head")
-    model = keras.Model(spare_model.input, extra(spare_model.output))
+    model = keras.Model(very_deep.input, extra(very_deep.output))
     with pytest.raises(CheckpointMismatchError) as info:
         convert_checkpoint(pretrainedmodels_reference.checkpoint, str(tmp_path / "x.weights.h5"),
                            "pretrainedmodels", model=model)
@@ -205,12 +199,12 @@ class _Payload:
     """An arbitrary object: torch.load(weights_only=True) must refuse to unpickle it."""
 
 
-def test_arbitrary_pickled_objects_are_refused(spare_model, tmp_path):
+def test_arbitrary_pickled_objects_are_refused(very_deep, tmp_path):
     checkpoint = _save({"stem.conv1.0.conv.weight": torch.zeros(1), "x": _Payload()},
                        tmp_path / "objects.pth")
     with pytest.raises(CheckpointError, match="weights_only"):
         convert_checkpoint(checkpoint, str(tmp_path / "x.weights.h5"), "pretrainedmodels",
-                           spare_model)
+                           very_deep)
     assert not os.path.exists(tmp_path / "x.weights.h5")
 
 
